@@ -1,0 +1,33 @@
+# The README's two commands: `make sample` and `make test`. Each creates or reuses .venv and
+# installs what it needs, so a fresh clone needs nothing else.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+
+.PHONY: sample test test-all lint bench install integration
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first and pinned: the CPU build on local disk; an open range would pull a CUDA build.
+	$(PY) -m pip install -q "torch==2.13.0"
+	$(PY) -m pip install -q -e ".[train,dev]"
+	rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+install: $(STAMP)
+
+sample: $(STAMP)
+	$(PY) -m flows.build_corpus --config samples/sample.yaml
+
+test: $(STAMP)
+	$(PY) -m pytest -m "not integration" -q
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+integration: $(STAMP)
+	bash tests/integration/run_vllm_cpu.sh
+
+bench: $(STAMP)
+	$(PY) -m bench.all

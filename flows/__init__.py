@@ -1,0 +1,1 @@
+"""Thin Prefect flows and deployments over `curation/`."""
