@@ -1,0 +1,86 @@
+"""Loading the model, tokenizer and image processor: a real checkpoint or the `tiny` preset.
+
+The model class comes from the checkpoint's config (`AutoConfig` -> the image-text-to-text auto
+class, or the config's `architectures`), so Qwen2.5-VL is the default but not hard-wired.
+Images go through `Qwen2VLImageProcessorPil`, not `Qwen2_5_VLProcessor` (which needs torchvision).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from training.chat_template import check_chat_template
+
+# Qwen2.5-VL's LoRA targets in the language model only (the vision blocks reuse the MLP names).
+LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+# Frames arrive already resized to the pixel budget by `curation.frames.decode_frames`; a floor of
+# one merged patch keeps the processor from upscaling small frames into more tokens.
+MIN_PIXELS = 28 * 28
+
+
+def load_tokenizer(name_or_path: str):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    check_chat_template(tokenizer, name=f"tokenizer of {name_or_path}")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = "<|endoftext|>"
+    return tokenizer
+
+
+def load_image_processor(name_or_path: str, max_pixels: int):
+    """Qwen's PIL image processor with the training pixel budget (frames are decoded at that
+    budget already, so its resize is a no-op for them)."""
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    try:
+        processor = Qwen2VLImageProcessorPil.from_pretrained(name_or_path)
+    except OSError:  # a checkpoint without preprocessor_config.json: Qwen's defaults
+        processor = Qwen2VLImageProcessorPil()
+    processor.size = {"shortest_edge": MIN_PIXELS, "longest_edge": max_pixels}
+    return processor
+
+
+def load_model(name_or_path: str, dtype=None):
+    import transformers
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    config = AutoConfig.from_pretrained(name_or_path)
+    try:
+        return AutoModelForImageTextToText.from_pretrained(name_or_path, dtype=dtype)
+    except ValueError:  # a config the auto class does not map: trust its declared architecture
+        names = getattr(config, "architectures", None) or []
+        cls = getattr(transformers, names[0], None) if names else None
+        if cls is None:
+            raise ValueError(f"{name_or_path}: config {type(config).__name__} names no loadable "
+                             f"model class (architectures={names})") from None
+        return cls.from_pretrained(name_or_path, dtype=dtype)
+
+
+def freeze_vision_tower(model, train_merger: bool = True) -> int:
+    """Freeze the vision encoder (SFT published: frozen); the patch merger, which maps vision
+    features into the language model, stays trainable unless `train_merger` is False.
+    Returns the number of frozen parameter tensors."""
+    frozen = 0
+    for name, param in model.named_parameters():
+        if ".visual." in f".{name}" and not (train_merger and ".merger." in name):
+            param.requires_grad_(False)
+            frozen += 1
+    return frozen
+
+
+def apply_lora(model, rank: int, alpha: int, dropout: float):
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=LORA_TARGETS)
+    return get_peft_model(model, config)
+
+
+def prepare_tiny_checkpoint(texts: list[str], out_dir: str | Path, seed: int = 0) -> Path:
+    """Build (once) the tiny preset under `out_dir` and return its path; reused if present."""
+    from training.tiny import save_tiny_checkpoint
+
+    out = Path(out_dir)
+    if (out / "config.json").is_file() and (out / "tokenizer.json").is_file():
+        return out
+    return save_tiny_checkpoint(texts, out, seed=seed)

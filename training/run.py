@@ -1,0 +1,35 @@
+"""`python -m training.run {sft,...} ...`: one entry point, one module per subcommand.
+
+A subcommand is a module with `add_arguments(parser)` and `main(args) -> int`; it is imported
+only when chosen (so one command's heavy or optional dependencies never slow or break another).
+Adding one is one line in `COMMANDS`, e.g. `"grpo": ("training.grpo", "GRPO with the PAUC reward")`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "sft": ("training.sft", "supervised fine-tuning on streaming episodes"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="python -m training.run")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    for name, (module_name, help_text) in COMMANDS.items():
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        if name == chosen:  # only the chosen command's module is imported
+            module = importlib.import_module(module_name)
+            module.add_arguments(command)
+            command.set_defaults(handler=module.main)
+    args = parser.parse_args(argv)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

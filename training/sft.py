@@ -1,0 +1,310 @@
+"""SFT on streaming episodes: data, model, optimizer, loop, eval, checkpoint — top to bottom.
+
+`python -m training.run sft --config FILE [--model PATH_OR_NAME] [--preset tiny] [key=value ...]`.
+Multi-GPU and FSDP come from `accelerate launch` and its config file, not from this code.
+
+Departures from the published code (MMDuet2 release), and why:
+- Labels are built per turn and asserted against one tokenisation of the whole episode (FACTS.md
+  "Trainer masks"); a template that does not split into turns is an error, not silent mislabels.
+- Over-long episodes are truncated from the left at whole turns, keeping the system prompt and
+  moving the dropped turns' questions to the first kept turn (the published loader's truncation
+  is not documented).
+- A video that cannot be decoded is skipped and counted, never replaced by a random sample.
+- Optional loss weight on `NO REPLY` turns (Streamo's lesson; off by default = published).
+- The patch merger stays trainable when the vision tower is frozen (Qwen2.5-VL fine-tuning
+  default; set `train_merger: false` to freeze it too). ZeRO-3 is replaced by accelerate/FSDP.
+- The learning-rate schedule (cosine after warm-up) is not published; it is a config value.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from training.chat_template import DEFAULT_SYSTEM_PROMPT, TemplateConfig, TurnRenderer
+from training.corpus import read_split, splits_of
+from training.dataset import CollateEpisodes, EpisodeDataset, batch_order
+from training.episodes import EpisodeConfig
+from training.model import (
+    apply_lora,
+    freeze_vision_tower,
+    load_image_processor,
+    load_model,
+    load_tokenizer,
+    prepare_tiny_checkpoint,
+)
+
+
+class ExtraCorpus(BaseModel):
+    """Another corpus of dialogue shards mixed into training (FACTS.md: the published SFT mixed in
+    ordinary video QA and captions, written as dialogues so they stream like the rest)."""
+
+    model_config = ConfigDict(extra="forbid")
+    path: str
+    split: str = "train"
+    max_dialogues: int | None = Field(None, ge=1)
+
+
+class LoraSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = False  # published SFT is a full fine-tune
+    rank: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.05, ge=0, lt=1)
+
+
+class SFTConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    corpus: str = "corpus"
+    split: str = "train"
+    eval_split: str | None = "validation"  # evaluated only when the index has it
+    max_dialogues: int | None = Field(None, ge=1)
+    max_eval_dialogues: int | None = Field(64, ge=1)
+    extra_corpora: list[ExtraCorpus] = []
+    model: str = "Qwen/Qwen2.5-VL-3B-Instruct"  # FACTS.md: base model
+    preset: Literal["tiny"] | None = None  # "tiny": random tiny Qwen2.5-VL, no download
+    output_dir: str = "runs/sft"
+    max_pixels: int = Field(128 * 28 * 28, ge=28 * 28)  # FACTS.md: 128 visual tokens per frame
+    learning_rate: float = Field(1e-5, gt=0)  # FACTS.md: SFT lr 1e-5
+    warmup_ratio: float = Field(0.05, ge=0, le=1)  # FACTS.md: warm-up 0.05
+    lr_schedule: Literal["cosine", "linear", "constant"] = "cosine"  # not published
+    epochs: int = Field(1, ge=1)  # FACTS.md: 1 epoch
+    max_steps: int | None = Field(None, ge=1, description="optimizer steps; overrides epochs")
+    batch_size: int = Field(1, ge=1, description="episodes per device per micro-batch")
+    grad_accum_steps: int = Field(1, ge=1)
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    freeze_vision_tower: bool = True  # FACTS.md: SFT with the vision tower frozen
+    train_merger: bool = True
+    gradient_checkpointing: bool = False
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 where supported (FACTS.md)
+    lora: LoraSettings = LoraSettings()
+    seed: int = 0
+    log_every_steps: int = Field(1, ge=1)
+    eval_every_steps: int = Field(500, ge=1)
+    save_every_steps: int = Field(500, ge=1)
+    resume: bool = True  # continue from the latest checkpoint in output_dir if there is one
+    num_workers: int = Field(0, ge=0)
+    episodes: EpisodeConfig = EpisodeConfig()
+    template: TemplateConfig = TemplateConfig(system_prompt=DEFAULT_SYSTEM_PROMPT)
+
+
+def load_config(path: str | None, overrides: list[str], **flags) -> SFTConfig:
+    """YAML/JSON file, then `--model`/`--preset` flags, then dotted `key=value` overrides."""
+    data = yaml.safe_load(Path(path).read_text()) if path else {}
+    data = dict(data or {})
+    data.update({k: v for k, v in flags.items() if v is not None})
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"override {item!r} is not key=value")
+        *parents, leaf = key.split(".")
+        node = data
+        for name in parents:
+            node = node.setdefault(name, {})
+        node[leaf] = yaml.safe_load(value)
+    return SFTConfig.model_validate(data)
+
+
+def weighted_token_loss(logits, labels, weights) -> torch.Tensor:
+    """Cross-entropy over labelled tokens, each weighted (NO REPLY turns may weigh less)."""
+    logits, labels, weights = logits[:, :-1].float(), labels[:, 1:], weights[:, 1:]
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                         ignore_index=-100, reduction="none")
+    return (ce * weights.reshape(-1)).sum() / weights.sum().clamp_min(1e-8)
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    found = sorted((output_dir / "checkpoints").glob("step-*/trainer_state.json"))
+    return found[-1].parent if found else None
+
+
+def train(cfg: SFTConfig) -> dict:
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from torch.utils.tensorboard import SummaryWriter
+    from tqdm.auto import tqdm
+    from transformers import get_scheduler
+
+    precision = cfg.mixed_precision
+    if precision == "auto":
+        precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    accelerator = Accelerator(mixed_precision=precision)
+    set_seed(cfg.seed)
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    # --- data -------------------------------------------------------------------------------
+    splits = [read_split(cfg.corpus, cfg.split, cfg.max_dialogues)]
+    splits += [read_split(x.path, x.split, x.max_dialogues) for x in cfg.extra_corpora]
+    items = [(d, s.video_path(d.video_id)) for s in splits for d in s.dialogues]
+    if not items:
+        raise ValueError(f"{cfg.corpus}: split {cfg.split!r} has no dialogues")
+    if cfg.preset == "tiny":  # tokenizer trained on this corpus's text; built once per run dir
+        texts = [cfg.template.system_prompt] + [t for d, _ in items for t in
+                                                [u.text for u in d.user_turns] + [r.answer for r in d.references]]
+        if accelerator.is_main_process:
+            prepare_tiny_checkpoint(texts, out / "tiny-model", seed=cfg.seed)
+        accelerator.wait_for_everyone()
+        cfg = cfg.model_copy(update={"model": str(out / "tiny-model")})
+    tokenizer = load_tokenizer(cfg.model)
+    image_processor = load_image_processor(cfg.model, cfg.max_pixels)
+    renderer = TurnRenderer(tokenizer, cfg.template.system_prompt, cfg.template.image_pad_token)
+
+    def dataset_of(pairs):
+        return EpisodeDataset(pairs, cfg.episodes, renderer, image_processor, cfg.template, cfg.max_pixels)
+
+    train_set = dataset_of(items)
+    eval_set = None
+    if cfg.eval_split and cfg.eval_split in splits_of(cfg.corpus):
+        held_out = read_split(cfg.corpus, cfg.eval_split, cfg.max_eval_dialogues)
+        eval_set = dataset_of([(d, held_out.video_path(d.video_id)) for d in held_out.dialogues])
+    collate = CollateEpisodes(tokenizer.pad_token_id)
+
+    # --- model ------------------------------------------------------------------------------
+    model = load_model(cfg.model, dtype=torch.float32)  # fp32 master weights; autocast computes in bf16
+    if cfg.freeze_vision_tower:
+        freeze_vision_tower(model, train_merger=cfg.train_merger)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if cfg.lora.enabled:
+        model = apply_lora(model, cfg.lora.rank, cfg.lora.alpha, cfg.lora.dropout)
+
+    # --- optimizer --------------------------------------------------------------------------
+    world, rank = accelerator.num_processes, accelerator.process_index
+    micro_per_epoch = len(batch_order(len(train_set), cfg.batch_size, cfg.seed, 0)) // world
+    if micro_per_epoch == 0:
+        raise ValueError(f"{len(train_set)} dialogues cannot feed {world} processes")
+    steps_per_epoch = max(1, math.ceil(micro_per_epoch / cfg.grad_accum_steps))
+    total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
+                                  lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    scheduler = get_scheduler(cfg.lr_schedule if cfg.lr_schedule != "constant" else "constant_with_warmup",
+                              optimizer, num_warmup_steps=int(cfg.warmup_ratio * total_steps),
+                              num_training_steps=total_steps)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+
+    # --- resume: the step count and the position in the seeded batch order ---------------------
+    order_key = {"items": len(train_set), "batch_size": cfg.batch_size, "seed": cfg.seed, "processes": world}
+    state = {"step": 0, "epoch": 0, "micro": 0, "skipped": {}, "order": order_key}
+    resume_from = latest_checkpoint(out) if cfg.resume else None
+    if resume_from is not None:
+        saved = json.loads((resume_from / "trainer_state.json").read_text())
+        if saved.get("order") != order_key:  # another order would silently repeat or skip data
+            raise ValueError(f"{resume_from}: saved with data order {saved.get('order')}, this run has "
+                             f"{order_key}; use a new output_dir or resume=false")
+        accelerator.load_state(str(resume_from / "accelerate"))
+        state = saved
+        accelerator.print(f"resumed from {resume_from} at step {state['step']}")
+
+    def save_checkpoint() -> None:
+        where = out / "checkpoints" / f"step-{state['step']:08d}"
+        accelerator.save_state(str(where / "accelerate"))
+        if accelerator.is_main_process:
+            (where / "trainer_state.json").write_text(json.dumps(state))
+
+    def evaluate() -> float | None:
+        model.eval()
+        total = torch.zeros(2, device=accelerator.device)  # (loss sum, episodes) over all processes
+        with torch.no_grad():
+            for index in range(rank, len(eval_set), world):
+                batch = collate([eval_set[index]])
+                if batch.tensors is not None:
+                    b = {k: v.to(accelerator.device) for k, v in batch.tensors.items()}
+                    logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
+                                   pixel_values=b["pixel_values"], image_grid_thw=b["image_grid_thw"]).logits
+                    total += torch.stack([weighted_token_loss(logits, b["labels"], b["loss_weights"]),
+                                          torch.ones((), device=accelerator.device)])
+        model.train()
+        total = accelerator.reduce(total, reduction="sum")
+        return (total[0] / total[1]).item() if total[1] > 0 else None
+
+    # --- loop -------------------------------------------------------------------------------
+    writer = SummaryWriter(str(out / "tensorboard")) if accelerator.is_main_process else None
+    order_log = (out / "data_order.jsonl").open("a") if accelerator.is_main_process else None
+    bar = tqdm(total=total_steps, initial=state["step"], disable=not accelerator.is_main_process,
+               desc="sft", dynamic_ncols=True)
+    losses: list[float] = []
+    model.train()
+    while state["step"] < total_steps and (cfg.max_steps or state["epoch"] < cfg.epochs):
+        batches = batch_order(len(train_set), cfg.batch_size, cfg.seed, state["epoch"])
+        mine = batches[:micro_per_epoch * world][rank::world]
+        loader = torch.utils.data.DataLoader(train_set, batch_sampler=mine[state["micro"]:],
+                                             collate_fn=collate, num_workers=cfg.num_workers)
+        for batch in loader:
+            state["micro"] += 1
+            for skip in batch.skips:
+                state["skipped"][skip.reason] = state["skipped"].get(skip.reason, 0) + 1
+            if batch.tensors is not None:
+                b = {k: v.to(accelerator.device) for k, v in batch.tensors.items()}
+                logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
+                               pixel_values=b["pixel_values"], image_grid_thw=b["image_grid_thw"]).logits
+                loss = weighted_token_loss(logits, b["labels"], b["loss_weights"])
+                accelerator.backward(loss / cfg.grad_accum_steps)
+                losses.append(loss.item())
+            if order_log:  # every process's items of this micro-batch, in rank order
+                j = (state["micro"] - 1) * world
+                everyone = [i for b in batches[j:j + world] for i in b]
+                order_log.write(json.dumps({"epoch": state["epoch"], "micro": state["micro"],
+                                            "items": everyone}) + "\n")
+            if state["micro"] % cfg.grad_accum_steps and state["micro"] < len(mine):
+                continue
+            accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            state["step"] += 1
+            if state["micro"] >= len(mine):  # the epoch is consumed: a checkpoint resumes at the next
+                state.update(epoch=state["epoch"] + 1, micro=0)
+            bar.update(1)
+            if losses and writer and state["step"] % cfg.log_every_steps == 0:
+                writer.add_scalar("train/loss", losses[-1], state["step"])
+                writer.add_scalar("train/lr", scheduler.get_last_lr()[0], state["step"])
+                writer.add_scalar("train/skipped", sum(state["skipped"].values()), state["step"])
+                bar.set_postfix(loss=f"{losses[-1]:.4f}", skipped=sum(state["skipped"].values()))
+            if eval_set is not None and state["step"] % cfg.eval_every_steps == 0:
+                eval_loss = evaluate()
+                if writer and eval_loss is not None:
+                    writer.add_scalar("eval/loss", eval_loss, state["step"])
+            if state["step"] % cfg.save_every_steps == 0 or state["step"] >= total_steps:
+                save_checkpoint()
+            if state["step"] >= total_steps or state["micro"] == 0:
+                break
+    bar.close()
+
+    # --- final checkpoint -------------------------------------------------------------------
+    accelerator.wait_for_everyone()
+    summary = {"steps": state["step"], "losses": losses, "skipped": state["skipped"],
+               "eval_loss": evaluate() if eval_set is not None else None}
+    if accelerator.is_main_process:
+        final = out / "final"
+        accelerator.unwrap_model(model).save_pretrained(final, state_dict=accelerator.get_state_dict(model))
+        tokenizer.save_pretrained(final)
+        image_processor.save_pretrained(final)
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        writer.close()
+        order_log.close()
+    return summary
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--config", help="YAML or JSON file of SFTConfig fields")
+    parser.add_argument("--model", help="checkpoint path or hub name (default: Qwen2.5-VL-3B-Instruct)")
+    parser.add_argument("--preset", choices=["tiny"], help="tiny: a random tiny Qwen2.5-VL, no download")
+    parser.add_argument("overrides", nargs="*", help="dotted key=value, e.g. episodes.seconds_per_frame=1")
+
+
+def main(args) -> int:
+    cfg = load_config(args.config, args.overrides, model=args.model, preset=args.preset)
+    summary = train(cfg)
+    print(json.dumps({k: v for k, v in summary.items() if k != "losses"}
+                     | {"first_loss": (summary["losses"] or [None])[0],
+                        "last_loss": (summary["losses"] or [None])[-1]}))
+    return 0
