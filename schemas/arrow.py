@@ -41,8 +41,11 @@ def _arrow_type(annotation: Any) -> tuple[pa.DataType, bool]:
         args = get_args(annotation)
         return pa.list_(_field("item", args[0]), len(args)), False
     if origin is dict:
+        # A list of {key, value} entries, not an Arrow map: `datasets` (and so the Hub viewer)
+        # cannot type map columns. Read back as a dict by `_python_value`.
         key, value = get_args(annotation)
-        return pa.map_(_arrow_type(key)[0], _arrow_type(value)[0]), False
+        entry = pa.struct([pa.field("key", _arrow_type(key)[0], nullable=False), _field("value", value)])
+        return pa.list_(pa.field("item", entry, nullable=False)), False
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return pa.struct(_fields(annotation)), False
     simple = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_(),
@@ -67,16 +70,40 @@ def arrow_schema(record_cls: type[Record]) -> pa.Schema:
     return pa.schema(_fields(record_cls), metadata=meta)
 
 
+def _is_entries(arrow_type: pa.DataType) -> bool:
+    return (pa.types.is_list(arrow_type) and pa.types.is_struct(arrow_type.value_type)
+            and [f.name for f in arrow_type.value_type] == ["key", "value"])
+
+
+def _arrow_value(value: Any, arrow_type: pa.DataType) -> Any:
+    # dict fields are stored as sorted {key, value} entries (sorted: same dict, same bytes).
+    if value is None:
+        return None
+    if _is_entries(arrow_type):
+        value_type = arrow_type.value_type.field("value").type
+        return [{"key": k, "value": _arrow_value(v, value_type)} for k, v in sorted(value.items())]
+    if pa.types.is_struct(arrow_type):
+        return {f.name: _arrow_value(value.get(f.name), f.type) for f in arrow_type}
+    if pa.types.is_list(arrow_type) or pa.types.is_fixed_size_list(arrow_type):
+        return [_arrow_value(v, arrow_type.value_type) for v in value]
+    return value
+
+
 def to_table(records: list[Record], record_cls: type[Record]) -> pa.Table:
-    rows = [r.model_dump(mode="python") for r in records]
-    return pa.Table.from_pylist(rows, schema=arrow_schema(record_cls))
+    schema = arrow_schema(record_cls)
+    rows = [{f.name: _arrow_value(row[f.name], f.type) for f in schema}
+            for row in (r.model_dump(mode="python") for r in records)]
+    return pa.Table.from_pylist(rows, schema=schema)
 
 
 def _python_value(value: Any, arrow_type: pa.DataType) -> Any:
     # pyarrow returns map columns as lists of (key, value) pairs; records want dicts.
     if value is None:
         return None
-    if pa.types.is_map(arrow_type):
+    if _is_entries(arrow_type):
+        value_type = arrow_type.value_type.field("value").type
+        return {e["key"]: _python_value(e["value"], value_type) for e in value}
+    if pa.types.is_map(arrow_type):  # shards written before dict fields became entry lists
         return {k: _python_value(v, arrow_type.item_type) for k, v in value}
     if pa.types.is_struct(arrow_type):
         return {f.name: _python_value(value[f.name], f.type) for f in arrow_type}

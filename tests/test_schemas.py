@@ -8,8 +8,19 @@ import pyarrow.parquet as pq
 import pytest
 
 from schemas import (
-    Dialogue, Quarantine, RecordError, Scene, SchemaVersionError, Segment, Video, arrow_schema,
-    from_table, parse_record, read_parquet, to_table, write_parquet,
+    Dialogue,
+    Quarantine,
+    RecordError,
+    Scene,
+    SchemaVersionError,
+    Segment,
+    Video,
+    arrow_schema,
+    from_table,
+    parse_record,
+    read_parquet,
+    to_table,
+    write_parquet,
 )
 from schemas.arrow import VERSION_KEY
 from schemas.llm_output import LLM_OUTPUTS, json_schema

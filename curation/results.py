@@ -1,0 +1,129 @@
+"""The per-video result store: one JSON file per video, the unit of resume.
+
+A video's stages end in one `VideoResult` written atomically (temp file in the same folder, fsync,
+`os.replace`), so a file is either absent or whole. Reading never raises: a damaged, half-written or
+invalid file reads as absent and the video is simply redone. Files live under
+`<results_dir>/<first 2 hex of sha1(video_id)>/<video_id>.json` so no folder holds more than a few
+hundred files at 52k videos (the Hub and most filesystems dislike huge folders, FACTS.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from schemas.records import Dialogue, Quarantine, Scene, Segment, Video, check_safe_id
+
+SUFFIX = ".json"
+TMP_PREFIX = ".tmp-"  # leftovers of a crashed write start with this and are never read
+
+
+class VideoResult(BaseModel):
+    """Everything one video produced; `video_id` is a SafeId, or `manifest-<hash>` for a bad manifest row."""
+
+    model_config = ConfigDict(extra="forbid")
+    video_id: str
+    config_fingerprint: str
+    video: Video | None = None
+    segments: list[Segment] = []
+    scenes: list[Scene] = []
+    dialogues: list[Dialogue] = []
+    quarantine: list[Quarantine] = []
+    stage_durations_s: dict[str, float] = {}
+    llm_usage: dict[str, int] = {}
+
+
+def result_path(results_dir: str | Path, video_id: str) -> Path:
+    """Where a video's result lives; refuses ids that could name a file outside `results_dir`."""
+    check_safe_id(video_id)
+    root = Path(results_dir).resolve()
+    shard = hashlib.sha1(video_id.encode()).hexdigest()[:2]
+    path = (root / shard / f"{video_id}{SUFFIX}").resolve()
+    if root not in path.parents:
+        raise ValueError(f"result path for {video_id!r} escapes {root}")
+    return path
+
+
+def fsync_folder(folder: Path) -> None:
+    # Makes the rename itself durable; not every platform lets a folder be opened, so best effort.
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_result(results_dir: str | Path, result: VideoResult) -> Path:
+    """Write atomically: readers see the old file or the new one, never a torn one."""
+    path = result_path(results_dir, result.video_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = result.model_dump_json().encode()
+    fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{result.video_id}-", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_folder(path.parent)
+    return path
+
+
+def _load(path: Path, video_id: str) -> VideoResult | None:
+    try:
+        result = VideoResult.model_validate_json(path.read_bytes())
+    except (OSError, ValueError, ValidationError):  # absent, truncated, not JSON, not a result
+        return None
+    # A file renamed by hand (or a hash-shard mix-up) must not stand in for another video.
+    return result if result.video_id == video_id else None
+
+
+def read_result(results_dir: str | Path, video_id: str) -> VideoResult | None:
+    """The stored result, or None when there is none or it cannot be trusted (then: redo the video)."""
+    try:
+        path = result_path(results_dir, video_id)
+    except ValueError:
+        return None
+    return _load(path, video_id)
+
+
+def _stored_ids(results_dir: Path) -> list[str]:
+    """Ids with a result file, sorted; names only, so listing 52k results stays cheap."""
+    if not results_dir.is_dir():
+        return []
+    ids = []
+    for shard in results_dir.iterdir():
+        if not shard.is_dir():
+            continue
+        for entry in shard.iterdir():
+            name = entry.name
+            if name.endswith(SUFFIX) and not name.startswith(TMP_PREFIX):
+                ids.append(name[: -len(SUFFIX)])
+    return sorted(set(ids))
+
+
+def iter_results(results_dir: str | Path) -> Iterator[VideoResult]:
+    """Every readable result, one at a time, sorted by video id (the shards' row order)."""
+    root = Path(results_dir)
+    for video_id in _stored_ids(root):
+        result = read_result(root, video_id)
+        if result is not None:
+            yield result
+
+
+def finished_ids(results_dir: str | Path) -> set[str]:
+    """Ids whose result file is readable (what a damaged file would be is redone, so not counted)."""
+    return {r.video_id for r in iter_results(results_dir)}

@@ -1,0 +1,295 @@
+import hashlib
+import json
+import os
+import re
+from collections import Counter
+from pathlib import Path
+
+import duckdb
+import fsspec
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from curation.results import VideoResult, write_result
+from curation.shards import ShardConfig, build_shards, publish, read_table, split_of
+from schemas import Dialogue, Quarantine, Video, from_table
+from schemas.arrow import TABLE_KEY, VERSION_KEY
+from tests.test_results import FIXED_TIME, make_result
+from training.corpus import read_split
+
+# Small enough that 40 videos roll over several files per (table, split).
+SMALL = ShardConfig(target_shard_bytes=6_000, batch_rows=8, validation_share=0.3)
+NAME = re.compile(r"^data/(videos|segments|scenes|dialogues|quarantine)/(train|validation|all)-\d{5}-[0-9a-f]{8}\.parquet$")
+
+
+def store(results_dir: Path, ids, **kwargs) -> dict[str, VideoResult]:
+    made = {}
+    for i, video_id in enumerate(ids):
+        made[video_id] = make_result(video_id, n_dialogues=1 + i % 3, quarantined=i % 2, **kwargs)
+        write_result(results_dir, made[video_id])
+    return made
+
+
+def ids_of(n: int, start: int = 0) -> list[str]:
+    return [f"vid{i:04d}" for i in range(start, start + n)]
+
+
+def files_under(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def check_index_matches_files(root: Path, index: dict) -> None:
+    assert index["schema_version"] == "1.0"
+    for entry in index["shards"]:
+        path = root / entry["path"]
+        data = path.read_bytes()
+        assert NAME.match(entry["path"]), entry["path"]
+        assert entry["sha256"] == hashlib.sha256(data).hexdigest() and entry["sha256"][:8] in entry["path"]
+        assert entry["bytes"] == len(data)
+        meta = pq.read_metadata(path)
+        assert entry["rows"] == meta.num_rows
+        assert meta.schema.to_arrow_schema().metadata[VERSION_KEY] == b"1.0"
+        assert meta.schema.to_arrow_schema().metadata[TABLE_KEY] == entry["table"].encode()
+    listed = {e["path"] for e in index["shards"]}
+    on_disk = {p.relative_to(root).as_posix() for p in (root / "data").rglob("*") if p.is_file()}
+    assert on_disk == listed  # nothing stale, no temp files left
+
+
+def test_every_record_lands_once_in_its_table_and_split(tmp_path):
+    made = store(tmp_path / "results", ids_of(40))
+    manifest_row = Quarantine(item_id="../x", video_id="../x", stage="manifest", reason="unsafe_id",
+                              created_at=FIXED_TIME)
+    write_result(tmp_path / "results", VideoResult(video_id="manifest-00aa", config_fingerprint="fp0",
+                                                   quarantine=[manifest_row]))
+    root = tmp_path / "corpus"
+    index = build_shards(tmp_path / "results", root, SMALL)
+    check_index_matches_files(root, index)
+    assert index["created_from"]["results"] == 41
+    assert index["created_from"]["results_with_dialogues"] == 40
+
+    dialogues = from_table(read_table(root, "dialogues"), Dialogue)
+    expected = [d for vid in sorted(made) for d in made[vid].dialogues]
+    assert sorted(d.dialogue_id for d in dialogues) == sorted(d.dialogue_id for d in expected)
+    assert {d.dialogue_id: d for d in dialogues} == {d.dialogue_id: d for d in expected}  # lossless
+    videos = sorted(from_table(read_table(root, "videos"), Video), key=lambda v: v.video_id)
+    assert videos == [made[v].video for v in sorted(made)]
+    assert read_table(root, "segments").num_rows == 40 * 5 and read_table(root, "scenes").num_rows == 40 * 2
+    quarantine = from_table(read_table(root, "quarantine", split="all"), Quarantine)
+    assert len(quarantine) == 20 + 1 and manifest_row in quarantine
+    assert {e["split"] for e in index["shards"] if e["table"] == "quarantine"} == {"all"}
+    assert read_table(root, "dialogues", split="nope").num_rows == 0
+    with pytest.raises(ValueError, match="unknown table"):
+        read_table(root, "frames")
+
+
+def test_a_videos_rows_never_straddle_splits(tmp_path):
+    store(tmp_path / "results", ids_of(40))
+    root = tmp_path / "corpus"
+    build_shards(tmp_path / "results", root, SMALL)
+    for table in ("videos", "segments", "scenes", "dialogues"):
+        seen: dict[str, set[str]] = {}
+        for split in ("train", "validation"):
+            for video_id in read_table(root, table, split).column("video_id").to_pylist():
+                seen.setdefault(video_id, set()).add(split)
+        assert all(splits == {split_of(v, SMALL)} for v, splits in seen.items()), table
+        assert len(seen) == 40
+    counts = Counter(split_of(v, SMALL) for v in ids_of(40))
+    assert counts["validation"] > 0 and counts["train"] > counts["validation"]
+    # the trainer's reader sees the same split
+    train = read_split(root, "train")
+    assert {d.video_id for d in train.dialogues} == {v for v in ids_of(40) if split_of(v, SMALL) == "train"}
+
+
+def test_split_is_a_pure_function_of_id_seed_and_share():
+    ids = ids_of(400)
+    cfg = ShardConfig()
+    assert [split_of(v, cfg) for v in ids] == [split_of(v, ShardConfig()) for v in ids]
+    share = sum(split_of(v, cfg) == "validation" for v in ids) / len(ids)
+    assert 0.02 < share < 0.09  # default 5%
+    reseeded = ShardConfig(split_seed="other")
+    assert [split_of(v, cfg) for v in ids] != [split_of(v, reseeded) for v in ids]
+    assert {split_of(v, ShardConfig(validation_share=0.0)) for v in ids} == {"train"}
+    assert {split_of(v, ShardConfig(validation_share=1.0)) for v in ids} == {"validation"}
+    # growing the validation share only moves videos from train to validation, never back
+    small, large = ShardConfig(validation_share=0.05), ShardConfig(validation_share=0.2)
+    assert all(split_of(v, large) == "validation" for v in ids if split_of(v, small) == "validation")
+
+
+def test_files_roll_at_the_target_size(tmp_path):
+    store(tmp_path / "results", ids_of(40))
+    cfg = SMALL.model_copy(update={"target_shard_bytes": 3_000})
+    index = build_shards(tmp_path / "results", tmp_path / "corpus", cfg)
+    by_key: dict[tuple[str, str], list[dict]] = {}
+    for entry in index["shards"]:
+        by_key.setdefault((entry["table"], entry["split"]), []).append(entry)
+    assert len(by_key[("dialogues", "train")]) >= 3
+    for entries in by_key.values():
+        numbers = [int(e["path"].rsplit("/", 1)[1].split("-")[1]) for e in entries]
+        assert numbers == list(range(len(entries)))
+        assert all(e["bytes"] >= cfg.target_shard_bytes for e in entries[:-1])  # only the last is short
+    one_file = build_shards(tmp_path / "results", tmp_path / "big", ShardConfig(validation_share=0.3))
+    assert Counter((e["table"], e["split"]) for e in one_file["shards"]) == Counter(by_key.keys())
+    for key, entries in by_key.items():
+        big = next(e for e in one_file["shards"] if (e["table"], e["split"]) == key)
+        assert big["rows"] == sum(e["rows"] for e in entries)
+
+
+def test_identical_results_give_byte_identical_shards_and_index(tmp_path):
+    store(tmp_path / "results", ids_of(25))
+    first = build_shards(tmp_path / "results", tmp_path / "a", SMALL)
+    second = build_shards(tmp_path / "results", tmp_path / "b", SMALL)
+    assert first == second
+    assert files_under(tmp_path / "a") == files_under(tmp_path / "b")
+    before = files_under(tmp_path / "a")
+    assert build_shards(tmp_path / "results", tmp_path / "a", SMALL) == first  # rebuild in place: no change
+    assert files_under(tmp_path / "a") == before
+    for entry in first["shards"]:  # no wall-clock anywhere in the file's metadata
+        meta = pq.read_metadata(tmp_path / "a" / entry["path"])
+        assert meta.created_by.startswith("parquet-cpp-arrow")
+        assert b"2026-" not in b"".join(meta.metadata.values())
+
+
+def test_rebuild_after_new_results_neither_duplicates_nor_drops(tmp_path):
+    results, root = tmp_path / "results", tmp_path / "corpus"
+    made = store(results, ids_of(20))
+    old = build_shards(results, root, SMALL)
+    made |= store(results, ids_of(10, start=20))
+    write_result(results, make_result("vid0003", n_dialogues=3))  # a redone video replaces its rows
+    new = build_shards(results, root, SMALL)
+    check_index_matches_files(root, new)  # old files no longer listed are gone
+    assert {e["path"] for e in old["shards"]} - {e["path"] for e in new["shards"]}
+    ids = read_table(root, "dialogues").column("dialogue_id").to_pylist()
+    assert len(ids) == len(set(ids))
+    expected = {d.dialogue_id for v, r in made.items() if v != "vid0003" for d in r.dialogues}
+    assert set(ids) == expected | {f"vid0003-mq-{d}" for d in range(3)}
+    assert sorted(read_table(root, "videos").column("video_id").to_pylist()) == ids_of(30)
+
+
+def test_crash_before_the_index_swap_leaves_the_old_corpus_readable(tmp_path, monkeypatch):
+    results, root = tmp_path / "results", tmp_path / "corpus"
+    store(results, ids_of(20))
+    old = build_shards(results, root, SMALL)
+    old_text = (root / "index.json").read_text()
+    old_dialogues = read_table(root, "dialogues")
+    store(results, ids_of(8, start=20))
+    real_replace = os.replace
+
+    def crash_at_index(src, dst):
+        if Path(dst).name == "index.json":
+            raise OSError("killed before the index swap")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", crash_at_index)
+    with pytest.raises(OSError, match="killed before"):
+        build_shards(results, root, SMALL)
+    monkeypatch.undo()
+    assert (root / "index.json").read_text() == old_text
+    for entry in old["shards"]:  # every file the old index lists is still there, unchanged
+        assert hashlib.sha256((root / entry["path"]).read_bytes()).hexdigest() == entry["sha256"]
+    assert read_table(root, "dialogues").equals(old_dialogues)
+    assert not list(root.glob(".tmp-*"))
+
+    new = build_shards(results, root, SMALL)  # the re-run after the crash
+    check_index_matches_files(root, new)
+    ids = read_table(root, "dialogues").column("dialogue_id").to_pylist()
+    assert len(ids) == len(set(ids)) == sum(1 + i % 3 for i in range(20)) + sum(1 + i % 3 for i in range(8))
+
+
+def test_stale_temp_files_from_a_killed_build_are_removed(tmp_path):
+    results, root = tmp_path / "results", tmp_path / "corpus"
+    store(results, ids_of(5))
+    (root / "data" / "dialogues").mkdir(parents=True)
+    (root / "data" / "dialogues" / ".tmp-train-00000-999.parquet.part").write_bytes(b"PAR1 half")
+    (root / "data" / "dialogues" / "train-00007-deadbeef.parquet").write_bytes(b"old shard")
+    check_index_matches_files(root, build_shards(results, root, SMALL))
+
+
+def test_empty_store_gives_an_empty_but_valid_corpus(tmp_path):
+    index = build_shards(tmp_path / "results", tmp_path / "corpus")
+    assert index["shards"] == [] and index["created_from"]["results"] == 0
+    table = read_table(tmp_path / "corpus", "dialogues")
+    assert table.num_rows == 0 and table.schema.metadata[VERSION_KEY] == b"1.0"
+
+
+def test_pandas_and_duckdb_read_the_shards_as_they_are(tmp_path):
+    store(tmp_path / "results", ids_of(30))
+    root = tmp_path / "corpus"
+    index = build_shards(tmp_path / "results", root, SMALL)
+    paths = [str(root / e["path"]) for e in index["shards"] if e["table"] == "dialogues"]
+    frame = pd.concat([pd.read_parquet(p) for p in paths])
+    assert len(frame) == sum(1 + i % 3 for i in range(30)) and frame["dialogue_id"].is_unique
+    con = duckdb.connect()
+    count, videos = con.execute(
+        f"select count(*), count(distinct video_id) from read_parquet({paths!r})").fetchone()
+    assert (count, videos) == (len(frame), 30)
+    answer = con.execute(f'select "references"[1].answer from read_parquet({paths[:1]!r}) order by dialogue_id limit 1').fetchone()[0]
+    assert answer == "A man in a dark suit."
+
+
+def _load_with_datasets(root: Path, index: dict, table: str, cache: Path):
+    datasets = pytest.importorskip("datasets")
+    files = {}
+    for entry in index["shards"]:
+        if entry["table"] == table:
+            # `all` is reserved by `datasets`; the card names that split `train` too (curation/card.py).
+            split = "train" if entry["split"] == "all" else entry["split"]
+            files.setdefault(split, []).append(str(root / entry["path"]))
+    return datasets.load_dataset("parquet", data_files=files, cache_dir=str(cache))
+
+
+@pytest.mark.parametrize("table", ["segments", "scenes", "quarantine"])
+def test_datasets_loads_the_shards_from_local_files(tmp_path, monkeypatch, table):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    store(tmp_path / "results", ids_of(12))
+    root = tmp_path / "corpus"
+    index = build_shards(tmp_path / "results", root, SMALL)
+    loaded = _load_with_datasets(root, index, table, tmp_path / "hf-cache")
+    assert sum(ds.num_rows for ds in loaded.values()) == read_table(root, table).num_rows > 0
+    if table != "quarantine":
+        for split, ds in loaded.items():
+            assert ds.num_rows == read_table(root, table, split).num_rows
+
+
+@pytest.mark.parametrize("table", ["videos", "dialogues"])
+def test_datasets_loads_tables_with_dict_columns(tmp_path, monkeypatch, table):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    store(tmp_path / "results", ids_of(6))
+    root = tmp_path / "corpus"
+    index = build_shards(tmp_path / "results", root, SMALL)
+    loaded = _load_with_datasets(root, index, table, tmp_path / "hf-cache")
+    assert sum(ds.num_rows for ds in loaded.values()) == read_table(root, table).num_rows
+    column = "metadata" if table == "videos" else "provenance"
+    first = next(iter(loaded.values()))[0][column]
+    entries = first if table == "videos" else first["parameters"]
+    assert all(set(e) == {"key", "value"} for e in entries)  # dicts as sorted key/value entries
+
+
+@pytest.mark.parametrize("scheme", ["memory", "file"])
+def test_publish_copies_the_corpus_to_an_fsspec_url_index_last(tmp_path, scheme):
+    results, root = tmp_path / "results", tmp_path / "corpus"
+    store(results, ids_of(10))
+    url = f"memory://corpus-{tmp_path.name}" if scheme == "memory" else (tmp_path / "remote").as_uri()
+    cfg = SMALL.model_copy(update={"publish_url": url})
+    (root / "figures").mkdir(parents=True)
+    (root / "figures" / "durations.png").write_bytes(b"png")
+    (root / "README.md").write_text("# card\n")
+    index = build_shards(results, root, cfg)  # publishes because publish_url is set
+    fs, base = fsspec.core.url_to_fs(url)
+    remote = json.loads(fs.cat_file(f"{base}/index.json"))
+    assert remote == index
+    for entry in index["shards"]:
+        assert hashlib.sha256(fs.cat_file(f"{base}/{entry['path']}")).hexdigest() == entry["sha256"]
+    assert fs.cat_file(f"{base}/figures/durations.png") == b"png"
+    assert fs.cat_file(f"{base}/README.md") == b"# card\n"
+
+    # Re-publishing sends only what is not there yet: the shards are skipped.
+    assert publish(root, url) == ["README.md", "figures/durations.png", "index.json"]
+
+    store(results, ids_of(3, start=10))
+    new = build_shards(results, root, cfg)
+    remote_shards = sorted(p.split(f"{base.strip('/')}/", 1)[1] for p in fs.find(f"{base}/data"))
+    assert remote_shards == sorted(e["path"] for e in new["shards"])  # stale remote shards removed
+    assert not [p for p in fs.find(base) if ".tmp-" in p]
