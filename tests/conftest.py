@@ -48,3 +48,69 @@ def dialogue_row(**overrides) -> dict:
 @pytest.fixture
 def make_dialogue_row():
     return dialogue_row
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def prefect_env(tmp_path_factory):
+    """One real `prefect server start` on loopback for the whole session (FACTS.md: start-up
+    costs ~10 s, so never one per test), with a temporary Prefect home. Returns the environment
+    a subprocess needs to use it."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    home = tmp_path_factory.mktemp("prefect-home")
+    port = free_port()
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PREFECT_SERVER_API_PORT": str(port), "PREFECT_SERVER_API_HOST": "127.0.0.1",
+           "DO_NOT_TRACK": "1", "PREFECT_SERVER_LOGGING_LEVEL": "ERROR"}
+    env.pop("PREFECT_API_URL", None)
+    log = open(home / "server.log", "w")
+    server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                               "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    api = f"http://127.0.0.1:{port}/api"
+    deadline = time.time() + 120
+    while True:
+        try:
+            urllib.request.urlopen(f"{api}/health", timeout=2).read()
+            break
+        except Exception:
+            if server.poll() is not None or time.time() > deadline:
+                server.kill()
+                raise RuntimeError(f"prefect server did not start: {(home / 'server.log').read_text()[-2000:]}") from None
+            time.sleep(0.5)
+    yield {**env, "PREFECT_API_URL": api}
+    server.terminate()
+    try:
+        server.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        server.kill()
+    log.close()
+
+
+def build_sample_corpus(output_dir: Path, *extra: str, env: dict | None = None, timeout_s: float = 600):
+    """Run the README's sample build (the real flow, in its own process) into `output_dir`."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "flows.build_corpus", "--config", str(SAMPLES / "sample.yaml"),
+           "--set", f"output_dir={output_dir}", *extra]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout_s)
+
+
+@pytest.fixture(scope="session")
+def sample_corpus(tmp_path_factory) -> Path:
+    """The sample corpus, built once per session by the same command `make sample` runs."""
+    out = tmp_path_factory.mktemp("sample") / "corpus"
+    proc = build_sample_corpus(out)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return out

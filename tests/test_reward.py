@@ -183,3 +183,15 @@ def test_offline_judge_runs_the_whole_path():
     # area 4 * 1 + 3 * 9 = 31; / 40 = 0.775
     assert r.reward_pauc == pytest.approx(0.775)
     assert r.reward_repetition == pytest.approx(-0.5)  # "red", "cup" were all said before
+
+
+def test_no_window_at_all_rewards_silence_and_penalises_every_reply():
+    # The synthetic GRPO task's known best policy: with no reference window every turn is
+    # out of span, so all NO REPLY earns 0 and a reply at each of the 16 turns earns -1 * 0.5.
+    texts = {float(t): f"Reply number {t}." for t in range(0, 31, 2)}
+    judge = ScriptedJudge(repetition={x: False for x in texts.values()})
+    silent, chatty = compute_rewards([episode({}), episode(texts)], [[], []], judge)
+    assert (silent.reward_outspan, silent.reward_pauc, silent.total) == (0.0, 0.0, 0.0)
+    assert chatty.reward_outspan == -1.0
+    assert chatty.n_windows == 0
+    assert chatty.total == pytest.approx(0.5 * -1.0)

@@ -1,0 +1,103 @@
+"""Soak: the real flow over a few hundred generated videos with faults switched on.
+
+    .venv/bin/python -m bench.soak --videos 300 --fault-rate 0.2
+
+Videos are served by a loopback file server that drops connections mid-file or answers 500 on a
+schedule (then recovers); the LLM is a scripted OpenAI-compatible server that answers 429/500,
+truncated or empty JSON, citations of segments that do not exist, and slow answers on a
+schedule; the manifest also carries every bad input of the curation issue. Reports videos
+processed, faults injected and survived, rows lost (must be 0) and the flow's peak memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tests import generated_corpus as gc
+from tests.flaky_http import FlakyFileServer
+from tests.openai_stub import StubServer
+from tests.scripted_llm import FaultPlan
+
+ROOT = Path(__file__).resolve().parents[1]
+BAD = {"empty_file": "bad/empty.mp4", "not_a_video": "bad/not_a_video.mp4", "truncated": "bad/truncated.mp4"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__.splitlines()[0])
+    parser.add_argument("--videos", type=int, default=300)
+    parser.add_argument("--fault-rate", type=float, default=0.2)
+    parser.add_argument("--workdir", type=Path, default=None, help="kept after the run when given")
+    parser.add_argument("--cache", type=Path, default=ROOT / "bench" / ".cache" / "soak-videos")
+    args = parser.parse_args(argv)
+
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="soak-"))
+    started = time.perf_counter()
+    videos = gc.make_videos(args.cache, args.videos)
+    print(f"{len(videos)} generated videos ready in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    served = work / "served"
+    served.mkdir(parents=True, exist_ok=True)
+    for video in videos:
+        target = served / video.name
+        if not target.exists():
+            target.hardlink_to(video)
+    for name, rel in BAD.items():
+        shutil.copyfile(ROOT / "samples" / rel, served / f"{name}.mp4")
+
+    plan = FaultPlan(rate=args.fault_rate, slow_s=2.0)
+    with FlakyFileServer(served, rate=args.fault_rate) as files, StubServer(plan) as llm:
+        rows = [{"video_id": v.stem, "uri": f"{files.url}/{v.name}"} for v in videos]
+        extra = [{"video_id": n, "uri": f"{files.url}/{n}.mp4"} for n in BAD]
+        extra += [{"video_id": "missing", "uri": f"{files.url}/missing.mp4"},
+                  {"video_id": "../escape", "uri": f"{files.url}/{videos[0].name}"},
+                  {"video_id": "bad_scheme", "uri": "ftp://example.invalid/x.mp4"},
+                  {"video_id": rows[0]["video_id"], "uri": rows[0]["uri"]}]  # duplicate id
+        manifest = gc.write_manifest(work, [Path(r["uri"]) for r in rows], extra)
+        # write_manifest takes paths; rewrite uris to the flaky server's URLs.
+        lines = [json.loads(x) for x in manifest.read_text().splitlines()]
+        for line, row in zip(lines, rows, strict=False):
+            line["uri"] = row["uri"]
+        manifest.write_text("".join(json.dumps(x) + "\n" for x in lines))
+        out = work / "corpus"
+        config = gc.write_config(work, manifest, out, llm.url, batch_size=100,
+                                 **{"workers.downloads": 8, "workers.llm": 8, "llm.max_in_flight": 16})
+        t0 = time.perf_counter()
+        proc = gc.run_flow(config, timeout_s=3600)
+        seconds = time.perf_counter() - t0
+        peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    if proc.returncode != 0:
+        print(proc.stdout[-3000:], proc.stderr[-6000:], file=sys.stderr)
+        return 1
+
+    summary = json.loads((out / "summary.json").read_text())
+    dialogues = gc.table_rows(out, "dialogues")
+    quarantine = gc.table_rows(out, "quarantine")
+    finished = {d["video_id"] for d in dialogues}
+    stopped = {q["video_id"] or q["item_id"] for q in quarantine if q["stage"] != "dialogues"}
+    manifest_ids = {json.loads(x)["video_id"] for x in manifest.read_text().splitlines()}
+    lost = sorted(manifest_ids - finished - stopped - {q["item_id"] for q in quarantine})
+    duplicates = len(dialogues) - len({d["dialogue_id"] for d in dialogues})
+    report = {
+        "manifest_rows": len(lines), "videos_with_dialogues": len(finished), "dialogues": len(dialogues),
+        "quarantined_items": len(quarantine),
+        "quarantine_reasons": summary.get("reasons", summary.get("quarantine_by_reason")),
+        "llm_faults_injected": plan.injected, "llm_faults_survived": plan.survived(),
+        "download_faults_injected": files.injected,
+        "download_faults_survived": sum(files.tries.get(n, 0) > files.failures for n in files.tries),
+        "rows_lost": len(lost), "lost_ids": lost[:10], "duplicate_dialogues": duplicates,
+        "seconds": round(seconds, 1), "peak_rss_mib_children": round(peak_mib, 1), "workdir": str(work),
+    }
+    print(json.dumps(report, indent=2))
+    if args.workdir is None:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0 if not lost and not duplicates else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

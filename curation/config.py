@@ -1,0 +1,105 @@
+"""The corpus build's configuration: one typed object composed of every stage's own config.
+
+Loaded from YAML; relative paths resolve against the YAML file's folder, so a config works from
+any working directory (a served deployment runs wherever its process started). Dotted overrides
+(`llm.model=...`) come from the CLI or a deployment's `--param overrides=...`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from curation.acquire import AcquireConfig
+from curation.descriptions import DescriptionConfig
+from curation.dialogues import DialogueConfig
+from curation.frames import FrameConfig
+from curation.llm_client import LLMConfig
+from curation.probe import AdmissionConfig
+from curation.scenes import SceneConfig
+from curation.shards import ShardConfig
+from schemas.records import SCHEMA_VERSION
+
+PIPELINE_VERSION = "1"  # bump when a stage's output changes for the same config
+
+
+class WorkerLimits(BaseModel):
+    """Separate bounds for the three expensive resources inside one batch."""
+
+    model_config = ConfigDict(extra="forbid")
+    downloads: int = Field(8, ge=1)
+    cpu: int = Field(2, ge=1, description="probe, scene detection, frame decoding")
+    llm: int = Field(16, ge=1, description="videos in their LLM stages at once")
+
+
+class CorpusConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    manifest: str
+    output_dir: str = "corpus"
+    limit: int | None = Field(None, ge=1, description="only the first N manifest rows")
+    batch_size: int = Field(200, ge=1, description="videos per Prefect task run")
+    workers: WorkerLimits = WorkerLimits()
+    task_runner: Literal["local", "dask"] = "local"
+    dask_address: str | None = Field(None, description="tcp://host:8786 of an existing cluster")
+    figures: bool = True
+    acquire: AcquireConfig = AcquireConfig()
+    admission: AdmissionConfig = AdmissionConfig()
+    scenes: SceneConfig = SceneConfig()
+    frames: FrameConfig = FrameConfig()
+    descriptions: DescriptionConfig = DescriptionConfig()
+    llm: LLMConfig = LLMConfig()
+    dialogues: DialogueConfig = DialogueConfig()
+    shards: ShardConfig = ShardConfig()
+
+    def fingerprint(self) -> str:
+        """What decides a video's result: changing it redoes videos; paths and workers do not."""
+        relevant = self.model_dump(
+            mode="json",
+            include={"admission", "scenes", "frames", "descriptions", "dialogues"},
+        )
+        relevant["llm_model"] = self.llm.model
+        relevant["versions"] = [PIPELINE_VERSION, SCHEMA_VERSION]
+        blob = json.dumps(relevant, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def apply_overrides(data: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """Set dotted keys (`llm.model`) in a nested dict; YAML-parse string values (`"8"` -> 8)."""
+    for dotted, value in (overrides or {}).items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = yaml.safe_load(value) if isinstance(value, str) else value
+    return data
+
+
+def _resolve(base: Path, value: str | None) -> str | None:
+    if value is None or "://" in value or Path(value).is_absolute():
+        return value
+    return str((base / value).resolve())
+
+
+def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> CorpusConfig:
+    data: dict[str, Any] = {}
+    base = Path.cwd()
+    if path is not None:
+        path = Path(path)
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        base = path.resolve().parent
+    data = apply_overrides(data, overrides)
+    config = CorpusConfig.model_validate(data)
+    # Paths from the file are relative to the file; the LLM cache defaults into the corpus.
+    update: dict[str, Any] = {"manifest": _resolve(base, config.manifest),
+                              "output_dir": _resolve(base, config.output_dir)}
+    llm = config.llm.model_copy(update={
+        "replay_path": _resolve(base, config.llm.replay_path),
+        "cache_dir": _resolve(base, config.llm.cache_dir) if config.llm.cache_dir
+        else str(Path(update["output_dir"]) / "llm_cache"),
+    })
+    return config.model_copy(update={**update, "llm": llm})

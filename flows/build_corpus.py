@@ -1,0 +1,219 @@
+"""`build-corpus`: manifest -> per-video stages -> results -> Parquet shards, card, figures.
+
+Run directly with `python -m flows.build_corpus --config samples/sample.yaml` (Prefect's ephemeral
+API) or as a deployment (`flows/serve.py`, then `prefect deployment run build-corpus/<name>`).
+
+Task granularity: one Prefect task run per batch of videos, never one per video: a task run costs
+milliseconds of API traffic and tens of thousands of them destabilise a self-hosted server
+(FACTS.md, "Measured on these 2-core machines"). Inside a batch, a bounded thread pool runs
+`flows.video_pipeline.run_video` with separate bounds for downloads, CPU and LLM work.
+
+Resume is the project's own, not Prefect's result cache: a video whose result file exists for the
+same config fingerprint is skipped; retryable failures (crashes, network, LLM outages) are redone.
+"""
+
+from __future__ import annotations
+
+import flows.quiet  # noqa: F401  (must precede the Prefect import)
+
+# isort: split
+
+import argparse
+import functools
+import hashlib
+import json
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import ThreadPoolTaskRunner
+from rich.console import Console
+
+from curation.card import write_dataset_card
+from curation.config import CorpusConfig, load_config
+from curation.llm_client import LLMClient, LLMConfig
+from curation.manifest import ManifestRow, read_manifest
+from curation.results import VideoResult, iter_results, read_result, write_result
+from curation.shards import build_shards
+from flows.progress import RunProgress
+from flows.summary import RunSummary
+from flows.video_pipeline import OUTPUT_REFUSED, Limits, PipelineContext, run_video
+from schemas.records import Quarantine
+
+# Reasons worth another try on a re-run: the cause may be gone (a server back up, a bug fixed).
+RETRYABLE_REASONS = {"crash", "http_error", "http_5xx", "timeout", "connection_error", "llm_failed",
+                     "missing_extra"}
+
+_PROGRESS: RunProgress | None = None  # set in the flow's process; absent on Dask workers
+
+
+@functools.lru_cache(maxsize=4)
+def _client(llm_json: str) -> LLMClient:
+    return LLMClient(LLMConfig.model_validate_json(llm_json))
+
+
+@functools.lru_cache(maxsize=4)
+def _limits(workers_json: str, config_json: str) -> Limits:
+    return Limits.from_config(CorpusConfig.model_validate_json(config_json))
+
+
+def is_final(result: VideoResult, fingerprint: str) -> bool:
+    return result.config_fingerprint == fingerprint and not any(
+        q.kind == "error" or q.reason in RETRYABLE_REASONS for q in result.quarantine)
+
+
+@task(name="process-batch", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
+def process_batch(rows: list[dict[str, Any]], config_json: str) -> dict[str, Any]:
+    """Process one batch; results go to disk, only counts come back (pass paths, not data)."""
+    config = CorpusConfig.model_validate_json(config_json)
+    client = _client(config.llm.model_dump_json())
+    usage_before = client.usage_snapshot()
+    ctx = PipelineContext(config=config, corpus_root=Path(config.output_dir), client=client,
+                          limits=_limits(config.workers.model_dump_json(), config_json),
+                          fingerprint=config.fingerprint(),
+                          on_event=_PROGRESS.on_event if _PROGRESS else (lambda e, v: None))
+    results_dir = ctx.corpus_root / "work" / "results"
+    workers = config.workers.downloads + config.workers.cpu + config.workers.llm
+    done = failed = 0
+    with ThreadPoolExecutor(max_workers=min(workers, max(1, len(rows)))) as pool:
+        for result in pool.map(lambda r: run_video(ManifestRow.model_validate(r), ctx), rows):
+            write_result(results_dir, result)
+            done += bool(result.dialogues)
+            failed += not result.dialogues
+    usage = {k: v - usage_before.get(k, 0) for k, v in client.usage_snapshot().items()}
+    return {"done": done, "failed": failed, "llm_usage": usage, "local": _PROGRESS is not None}
+
+
+def _manifest_skip_result(row: Quarantine, fingerprint: str) -> VideoResult:
+    # Bad manifest rows may have unsafe ids: their result file is named by a hash instead.
+    key = "manifest-" + hashlib.sha1(f"{row.item_id}|{row.reason}|{row.detail}".encode()).hexdigest()[:12]
+    return VideoResult(video_id=key, config_fingerprint=fingerprint, quarantine=[row])
+
+
+def _add_usage(path: Path, usage: dict[str, int]) -> dict[str, int]:
+    """LLM usage over every run that built this corpus (a result file cannot carry its own share:
+    one client serves many videos at once)."""
+    total: dict[str, int] = {}
+    if path.exists():
+        try:
+            total = json.loads(path.read_text())
+        except (OSError, ValueError):
+            total = {}
+    for key, value in usage.items():
+        total[key] = total.get(key, 0) + value
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(total, sort_keys=True))
+    tmp.replace(path)
+    return total
+
+
+def _task_runner(config: CorpusConfig):
+    if config.task_runner == "dask":
+        from prefect_dask import DaskTaskRunner  # optional extra: pip install '.[dask]'
+
+        if not config.dask_address:
+            raise ValueError("task_runner: dask needs dask_address (tcp://scheduler:8786)")
+        return DaskTaskRunner(address=config.dask_address)
+    # Batches run one at a time locally: each already keeps every resource busy.
+    return ThreadPoolTaskRunner(max_workers=1)
+
+
+def _run(config: CorpusConfig, console: Console) -> dict[str, Any]:
+    global _PROGRESS
+    logger = get_run_logger()
+    started = time.perf_counter()
+    corpus_root = Path(config.output_dir)
+    results_dir = corpus_root / "work" / "results"
+    fingerprint = config.fingerprint()
+
+    read = read_manifest(config.manifest)
+    rows = read.rows[: config.limit] if config.limit else read.rows
+    for skip in read.skips:
+        result = _manifest_skip_result(skip, fingerprint)
+        if read_result(results_dir, result.video_id) is None:
+            write_result(results_dir, result)
+    todo = []
+    for row in rows:
+        previous = read_result(results_dir, row.video_id)
+        if previous is None or not is_final(previous, fingerprint):
+            todo.append(row)
+    logger.info("%d manifest rows, %d to process, %d already finished", len(rows), len(todo),
+                len(rows) - len(todo))
+
+    batches = [todo[i: i + config.batch_size] for i in range(0, len(todo), config.batch_size)]
+    config_json = config.model_dump_json()
+    usage: dict[str, int] = {}
+    with RunProgress(total=len(todo), console=console) as progress:
+        _PROGRESS = progress if config.task_runner == "local" else None
+        try:
+            futures = [process_batch.submit([r.model_dump(mode="json") for r in batch], config_json)
+                       for batch in batches]
+            for future in futures:
+                out = future.result()
+                if not out["local"]:
+                    progress.add_batch(out["done"], out["failed"])
+                for key, value in out["llm_usage"].items():
+                    usage[key] = usage.get(key, 0) + value
+        finally:
+            _PROGRESS = None
+
+    summary = RunSummary(new_this_run=len(todo), reused=len(rows) - len(todo))
+    for result in iter_results(results_dir):
+        summary.add(result)
+    summary.llm_usage.update(_add_usage(corpus_root / "work" / "llm_usage.json", usage))
+    index = build_shards(results_dir, corpus_root, config.shards)
+    write_dataset_card(corpus_root, index, summary.as_dict(), llm_backend=config.llm.backend)
+    data = summary.as_dict() | {"llm_usage_this_run": usage, "seconds": round(time.perf_counter() - started, 2),
+                                "corpus": str(corpus_root)}
+    (corpus_root / "summary.json").write_text(json.dumps(data, indent=2, default=str))
+    summary.print(console)
+    create_table_artifact(key="build-corpus-stages", table=summary.stage_rows() or [{"stage": "-"}],
+                          description="Quarantined items and time per stage")
+    create_table_artifact(key="build-corpus-quarantine", table=summary.reason_rows() or [{"reason": "-"}],
+                          description="Quarantine reasons")
+    create_markdown_artifact(key="build-corpus-summary", markdown=summary.markdown())
+    return data
+
+
+@flow(name="build-corpus", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=1))
+def build_corpus(config: str = "samples/sample.yaml", overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Build (or resume) a corpus. `overrides` takes dotted keys, e.g. {"llm.model": "..."}."""
+    cfg = load_config(config, overrides)
+    if cfg.task_runner == "local":
+        return _run(cfg, Console(stderr=True))
+    # Dask: the same batches, submitted through a subflow whose task runner is the cluster.
+    return _run_batches.with_options(task_runner=_task_runner(cfg))(cfg.model_dump_json())
+
+
+@flow(name="build-corpus-batches")
+def _run_batches(config_json: str) -> dict[str, Any]:
+    return _run(CorpusConfig.model_validate_json(config_json), Console(stderr=True))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m flows.build_corpus", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="samples/sample.yaml")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set llm.model=Qwen/Qwen2.5-72B-Instruct")
+    args = parser.parse_args(argv)
+    overrides = dict(item.split("=", 1) for item in args.set)
+    try:
+        build_corpus(config=args.config, overrides=overrides or None)
+    except OSError as error:
+        if error.errno not in OUTPUT_REFUSED:
+            raise
+        # Finished videos are on disk; a re-run once there is room does only the rest.
+        print(f"build-corpus stopped: the output location refused a write: {error.strerror} "
+              f"({error.filename or 'unknown file'}). Free space or fix permissions, then run the same "
+              "command again: finished videos are kept and not redone.", file=sys.stderr)
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

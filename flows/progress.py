@@ -1,0 +1,58 @@
+"""One progress display for a run: videos done / failed / in flight, with an ETA."""
+
+from __future__ import annotations
+
+import threading
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+
+class RunProgress:
+    """Thread-safe; fed per video in local runs and per batch when batches run on Dask workers."""
+
+    def __init__(self, total: int, console: Console | None = None):
+        self._lock = threading.Lock()
+        self.done = self.failed = self.in_flight = 0
+        self._progress = Progress(
+            TextColumn("[bold]build-corpus"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("[green]{task.fields[done]} ok [red]{task.fields[failed]} failed "
+                       "[cyan]{task.fields[in_flight]} in flight"),
+            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+            console=console, transient=False,
+        )
+        self._task = self._progress.add_task("videos", total=total, done=0, failed=0, in_flight=0)
+
+    def __enter__(self) -> RunProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._progress.stop()
+
+    def on_event(self, event: str, video_id: str) -> None:
+        with self._lock:
+            if event == "start":
+                self.in_flight += 1
+            else:
+                self.in_flight = max(0, self.in_flight - 1)
+                self.done += event == "done"
+                self.failed += event == "failed"
+            self._refresh(advance=0 if event == "start" else 1)
+
+    def add_batch(self, done: int, failed: int) -> None:
+        with self._lock:
+            self.done += done
+            self.failed += failed
+            self._refresh(advance=done + failed)
+
+    def _refresh(self, advance: int) -> None:
+        self._progress.update(self._task, advance=advance, done=self.done, failed=self.failed,
+                              in_flight=self.in_flight)

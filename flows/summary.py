@@ -1,0 +1,87 @@
+"""The end-of-run summary: counts per stage, skip reasons, durations and LLM tokens.
+
+Computed from the per-video result files (the truth on disk), shown on the terminal and
+published as Prefect table and markdown artifacts (keys: lowercase letters, digits, dashes).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+STAGES = ("manifest", "acquire", "probe", "admit", "scenes", "frames", "source_text", "descriptions",
+          "dialogues")
+
+
+@dataclass
+class RunSummary:
+    videos: int = 0
+    with_dialogues: int = 0
+    dialogues: Counter = field(default_factory=Counter)
+    quarantined: Counter = field(default_factory=Counter)  # (stage, reason, kind) -> count
+    durations_s: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    llm_usage: Counter = field(default_factory=Counter)
+    new_this_run: int = 0
+    reused: int = 0
+
+    def add(self, result: Any) -> None:
+        self.videos += 1
+        self.with_dialogues += bool(result.dialogues)
+        self.dialogues.update(d.kind for d in result.dialogues)
+        self.quarantined.update((q.stage, q.reason, q.kind) for q in result.quarantine)
+        for stage, seconds in result.stage_durations_s.items():
+            self.durations_s[stage] += seconds
+
+    def stage_rows(self) -> list[dict[str, Any]]:
+        stopped = Counter()
+        for (stage, _, _), n in self.quarantined.items():
+            stopped[stage] += n
+        return [{"stage": s, "quarantined": stopped.get(s, 0),
+                 "seconds": round(self.durations_s.get(s, 0.0), 2)} for s in STAGES
+                if s in stopped or s in self.durations_s]
+
+    def reason_rows(self) -> list[dict[str, Any]]:
+        return [{"stage": s, "reason": r, "kind": k, "count": n}
+                for (s, r, k), n in sorted(self.quarantined.items())]
+
+    def as_dict(self) -> dict[str, Any]:
+        data = {"videos": self.videos, "with_dialogues": self.with_dialogues,
+                "new_this_run": self.new_this_run, "reused": self.reused}
+        data["dialogues"] = dict(self.dialogues)
+        data["quarantined"] = self.reason_rows()
+        data["durations_s"] = {k: round(v, 3) for k, v in self.durations_s.items()}
+        data["llm_usage"] = dict(self.llm_usage)
+        return data
+
+    def markdown(self) -> str:
+        lines = [
+            "# build-corpus summary", "",
+            f"- manifest items: {self.videos} ({self.new_this_run} processed this run, {self.reused} reused)",
+            f"- videos with at least one dialogue: {self.with_dialogues}",
+            f"- dialogues: {dict(self.dialogues) or 0}",
+            f"- LLM usage: {dict(self.llm_usage) or 'none'}", "",
+            "| stage | reason | kind | count |", "|---|---|---|---|",
+        ]
+        lines += [f"| {r['stage']} | {r['reason']} | {r['kind']} | {r['count']} |" for r in self.reason_rows()]
+        return "\n".join(lines) + "\n"
+
+    def print(self, console: Console) -> None:
+        console.print(f"[bold]items[/] {self.videos} ({self.new_this_run} new, {self.reused} reused)  "
+                      f"[bold]with dialogues[/] {self.with_dialogues}  "
+                      f"[bold]dialogues[/] {dict(self.dialogues)}  [bold]LLM[/] {dict(self.llm_usage)}")
+        stages = Table(title="stages")
+        for col in ("stage", "quarantined", "seconds"):
+            stages.add_column(col)
+        for row in self.stage_rows():
+            stages.add_row(*(str(v) for v in row.values()))
+        reasons = Table(title="quarantine reasons")
+        for col in ("stage", "reason", "kind", "count"):
+            reasons.add_column(col)
+        for row in self.reason_rows():
+            reasons.add_row(*(str(v) for v in row.values()))
+        console.print(stages)
+        console.print(reasons)

@@ -1,0 +1,161 @@
+"""One video through every stage, with per-stage timings and crash capture.
+
+Plain Python (no Prefect): the batch task in `build_corpus` runs this in a bounded thread pool.
+Each expensive resource has its own bound (downloads, CPU, LLM), shared by all batches of a
+process, so a download stall never starves scene detection and the LLM server stays busy.
+"""
+
+from __future__ import annotations
+
+import errno
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from curation.acquire import acquire_video
+from curation.config import CorpusConfig
+from curation.descriptions import describe_video
+from curation.dialogues import generate_dialogues
+from curation.frames import decode_frames, frame_timeline
+from curation.llm_client import LLMClient
+from curation.manifest import ManifestRow
+from curation.probe import admit, probe_video
+from curation.results import VideoResult
+from curation.scenes import detect_scenes
+from curation.skips import Skip
+from curation.source_text import clip_segments, read_source_segments
+from schemas.records import Quarantine, Video
+
+# Write errors that say the output location is full or read-only: no later video would fare
+# better, so the run stops (with a clear message) instead of quarantining every video.
+OUTPUT_REFUSED = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
+
+
+@dataclass
+class Limits:
+    downloads: threading.BoundedSemaphore
+    cpu: threading.BoundedSemaphore
+    llm: threading.BoundedSemaphore
+
+    @classmethod
+    def from_config(cls, config: CorpusConfig) -> Limits:
+        w = config.workers
+        return cls(threading.BoundedSemaphore(w.downloads), threading.BoundedSemaphore(w.cpu),
+                   threading.BoundedSemaphore(w.llm))
+
+
+@dataclass
+class PipelineContext:
+    config: CorpusConfig
+    corpus_root: Path
+    client: LLMClient
+    limits: Limits
+    fingerprint: str
+    on_event: Callable[[str, str], None] = lambda event, video_id: None
+
+    @property
+    def videos_dir(self) -> Path:
+        return self.corpus_root / "videos"
+
+
+class _Stopped(Exception):
+    """Raised inside `run_video` when a stage skipped or crashed; carries the quarantine row."""
+
+    def __init__(self, row: Quarantine):
+        self.row = row
+
+
+@dataclass
+class _Run:
+    video_id: str
+    durations_s: dict[str, float] = field(default_factory=dict)
+
+    def stage(self, name: str, fn: Callable[..., Any], *args: Any, limit=None) -> Any:
+        started = time.perf_counter()
+        try:
+            with limit or nullcontext():
+                out = fn(*args)
+        except OSError as error:
+            if error.errno in OUTPUT_REFUSED:  # the disk, not the video: stop the whole run
+                raise
+            raise _Stopped(_crash(name, self.video_id, error)) from None
+        except Exception as error:  # a crash: counted apart from skips, the run goes on
+            raise _Stopped(_crash(name, self.video_id, error)) from None
+        finally:
+            self.durations_s[name] = self.durations_s.get(name, 0.0) + time.perf_counter() - started
+        if isinstance(out, Skip):
+            raise _Stopped(out.to_quarantine(self.video_id, self.video_id))
+        return out
+
+
+def _crash(stage: str, video_id: str, error: BaseException) -> Quarantine:
+    detail = f"{type(error).__name__}: {error}"
+    tb = traceback.extract_tb(error.__traceback__)
+    if tb:
+        detail += f" (at {Path(tb[-1].filename).name}:{tb[-1].lineno})"
+    return Skip(stage, "crash", detail).to_quarantine(video_id, video_id, "error")
+
+
+def run_video(row: ManifestRow, ctx: PipelineContext) -> VideoResult:
+    """Every stage for one video; never raises: a skip or crash becomes a quarantine row."""
+    cfg = ctx.config
+    run = _Run(row.video_id)
+    ctx.on_event("start", row.video_id)
+    video: Video | None = None
+    segments, scenes, dialogues, quarantine = [], [], [], []
+    try:
+        acquired = run.stage("acquire", acquire_video, row, ctx.videos_dir, cfg.acquire, limit=ctx.limits.downloads)
+        probe = run.stage("probe", probe_video, acquired.path, limit=ctx.limits.cpu)
+        run.stage("admit", lambda: admit(probe, row.source, cfg.admission) or True)
+        video = Video(
+            video_id=row.video_id, source=row.source, uri=row.uri,
+            path=str(Path(acquired.path).resolve().relative_to(ctx.corpus_root.resolve())),
+            sha256=acquired.sha256, bytes=acquired.bytes, duration_s=probe.duration_s, fps=probe.fps,
+            width=probe.width, height=probe.height, codec=probe.codec, has_audio=probe.has_audio,
+            licence=row.licence, metadata=dict(row.metadata),
+        )
+        scenes = run.stage("scenes", detect_scenes, acquired.path, row.video_id, cfg.scenes,
+                           probe.duration_s, limit=ctx.limits.cpu)
+        run.stage("frames", _check_frames, acquired.path, probe.duration_s, cfg, limit=ctx.limits.cpu)
+        source_segments = []
+        if row.text_uri:
+            source_segments = run.stage("source_text", read_source_segments, row.text_uri, row.video_id,
+                                        row.text_format, row.text_origin)
+            source_segments = clip_segments(source_segments, probe.duration_s)
+        segments = run.stage("descriptions", describe_video, video, acquired.path, scenes, source_segments,
+                             ctx.client, cfg.descriptions, limit=ctx.limits.llm)
+        outcome = run.stage("dialogues", generate_dialogues, video, segments, scenes, ctx.client,
+                            cfg.dialogues, limit=ctx.limits.llm)
+        dialogues, quarantine = list(outcome.dialogues), list(outcome.quarantined)
+        if not dialogues:
+            quarantine.append(Skip("dialogues", "no_valid_dialogue",
+                                   f"all {len(quarantine)} generated dialogues were rejected")
+                              .to_quarantine(row.video_id, row.video_id))
+    except _Stopped as stopped:
+        quarantine.append(stopped.row)
+    # An admitted video keeps its row, scenes and segments even when no dialogue survived: they are
+    # facts about the video that the QA figures count; the trainer only follows dialogues.
+    ctx.on_event("done" if dialogues else "failed", row.video_id)
+    return VideoResult(
+        video_id=row.video_id, config_fingerprint=ctx.fingerprint, video=video, segments=segments,
+        scenes=scenes, dialogues=dialogues, quarantine=quarantine, stage_durations_s=run.durations_s,
+    )
+
+
+def _check_frames(path: Path, duration_s: float, cfg: CorpusConfig) -> list[float] | Skip:
+    """The trainer will decode the frame timeline; prove now that its first and last frames decode."""
+    times = frame_timeline(duration_s, cfg.frames.seconds_per_frame, cfg.frames.max_frames)
+    if not times:
+        return Skip("frames", "no_frames", f"no frame timestamps for a {duration_s:g} s video")
+    try:
+        frames = decode_frames(path, [times[0], times[-1]], 28 * 28 * 4)
+    except Exception as error:
+        return Skip("frames", "undecodable_frames", f"{type(error).__name__}: {error}")
+    if len(frames) != 2:
+        return Skip("frames", "undecodable_frames", f"decoded {len(frames)} of 2 probe frames")
+    return times

@@ -1,0 +1,70 @@
+"""The README's sample command, end to end: the real flow over the sample manifest."""
+
+import json
+import subprocess
+import sys
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from tests.conftest import ROOT, build_sample_corpus
+
+pytestmark = pytest.mark.slow
+
+GOOD = {"bikes", "bigbuckbunny", "generated_four_scenes", "generated_six_scenes"}
+
+
+def _index(corpus):
+    return json.loads((corpus / "index.json").read_text())
+
+
+def _rows(corpus, table):
+    shards = [s for s in _index(corpus)["shards"] if s["table"] == table]
+    return [row for s in shards for row in pq.read_table(corpus / s["path"]).to_pylist()]
+
+
+def test_sample_build_writes_shards_index_quarantine_card(sample_corpus):
+    index = _index(sample_corpus)
+    tables = {s["table"] for s in index["shards"]}
+    assert {"videos", "segments", "scenes", "dialogues", "quarantine"} <= tables
+    for shard in index["shards"]:
+        assert (sample_corpus / shard["path"]).stat().st_size == shard["bytes"]
+        assert pq.read_metadata(sample_corpus / shard["path"]).num_rows == shard["rows"]
+
+    assert {v["video_id"] for v in _rows(sample_corpus, "videos")} == GOOD
+    dialogues = _rows(sample_corpus, "dialogues")
+    assert {d["video_id"] for d in dialogues} == GOOD
+    assert {d["kind"] for d in dialogues} == {"single_question", "multi_question"}
+
+    quarantine = _rows(sample_corpus, "quarantine")
+    by_item = {q["item_id"]: q for q in quarantine}
+    for bad in ("empty_file", "not_a_video", "truncated", "../escape"):
+        assert bad in by_item, f"{bad} not quarantined: {sorted(by_item)}"
+        assert by_item[bad]["stage"] and by_item[bad]["reason"] and by_item[bad]["detail"]
+
+    card = (sample_corpus / "README.md").read_text()
+    header = yaml.safe_load(card.split("---")[1])
+    assert {c["config_name"] for c in header["configs"]} >= {"dialogues", "videos"}
+    assert "replay" in card.lower()
+
+    summary = json.loads((sample_corpus / "summary.json").read_text())
+    assert summary["llm_usage_this_run"].get("calls", 0) > 0
+
+
+def test_every_shard_passes_the_schema_validator(sample_corpus):
+    paths = [str(sample_corpus / s["path"]) for s in _index(sample_corpus)["shards"]]
+    proc = subprocess.run([sys.executable, "-m", "schemas", "validate", *paths], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_second_run_reuses_everything_and_writes_identical_shards(sample_corpus, tmp_path):
+    before = {s["path"]: s["sha256"] for s in _index(sample_corpus)["shards"]}
+    proc = build_sample_corpus(sample_corpus)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    summary = json.loads((sample_corpus / "summary.json").read_text())
+    assert summary["new_this_run"] == 0
+    assert summary["llm_usage_this_run"].get("calls", 0) == 0
+    after = {s["path"]: s["sha256"] for s in _index(sample_corpus)["shards"]}
+    assert after == before

@@ -1,0 +1,190 @@
+"""The streaming loop on the tiny Qwen2.5-VL: cached == re-encoded, exact M-RoPE positions, the
+token cap closing a turn in place, forced prefixes and context replies, SFT's tokens."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from schemas import Dialogue
+from tests.conftest import dialogue_row
+from training.chat_template import TemplateConfig, TurnRenderer, encode_episode
+from training.episodes import EpisodeConfig, build_episode
+from training.model import load_image_processor
+from training.streaming import (
+    StreamConfig,
+    StreamTurn,
+    episode_stream_turns,
+    latency_stats,
+    mrope_position_ids,
+    stream_turns,
+)
+from training.tiny import build_tiny_model, build_tiny_tokenizer
+
+PIXELS = 56 * 56
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The tiny model's matrices are too small to split; extra threads only spin on shared cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def bits():
+    row = dialogue_row()
+    texts = [t["text"] for t in row["user_turns"]] + [r["answer"] for r in row["references"]]
+    tokenizer = build_tiny_tokenizer(texts)
+    model = build_tiny_model(tokenizer, seed=0).eval()
+    return model, TurnRenderer(tokenizer), load_image_processor("/nonexistent-so-defaults", PIXELS)
+
+
+def frames(n: int, seed: int = 0, h: int = 28, w: int = 56) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 255, (h, w, 3), dtype=np.uint8) for _ in range(n)]
+
+
+def turns(n: int = 5) -> list[StreamTurn]:
+    shots = frames(2 * n)
+    return [StreamTurn(time_s=2.0 * (i + 1), frames=shots[2 * i:2 * i + 2],
+                       text="Who walks past the cars?" if i in (0, 3) else "") for i in range(n)]
+
+
+def full_forward_logprobs(model, renderer, result) -> torch.Tensor:
+    """Log-probs of every token from ONE forward over the whole history, positions computed by the
+    model itself (its own get_rope_index, fed the image-token types)."""
+    ids = result.input_ids[None]
+    types = (ids == renderer.image_pad_id).int()
+    with torch.no_grad():
+        logits = model(input_ids=ids, pixel_values=result.pixel_values, image_grid_thw=result.image_grid_thw,
+                       mm_token_type_ids=types).logits[0, :-1]
+    return torch.log_softmax(logits.float(), -1).gather(-1, ids[0, 1:, None])[:, 0]
+
+
+def test_cached_stream_equals_reencoding_and_a_full_forward(bits):
+    model, renderer, processor = bits
+    config = StreamConfig(max_new_tokens_per_turn=6)
+    cached = stream_turns(model, renderer, processor, turns(), config)
+    again = stream_turns(model, renderer, processor, turns(), config.model_copy(update={"reencode": True}))
+    assert [t.text for t in cached.turns] == [t.text for t in again.turns]
+    assert torch.equal(cached.input_ids, again.input_ids)
+    assert torch.equal(cached.position_ids, again.position_ids)
+    assert torch.allclose(cached.logprobs, again.logprobs, atol=1e-4)
+    # The same history encoded at once, with the model's own M-RoPE: same log-probs, same positions.
+    mask = cached.assistant_mask[1:]
+    assert mask.sum() == sum(len(t.token_ids) for t in cached.turns) > 0
+    full = full_forward_logprobs(model, renderer, cached)
+    assert torch.allclose(full[mask], cached.logprobs[1:][mask], atol=1e-4)
+    ids = cached.input_ids[None]
+    own, _ = model.model.get_rope_index(ids, mm_token_type_ids=(ids == renderer.image_pad_id).int(),
+                                        image_grid_thw=cached.image_grid_thw)
+    assert torch.equal(own[:, 0], cached.position_ids)
+    assert cached.position_ids[0].max() < len(cached.input_ids)  # images compress positions: 3-D, not 1-D
+
+
+def test_mrope_positions_by_hand():
+    pad = 9
+    # text, text, one image of grid (1, 4, 6) -> 2x3 merged tokens, text
+    positions, after = mrope_position_ids([1, 2] + [pad] * 6 + [3], [(1, 4, 6)], pad, merge_size=2, start=10)
+    assert positions[:, :2].tolist() == [[10, 11]] * 3
+    assert positions[0, 2:8].tolist() == [12] * 6  # temporal axis
+    assert positions[1, 2:8].tolist() == [12, 12, 12, 13, 13, 13]  # rows
+    assert positions[2, 2:8].tolist() == [12, 13, 14, 12, 13, 14]  # columns
+    assert positions[:, 8].tolist() == [15] * 3 and after == 16  # advances by max(h, w) = 3
+
+
+def test_token_cap_closes_the_reply_in_its_own_turn(bits):
+    model, renderer, processor = bits
+    cap = 4
+    result = stream_turns(model, renderer, processor, turns(3), StreamConfig(max_new_tokens_per_turn=cap))
+    eos, ids = renderer.eos_id, result.input_ids.tolist()
+    assert [t.time_s for t in result.turns] == [2.0, 4.0, 6.0]  # reply time = its turn's time
+    assert all(t.cut and len(t.token_ids) == cap and eos not in t.token_ids for t in result.turns)
+    assistant_headers = renderer.encode("<|im_start|>assistant\n")
+    starts = [i for i in range(len(ids)) if ids[i:i + len(assistant_headers)] == assistant_headers]
+    assert len(starts) == 3  # one assistant turn per user turn, no continuation turn
+    for start, turn in zip(starts, result.turns, strict=True):
+        body = start + len(assistant_headers)
+        assert ids[body:body + cap] == turn.token_ids and ids[body + cap] == eos
+        assert result.assistant_mask[body:body + cap].all() and not result.assistant_mask[body + cap]
+    assert ids[-1] == eos and int(result.assistant_mask.sum()) == 3 * cap
+
+
+def test_end_of_turn_token_ends_a_reply_and_is_trained(bits):
+    model, renderer, processor = bits
+    eos = renderer.eos_id
+    hook = model.lm_head.register_forward_hook(lambda m, i, out: out.index_add(
+        -1, torch.tensor([eos]), torch.full((*out.shape[:-1], 1), 1e4)))
+    try:
+        result = stream_turns(model, renderer, processor, turns(2), StreamConfig(max_new_tokens_per_turn=50))
+    finally:
+        hook.remove()
+    assert [(t.text, t.token_ids, t.cut) for t in result.turns] == [("", [eos], False)] * 2
+    assert result.input_ids[result.assistant_mask].tolist() == [eos, eos]
+
+
+def test_must_reply_prefix_is_fed_not_sampled(bits):
+    model, renderer, processor = bits
+    feed = turns(2)
+    feed[1].must_reply = True
+    result = stream_turns(model, renderer, processor, feed, StreamConfig(max_new_tokens_per_turn=3))
+    prefix = renderer.encode("I must reply.")
+    ids = result.input_ids.tolist()
+    at = next(i for i in range(len(ids)) if ids[i:i + len(prefix)] == prefix)
+    assert not result.assistant_mask[at:at + len(prefix)].any()
+    assert ids[at + len(prefix):at + len(prefix) + 3] == result.turns[1].token_ids
+    assert "I must reply." not in result.turns[1].text
+
+
+def test_context_replies_give_exactly_the_sft_tokens(bits):
+    """Feeding every turn its reference reply reproduces SFT's tokenisation and images."""
+    model, renderer, processor = bits
+    row = dialogue_row()
+    row["references"][0]["reply_span"] = [1.2, 4.0]
+    dialogue = Dialogue.model_validate(row)
+
+    def every_2s(duration_s, seconds_per_frame, max_frames):
+        return [2.0 * (i + 1) for i in range(min(max_frames, int(duration_s // 2)))]
+
+    episode = build_episode(dialogue, "v.mp4", EpisodeConfig(), every_2s)
+    shots = frames(len(episode.frame_times_s))
+    sft = encode_episode(episode, shots, renderer, processor, TemplateConfig())
+    fed = episode_stream_turns(episode, shots, context_turns=len(episode.turns))
+    result = stream_turns(model, renderer, processor, fed)
+    suffix = len(renderer.assistant_suffix_ids())
+    assert result.input_ids.tolist() == sft.input_ids[:-suffix]
+    assert torch.equal(result.pixel_values, sft.pixel_values)
+    assert torch.equal(result.image_grid_thw, sft.image_grid_thw)
+    assert not result.assistant_mask.any()
+    assert [t.text for t in result.turns] == [t.reply for t in episode.turns]
+
+
+def test_sampling_stays_in_the_top_k_and_follows_the_seed(bits):
+    model, renderer, processor = bits
+    config = StreamConfig(max_new_tokens_per_turn=8, temperature=1.2, top_k=3)
+
+    def run(seed):
+        return stream_turns(model, renderer, processor, turns(3), config, torch.Generator().manual_seed(seed))
+
+    a, b, c = run(1), run(1), run(2)
+    assert torch.equal(a.input_ids, b.input_ids)
+    assert not torch.equal(a.input_ids, c.input_ids)
+    ids = a.input_ids[None]
+    with torch.no_grad():
+        logits = model(input_ids=ids, pixel_values=a.pixel_values, image_grid_thw=a.image_grid_thw,
+                       position_ids=a.position_ids[:, None]).logits[0, :-1]
+    rank = (logits > logits.gather(-1, ids[0, 1:, None])).sum(-1)
+    assert rank[a.assistant_mask[1:]].max() < 3
+
+
+def test_latency_is_recorded_per_turn(bits):
+    model, renderer, processor = bits
+    result = stream_turns(model, renderer, processor, turns(3), StreamConfig(max_new_tokens_per_turn=2))
+    stats = latency_stats([t.latency_s for t in result.turns])
+    assert stats.count == 3 and all(t.latency_s > 0 for t in result.turns)
+    assert 0 < stats.median_s <= stats.p95_s <= max(stats.per_turn_s)
+    assert latency_stats([]).count == 0
