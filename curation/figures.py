@@ -10,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; no display on a build machine
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from curation.frames import decode_frames  # noqa: E402
 
@@ -33,6 +34,9 @@ def _hist(ax, values: list[float], title: str, xlabel: str) -> None:
 
 def _save(fig, out_dir: Path, name: str) -> str:
     path = out_dir / f"{name}.png"
+    for ax in fig.axes:  # counts are whole numbers: no 0.25-video ticks on small corpora
+        if ax.get_ylabel() in ("count", "videos", "dialogues", "questions", "episodes"):
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -86,7 +90,8 @@ def draw_figures(stats: dict[str, Any], out_dir: str | Path) -> list[str]:
     ax.set_title("share of NO REPLY turns per episode")
     ax.set_xlabel("share of user turns")
     ax.set_ylabel("episodes")
-    ax.legend()
+    if ax.get_legend_handles_labels()[1]:
+        ax.legend()
     names.append(_save(fig, out_dir, "no_reply_share"))
 
     rows = stats.get("quarantine_by_stage_reason", [])
@@ -96,6 +101,7 @@ def draw_figures(stats: dict[str, Any], out_dir: str | Path) -> list[str]:
     ax.invert_yaxis()
     ax.set_title("quarantine: stage/reason (red = crash)")
     ax.set_xlabel("items")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     names.append(_save(fig, out_dir, "quarantine"))
 
     usage = stats.get("llm_usage") or {}

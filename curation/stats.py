@@ -15,6 +15,9 @@ from rich.console import Console
 from rich.table import Table
 
 from curation.frames import frame_timeline
+from schemas import Dialogue, Quarantine, Scene, Segment, Video, arrow_schema
+
+TABLES = {"videos": Video, "segments": Segment, "scenes": Scene, "dialogues": Dialogue, "quarantine": Quarantine}
 
 FRAMES_PER_TURN = 2  # FACTS.md: 2 frames per user turn in the published data
 
@@ -26,8 +29,8 @@ def shard_paths(corpus_root: str | Path, table: str) -> list[str]:
 
 def _relation(con: duckdb.DuckDBPyConnection, corpus_root: Path, table: str) -> str:
     paths = shard_paths(corpus_root, table)
-    if not paths:
-        con.execute(f"create or replace temp view {table} as select * from (select 1) where false")
+    if not paths:  # an empty table with the real columns, so every query still runs
+        con.register(table, arrow_schema(TABLES[table]).empty_table())
         return table
     con.execute(f"create or replace temp view {table} as select * from read_parquet({paths!r})")
     return table
@@ -67,15 +70,16 @@ def corpus_stats(corpus_root: str | Path) -> dict[str, Any]:
     stats["questions_per_dialogue"] = _rows(con, """
         select len(user_turns) as questions, count(*) as dialogues from dialogues group by 1 order by 1""")
     stats["answers_per_question"] = _rows(con, """
-        with refs as (select unnest(references) as r from dialogues where not r.immediate)
+        with refs as (select unnest("references") as r from dialogues)
         select answers, count(*) as questions from (
-            select r.question_id, count(*) as answers from refs group by 1) group by 1 order by 1""")
+            select r.question_id, count(*) as answers from refs where not r.immediate group by 1)
+        group by 1 order by 1""")
     windows = con.execute("""
-        with refs as (select duration_s, unnest(references) as r from dialogues)
+        with refs as (select duration_s, unnest("references") as r from dialogues)
         select r.reply_span[2] - r.reply_span[1], r.reply_span[1] / duration_s from refs""").fetchall()
     stats["reply_window_length_s"] = [w[0] for w in windows]
     stats["reply_window_start_fraction"] = [w[1] for w in windows]
-    episodes = con.execute("select duration_s, len(references) from dialogues").fetchall()
+    episodes = con.execute('select duration_s, len("references") from dialogues').fetchall()
     stats["no_reply_share"] = {
         f"{spf:g}s_per_frame": [no_reply_share(d, n, spf, max_frames) for d, n in episodes]
         for spf, max_frames in ((1.0, 180), (2.0, 90))  # FACTS.md: 180 frames at 1 s, 90 at 2 s
