@@ -140,14 +140,14 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(bench_file(long_video(video_dir), repeats=1))
     print(f"\nscenedetect CLI start-up alone (`scenedetect version`): {startup_s:.2f} s; "
           "'ours' is detect_scenes with the default scan='full'; 'key' is scan='keyframes'")
-    header = (f"{'file':<27}{'frames':>7}{'decode s':>9}{'ours s':>7}{'key s':>6}{'CLI s':>6}"
+    header = (f"{'file':<27}{'frames':>7}{'decode s':>9}{'ours s':>8}{'key s':>8}{'CLI s':>8}"
               f"{'ours/decode':>12}{'CLI/ours':>9}{'(CLI-start)/ours':>17}{'key/decode':>11}{'cuts':>5}"
               f"{'=CLI':>5}{'key=ours':>9}{'peak MB':>8}")
     print(header)
     print("-" * len(header))
     for row in rows:
-        print(f"{row['file']:<27}{row['frames']:>7}{row['decode_s']:>9.2f}{row['ours_s']:>7.2f}{row['key_s']:>6.2f}"
-              f"{row['cli_s']:>6.2f}{row['ours_s'] / row['decode_s']:>12.2f}{row['cli_s'] / row['ours_s']:>9.2f}"
+        print(f"{row['file']:<27}{row['frames']:>7}{row['decode_s']:>9.2f}{row['ours_s']:>8.2f}{row['key_s']:>8.2f}"
+              f"{row['cli_s']:>8.2f}{row['ours_s'] / row['decode_s']:>12.2f}{row['cli_s'] / row['ours_s']:>9.2f}"
               f"{max(row['cli_s'] - startup_s, 0) / row['ours_s']:>17.2f}{row['key_s'] / row['decode_s']:>11.2f}"
               f"{row['cuts']:>5}{'yes' if row['agree'] else 'NO':>5}{'yes' if row['key_agree'] else 'NO':>9}"
               f"{row['rss_mb']:>8.0f}")
