@@ -190,3 +190,25 @@ def test_a_template_that_does_not_split_into_turns_fails_loudly(tokenizer, image
     _, ep = episode()
     with pytest.raises(ChatTemplateError, match="differ"):
         encode_episode(ep, gray_frames(5), TurnRenderer(counting), image_processor, TemplateConfig())
+
+
+def test_training_forward_uses_the_same_3d_positions_as_the_streaming_loop(tokenizer, image_processor):
+    from training.model import mrope_inputs
+    from training.streaming import mrope_position_ids
+
+    renderer = TurnRenderer(tokenizer)
+    _, ep = episode()
+    enc = encode_episode(ep, gray_frames(5), renderer, image_processor, TemplateConfig())
+    batch = collate_episodes([enc], tokenizer.pad_token_id)
+    model = build_tiny_model(tokenizer)
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "pixel_values", "image_grid_thw")}
+    grids = [tuple(g) for g in batch["image_grid_thw"].tolist()]
+    positions, _ = mrope_position_ids(enc.input_ids, grids, renderer.image_pad_id, image_processor.merge_size)
+    with torch.no_grad():
+        trained = model(**inputs, **mrope_inputs(model, batch["input_ids"], renderer.image_pad_id)).logits
+        explicit = model(**inputs, position_ids=positions[:, None, :]).logits
+        plain = model(**inputs).logits
+    assert torch.allclose(trained, explicit, atol=1e-5)
+    if mrope_inputs(model, batch["input_ids"], renderer.image_pad_id):
+        # This transformers needs the hint: without it the forward falls back to 1-D positions.
+        assert not torch.allclose(trained, plain, atol=1e-5)

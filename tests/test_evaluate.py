@@ -12,7 +12,6 @@ import torch
 
 from training.evaluate import done_question_ids, latency_path, resolve_video
 from training.run import main as run_main
-from training.score import main as score_main
 
 pytest.importorskip("curation.frames")
 
@@ -68,7 +67,7 @@ def test_eval_writes_scorable_predictions_resumes_and_reports_latency(setup, cap
             assert turn["content"].strip() and turn["content"] != "NO REPLY"
 
     scores = tmp / "scores.json"
-    assert score_main(["--predictions", str(out), "--references", str(gold), "--json", str(scores)]) == 0
+    assert run_main(["score", "--predictions", str(out), "--references", str(gold), "--json", str(scores)]) == 0
     result = json.loads(scores.read_text())
     assert result["bad_prediction_lines"] == [] and result["overall"]["questions"] == 3
     assert result["overall"]["questions_without_prediction"] == 1  # the skipped one

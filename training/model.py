@@ -84,3 +84,20 @@ def prepare_tiny_checkpoint(texts: list[str], out_dir: str | Path, seed: int = 0
     if (out / "config.json").is_file() and (out / "tokenizer.json").is_file():
         return out
     return save_tiny_checkpoint(texts, out, seed=seed)
+
+
+def mrope_inputs(model, input_ids, image_pad_id: int) -> dict:
+    """What the forward needs to build Qwen2.5-VL's 3-D M-RoPE positions itself.
+
+    transformers 5.x builds them only when told which tokens are image tokens; without it a
+    training forward silently falls back to 1-D positions, unlike the streaming loop (FACTS.md:
+    the published trainer's 1-D/3-D mismatch). Older versions derive them from input_ids alone.
+    """
+    import inspect
+
+    while hasattr(model, "module"):  # DDP / FSDP wrappers take **kwargs: look inside
+        model = model.module
+    model = getattr(model, "get_base_model", lambda: model)()  # peft
+    if "mm_token_type_ids" in inspect.signature(model.forward).parameters:
+        return {"mm_token_type_ids": (input_ids == image_pad_id).int()}
+    return {}

@@ -13,6 +13,9 @@ import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "sft": ("training.sft", "supervised fine-tuning on streaming episodes"),
+    "grpo": ("training.grpo", "multi-turn GRPO with the PAUC reward"),
+    "eval": ("training.evaluate", "stream a ProactiveVideoQA-format set through a model, write predictions"),
+    "score": ("training.score", "score a prediction file: PAUC at omega and duplicate rate, per category"),
 }
 
 

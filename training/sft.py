@@ -38,6 +38,7 @@ from training.model import (
     load_image_processor,
     load_model,
     load_tokenizer,
+    mrope_inputs,
     prepare_tiny_checkpoint,
 )
 
@@ -219,7 +220,8 @@ def train(cfg: SFTConfig) -> dict:
                 if batch.tensors is not None:
                     b = {k: v.to(accelerator.device) for k, v in batch.tensors.items()}
                     logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
-                                   pixel_values=b["pixel_values"], image_grid_thw=b["image_grid_thw"]).logits
+                                   pixel_values=b["pixel_values"], image_grid_thw=b["image_grid_thw"],
+                                   **mrope_inputs(model, b["input_ids"], renderer.image_pad_id)).logits
                     total += torch.stack([weighted_token_loss(logits, b["labels"], b["loss_weights"]),
                                           torch.ones((), device=accelerator.device)])
         model.train()
@@ -245,7 +247,8 @@ def train(cfg: SFTConfig) -> dict:
             if batch.tensors is not None:
                 b = {k: v.to(accelerator.device) for k, v in batch.tensors.items()}
                 logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
-                               pixel_values=b["pixel_values"], image_grid_thw=b["image_grid_thw"]).logits
+                               pixel_values=b["pixel_values"], image_grid_thw=b["image_grid_thw"],
+                               **mrope_inputs(model, b["input_ids"], renderer.image_pad_id)).logits
                 loss = weighted_token_loss(logits, b["labels"], b["loss_weights"])
                 accelerator.backward(loss / cfg.grad_accum_steps)
                 losses.append(loss.item())
