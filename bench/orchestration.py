@@ -62,7 +62,7 @@ def _write_inputs(root: Path, n: int) -> Path:
             out.write(json.dumps({"video_id": f"v{i:06d}", "uri": f"https://example.invalid/{i}.mp4"}) + "\n")
     config = root / "config.yaml"
     config.write_text(f"manifest: {manifest}\noutput_dir: {root / 'corpus'}\nbatch_size: 500\n"
-                      "figures: false\nllm: {backend: replay, model: none, replay_path: /dev/null}\n")
+                      "llm: {backend: replay, model: none, replay_path: /dev/null}\n")
     return config
 
 

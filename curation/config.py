@@ -46,7 +46,6 @@ class CorpusConfig(BaseModel):
     workers: WorkerLimits = WorkerLimits()
     task_runner: Literal["local", "dask"] = "local"
     dask_address: str | None = Field(None, description="tcp://host:8786 of an existing cluster")
-    figures: bool = True
     acquire: AcquireConfig = AcquireConfig()
     admission: AdmissionConfig = AdmissionConfig()
     scenes: SceneConfig = SceneConfig()

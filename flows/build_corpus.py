@@ -39,7 +39,7 @@ from curation.config import CorpusConfig, load_config
 from curation.llm_client import LLMClient, LLMConfig
 from curation.manifest import ManifestRow, read_manifest
 from curation.results import VideoResult, iter_results, read_result, write_result
-from curation.shards import build_shards
+from curation.shards import build_shards, publish
 from flows.progress import RunProgress
 from flows.summary import RunSummary
 from flows.video_pipeline import OUTPUT_REFUSED, Limits, PipelineContext, run_video
@@ -47,7 +47,7 @@ from schemas.records import Quarantine
 
 # Reasons worth another try on a re-run: the cause may be gone (a server back up, a bug fixed).
 RETRYABLE_REASONS = {"crash", "http_error", "http_5xx", "timeout", "connection_error", "llm_failed",
-                     "missing_extra"}
+                     "llm_empty", "missing_extra"}
 
 _PROGRESS: RunProgress | None = None  # set in the flow's process; absent on Dask workers
 
@@ -92,6 +92,9 @@ def process_batch(rows: list[dict[str, Any]], config_json: str) -> dict[str, Any
 def _manifest_skip_result(row: Quarantine, fingerprint: str) -> VideoResult:
     # Bad manifest rows may have unsafe ids: their result file is named by a hash instead.
     key = "manifest-" + hashlib.sha1(f"{row.item_id}|{row.reason}|{row.detail}".encode()).hexdigest()[:12]
+    if row.reason == "duplicate_id":
+        # The first row with this id owns the id in the quarantine table (its video may fail too).
+        row = row.model_copy(update={"item_id": f"{row.item_id}@{row.detail.split(':', 1)[0].replace(' ', '-')}"})
     return VideoResult(video_id=key, config_fingerprint=fingerprint, quarantine=[row])
 
 
@@ -166,11 +169,15 @@ def _run(config: CorpusConfig, console: Console) -> dict[str, Any]:
     for result in iter_results(results_dir):
         summary.add(result)
     summary.llm_usage.update(_add_usage(corpus_root / "work" / "llm_usage.json", usage))
-    index = build_shards(results_dir, corpus_root, config.shards)
-    write_dataset_card(corpus_root, index, summary.as_dict(), llm_backend=config.llm.backend)
+    # Publishing waits for the card, so a remote copy never names a card it lacks.
+    index = build_shards(results_dir, corpus_root, config.shards.model_copy(update={"publish_url": None}))
     data = summary.as_dict() | {"llm_usage_this_run": usage, "seconds": round(time.perf_counter() - started, 2),
-                                "corpus": str(corpus_root)}
+                                "corpus": str(corpus_root), "config_fingerprint": fingerprint,
+                                "llm_model": config.llm.model}
     (corpus_root / "summary.json").write_text(json.dumps(data, indent=2, default=str))
+    write_dataset_card(corpus_root, index, data, llm_backend=config.llm.backend)
+    if config.shards.publish_url:
+        publish(corpus_root, config.shards.publish_url)
     summary.print(console)
     create_table_artifact(key="build-corpus-stages", table=summary.stage_rows() or [{"stage": "-"}],
                           description="Quarantined items and time per stage")

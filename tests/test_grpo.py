@@ -20,6 +20,8 @@ from training.grpo_loss import (
     clipped_policy_loss,
     group_advantages,
     k3_kl,
+    reply_stats,
+    sampled_forbidden,
 )
 
 # ---------------------------------------------------------------- advantages
@@ -131,6 +133,22 @@ def test_guard_trips_on_repetition_or_reply_length_and_can_be_off():
         "min_reward_repetition": None, "max_mean_reply_chars": None})).tripped
 
 
+def test_reply_stats_count_replies_not_no_reply_turns():
+    from training.reward import NO_REPLY, Rollout, Turn
+
+    rollouts = [Rollout((Turn(0, NO_REPLY), Turn(2, "abcd"))), Rollout((Turn(0, "ab"), Turn(2, NO_REPLY)))]
+    assert reply_stats(rollouts) == {"mean_reply_chars": 3.0, "reply_rate": 0.5}
+    assert reply_stats([Rollout((Turn(0, NO_REPLY),))]) == {"mean_reply_chars": 0.0, "reply_rate": 0.0}
+
+
+def test_a_sampled_special_token_is_found_only_where_the_policy_sampled():
+    from types import SimpleNamespace
+
+    rollout = SimpleNamespace(input_ids=torch.tensor([5, 9, 7, 9]), assistant_mask=torch.tensor([0, 0, 1, 1]))
+    assert sampled_forbidden(rollout, {9})
+    assert not sampled_forbidden(rollout, {5})  # in the prompt, not sampled
+
+
 # ---------------------------------------------------------------- config and CLI
 
 
@@ -161,27 +179,6 @@ def test_cli_lists_grpo_with_its_options():
 
 
 # ---------------------------------------------------------------- the loop on the tiny preset
-
-SPECIALS = ["<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>", "<|im_start|>",
-            "<|endoftext|>"]
-
-
-@pytest.fixture
-def no_special_samples(monkeypatch):
-    """Workaround until training.streaming masks them itself: a random tiny policy samples
-    `<|image_pad|>` now and then, which no image backs (the stream then fails). Masked here
-    before the session's own sampling, so the rollout and its log-probs stay the real code's."""
-    from training import streaming
-
-    pick = streaming.StreamingSession._pick
-
-    def masked_pick(self, logits):
-        logits = logits.clone()
-        logits[self.renderer.tokenizer.convert_tokens_to_ids(SPECIALS)] = float("-inf")
-        return pick(self, logits)
-
-    monkeypatch.setattr(streaming.StreamingSession, "_pick", masked_pick)
-
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
@@ -216,7 +213,7 @@ def weights_of(folder):
     return {k: v for f in sorted(folder.glob("*.safetensors")) for k, v in load_file(f).items()}
 
 
-def test_grpo_raises_the_reward_and_resumes_where_it_stopped(corpus, tmp_path, no_special_samples):
+def test_grpo_raises_the_reward_and_resumes_where_it_stopped(corpus, tmp_path):
     from training.grpo import train_grpo
 
     out = tmp_path / "run"
@@ -240,16 +237,18 @@ def test_grpo_raises_the_reward_and_resumes_where_it_stopped(corpus, tmp_path, n
 
 
 @pytest.mark.slow
-def test_grpo_raises_the_reward_over_twelve_steps(corpus, tmp_path, no_special_samples):
+def test_grpo_raises_the_reward_over_twelve_steps(corpus, tmp_path):
     from training.grpo import train_grpo
 
-    summary = train_grpo(tiny_config(corpus, tmp_path / "run", max_steps=12), reward_fn=shorter_replies_reward)
-    rewards = [h["reward_total"] for h in summary["history"]]
+    cfg = tiny_config(corpus, tmp_path / "run", max_steps=12, learning_rate=3e-2)
+    rewards = [h["reward_total"] for h in train_grpo(cfg, reward_fn=shorter_replies_reward)["history"]]
     print("reward curve", [round(r, 3) for r in rewards])
-    assert sum(rewards[-3:]) / 3 > sum(rewards[:3]) / 3 + 0.1
+    # measured: -0.70 -0.89 -0.54 ... -0.08 -0.01 0.00: the policy reaches the known optimum
+    assert sum(rewards[-3:]) / 3 > sum(rewards[:3]) / 3 + 0.3
+    assert sum(rewards[-3:]) / 3 > -0.2
 
 
-def test_rollout_log_probs_match_the_trainers_recomputation(corpus, tmp_path, no_special_samples):
+def test_rollout_log_probs_match_the_trainers_recomputation(corpus, tmp_path):
     from curation.frames import frame_timeline
     from training.chat_template import TurnRenderer
     from training.corpus import read_split
@@ -283,14 +282,13 @@ def test_rollout_log_probs_match_the_trainers_recomputation(corpus, tmp_path, no
     assert torch.allclose(recomputed[mask], batch["old_logprobs"][mask], atol=1e-4)
 
 
-def test_cli_runs_the_judged_reward_and_the_guard_stops_with_a_checkpoint(corpus, tmp_path, capsys,
-                                                                         no_special_samples):
+def test_cli_runs_the_judged_reward_and_the_guard_stops_with_a_checkpoint(corpus, tmp_path, capsys):
     from training.run import main
 
     out = tmp_path / "cli"  # in-process, so the sampling workaround applies; the parser is the CLI's
     argv = ["grpo", "--preset", "tiny", f"corpus={corpus}", f"output_dir={out}", "max_pixels=3136",
-            "episodes.max_frames=4", "max_new_tokens_per_turn=4", "micro_batch_rollouts=4", "max_steps=3",
-            "judge=offline", "guard.action=stop", "guard.max_mean_reply_chars=0.5"]
+            "episodes.max_frames=4", "max_new_tokens_per_turn=4", "micro_batch_rollouts=2", "updates_per_step=2",
+            "kl_coef=0.005", "max_steps=3", "judge=offline", "guard.action=stop", "guard.max_mean_reply_chars=0.5"]
     assert main(argv) == 1
     printed = capsys.readouterr().out
     assert "reward-hacking guard at step 1" in printed and "training stopped" in printed
@@ -302,5 +300,6 @@ def test_cli_runs_the_judged_reward_and_the_guard_stops_with_a_checkpoint(corpus
     assert logged["reward_total"] == pytest.approx(
         3 * logged["reward_pauc"] + 2 * logged["reward_repetition"] + 0.5 * logged["reward_outspan"]
         + 2 * logged["reward_prefix"])
+    assert logged["kl"] >= 0.0 and 0.0 <= logged["clip_fraction"] <= 1.0  # two updates, the KL term on
     assert (out / "checkpoints" / "step-00000001" / "trainer_state.json").is_file()
     assert list((out / "tensorboard").glob("events.*"))

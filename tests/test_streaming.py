@@ -188,3 +188,17 @@ def test_latency_is_recorded_per_turn(bits):
     assert stats.count == 3 and all(t.latency_s > 0 for t in result.turns)
     assert 0 < stats.median_s <= stats.p95_s <= max(stats.per_turn_s)
     assert latency_stats([]).count == 0
+
+
+def test_replies_never_sample_vision_or_turn_tokens(bits):
+    from training.streaming import BANNED_IN_REPLIES, StreamConfig, StreamingSession
+
+    model, renderer, image_processor = bits
+    session = StreamingSession(model, renderer, image_processor, StreamConfig(temperature=1.0, top_k=0),
+                               torch.Generator().manual_seed(0))
+    vocab = renderer.tokenizer.get_vocab()
+    banned = {vocab[t] for t in BANNED_IN_REPLIES if t in vocab}
+    logits = torch.zeros(len(vocab))
+    logits[list(banned)] = 50.0  # the policy wants nothing else
+    picks = {session._pick(logits) for _ in range(50)}
+    assert banned and not picks & banned

@@ -101,6 +101,10 @@ def mrope_position_ids(ids: list[int], grids_thw: list[tuple[int, int, int]], im
     return out, pos
 
 
+BANNED_IN_REPLIES = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>",
+                     "<|vision_pad|>", "<|im_start|>", "<|endoftext|>")
+
+
 class StreamingSession:
     """One conversation's state: tokens so far, M-RoPE positions, images, and the KV cache."""
 
@@ -121,6 +125,10 @@ class StreamingSession:
         self.cache = None
         self.fed = 0  # tokens already in the cache
         self.turns: list[TurnReply] = []
+        # Tokens a reply must never contain: an image pad with no image behind it breaks the
+        # stream's M-RoPE positions; the others open turns or vision spans (HF's suppress_tokens).
+        vocab = renderer.tokenizer.get_vocab()
+        self.banned = torch.tensor([vocab[t] for t in BANNED_IN_REPLIES if t in vocab], dtype=torch.long)
         self._append(renderer.system_ids(), [], sampled=False)
 
     # -------------------------------------------------------------- sequence bookkeeping
@@ -153,6 +161,8 @@ class StreamingSession:
         return torch.cat(chunks[::-1], dim=1)[:, start - total:]
 
     def _pick(self, logits: torch.Tensor) -> int:
+        if len(self.banned):
+            logits = logits.index_fill(-1, self.banned.to(logits.device), float("-inf"))
         if self.config.temperature == 0:
             return int(logits.argmax())
         scaled = logits / self.config.temperature
