@@ -27,7 +27,10 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 
 integration: $(STAMP)
-	bash tests/integration/run_vllm_cpu.sh
+	$(PY) -m pytest -m integration -q -s
 
 bench: $(STAMP)
-	$(PY) -m bench.all
+	$(PY) -m bench.scenes --quick
+	$(PY) -m bench.llm_client
+	$(PY) -m bench.streaming_latency
+	$(PY) -m bench.orchestration

@@ -6,6 +6,9 @@ costs (goal >= 0.9). The baseline, measured in the same run, is a sequential cli
 in flight) against the same server: the speed-up is what bounded concurrency buys. The server runs
 in its own process (`python -m tests.openai_stub`) so that it does not share the client's GIL;
 `cpu ms/req` is the client process's CPU time per request (the openai SDK + httpx dominate it).
+A second baseline, `raw`, is C bare keep-alive connections sending the same bodies: what this
+machine and this stub can do at all, so a low ratio on a loaded machine can be told apart from a
+slow client (`vs raw`).
 
     python -m bench.llm_client [--latency-s 0.2] [--concurrency 16 64] [--rounds 6]
 """
@@ -13,13 +16,18 @@ in its own process (`python -m tests.openai_stub`) so that it does not share the
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
+import re
 import resource
 import subprocess
 import sys
 import time
 from contextlib import contextmanager
+from urllib.parse import urlsplit
 
 from curation.llm_client import LLMClient, LLMConfig, LLMRequest, LLMResponse
+from schemas.llm_output import json_schema
 
 
 @contextmanager
@@ -58,6 +66,34 @@ def measure_rps(url: str, in_flight: int, n: int, prefix: str) -> tuple[float, f
     return n / elapsed_s, 1000 * cpu_s / n
 
 
+def measure_raw_rps(url: str, in_flight: int, n: int) -> float:
+    """The same requests from C bare keep-alive connections (asyncio streams, hand-written
+    HTTP/1.1): the ceiling this machine and this stub allow, with next to no client cost."""
+    parsed = urlsplit(url)
+    fmt = {"type": "json_schema", "json_schema": {"name": "judge_score", "schema": json_schema("judge_score"),
+                                                  "strict": True}}
+
+    async def worker(jobs: list[int]) -> None:
+        reader, writer = await asyncio.open_connection(parsed.hostname, parsed.port)
+        for i in jobs:
+            body = json.dumps({"model": "stub-model", "messages": [{"role": "user", "content": f"raw {i}"}],
+                               "temperature": 0.7, "max_tokens": 2048, "response_format": fmt}).encode()
+            writer.write(f"POST {parsed.path}/chat/completions HTTP/1.1\r\nhost: {parsed.netloc}\r\n"
+                         f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n".encode() + body)
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(re.search(rb"content-length: *(\d+)", head, re.I).group(1))
+            json.loads(await reader.readexactly(length))
+        writer.close()
+
+    async def run() -> float:
+        await asyncio.gather(*(worker([-1]) for _ in range(in_flight)))
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(list(range(w, n, in_flight))) for w in range(in_flight)))
+        return n / (time.perf_counter() - t0)
+
+    return asyncio.run(run())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--latency-s", type=float, default=0.2)
@@ -68,14 +104,16 @@ def main() -> None:
 
     with stub_process(args.latency_s) as url:
         seq_rps, _ = measure_rps(url, 1, args.sequential_n, "seq")
-        rows = [(c, args.rounds * c, *measure_rps(url, c, args.rounds * c, f"c{c}"), c / args.latency_s)
-                for c in args.concurrency]
+        rows = [(c, args.rounds * c, *measure_rps(url, c, args.rounds * c, f"c{c}"), c / args.latency_s,
+                 measure_raw_rps(url, c, args.rounds * c)) for c in args.concurrency]
 
     print(f"loopback stub, fixed latency L = {args.latency_s:g} s; sequential client: {seq_rps:.2f} req/s "
           f"(ideal {1 / args.latency_s:.2f})")
-    print(f"{'C':>4} {'N':>5} {'req/s':>8} {'C/L':>7} {'ratio':>6} {'vs seq':>7} {'cpu ms/req':>10}")
-    for c, n, rps, cpu_ms, ideal in rows:
-        print(f"{c:>4} {n:>5} {rps:>8.1f} {ideal:>7.1f} {rps / ideal:>6.3f} {rps / seq_rps:>6.1f}x {cpu_ms:>10.2f}")
+    print(f"{'C':>4} {'N':>5} {'req/s':>8} {'C/L':>7} {'ratio':>6} {'vs seq':>7} {'raw':>7} {'vs raw':>6}"
+          f" {'cpu ms/req':>10}")
+    for c, n, rps, cpu_ms, ideal, raw in rows:
+        print(f"{c:>4} {n:>5} {rps:>8.1f} {ideal:>7.1f} {rps / ideal:>6.3f} {rps / seq_rps:>6.1f}x {raw:>7.1f}"
+              f" {rps / raw:>6.3f} {cpu_ms:>10.2f}")
 
 
 if __name__ == "__main__":

@@ -82,14 +82,15 @@ def main(argv: list[str] | None = None) -> int:
     stopped = {q["video_id"] or q["item_id"] for q in quarantine if q["stage"] != "dialogues"}
     manifest_ids = {json.loads(x)["video_id"] for x in manifest.read_text().splitlines()}
     lost = sorted(manifest_ids - finished - stopped - {q["item_id"] for q in quarantine})
+    acquired = {f"{v['video_id']}.mp4" for v in gc.table_rows(out, "videos")}
     duplicates = len(dialogues) - len({d["dialogue_id"] for d in dialogues})
     report = {
         "manifest_rows": len(lines), "videos_with_dialogues": len(finished), "dialogues": len(dialogues),
         "quarantined_items": len(quarantine),
-        "quarantine_reasons": summary.get("reasons", summary.get("quarantine_by_reason")),
+        "quarantine_reasons": {f"{q['stage']}/{q['reason']}": q["count"] for q in summary.get("quarantined", [])},
         "llm_faults_injected": plan.injected, "llm_faults_survived": plan.survived(),
         "download_faults_injected": files.injected,
-        "download_faults_survived": sum(files.tries.get(n, 0) > files.failures for n in files.tries),
+        "download_faults_survived": len(acquired & files.faulted),
         "rows_lost": len(lost), "lost_ids": lost[:10], "duplicate_dialogues": duplicates,
         "seconds": round(seconds, 1), "peak_rss_mib_children": round(peak_mib, 1), "workdir": str(work),
     }

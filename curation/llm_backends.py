@@ -26,6 +26,7 @@ class BackendCall:
     """One request with every parameter resolved."""
 
     key: str
+    replay_key: str
     tag: str
     model: str
     messages: list[dict[str, Any]]
@@ -67,7 +68,7 @@ class ReplayBackend:
         self.answers = load_replay(cfg.replay_path)
 
     async def send(self, call: BackendCall) -> BackendReply:
-        row = self.answers.get(call.key)
+        row = self.answers.get(call.replay_key)
         if row is None:
             raise BackendError("replay_missing", f"no replay answer for tag {call.tag!r} (key {call.key[:12]})")
         return BackendReply(row["text"], int(row.get("prompt_tokens", 0)), int(row.get("completion_tokens", 0)))
@@ -85,11 +86,11 @@ class OpenAIBackend:
         self._openai = openai
         self.cfg = cfg
         base_url = cfg.base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
-        # Local servers take any key; the SDK refuses None, so an absent key is a placeholder.
-        # Several SDK clients, each with its own connection pool, used in turn: httpx scans every
-        # pooled connection on each request, so one pool of C connections costs O(C) CPU per
-        # request; pools of ~8 keep a 64-in-flight client at C/L (bench/llm_client.py).
+        # Several SDK clients, each with its own connection pool, used in turn: httpx scans the
+        # pooled connections on each request, so one pool of C connections costs O(C) CPU per
+        # request (at 64 in flight, pools of 8 cut the client's CPU per request by ~40%: bench/).
         shards = max(1, math.ceil(cfg.max_in_flight / CONNECTIONS_PER_POOL))
+        # Local servers take any key; the SDK refuses None, so an absent key is a placeholder.
         self.clients = [openai.AsyncOpenAI(api_key=resolve_api_key(cfg) or "EMPTY", base_url=base_url,
                                            max_retries=0, timeout=cfg.timeout_s) for _ in range(shards)]
         self._turn = itertools.count()

@@ -89,17 +89,38 @@ class LLMRequest(BaseModel):
             raise ValueError(f"unknown schema_name {self.schema_name!r}; known: {sorted(LLM_OUTPUTS)}")
         return self
 
-    def key(self, model: str, temperature: float | None = None, max_tokens: int | None = None) -> str:
+    def key(self, model: str, temperature: float | None = None, max_tokens: int | None = None,
+            images: Literal["bytes", "position"] = "bytes") -> str:
         """sha256 of the canonical JSON of everything that changes the answer. The client passes
-        the config's temperature and max_tokens for the ones this request leaves unset."""
+        the config's temperature and max_tokens for the ones this request leaves unset.
+        `images="position"` keys images by their place in the messages instead of their bytes:
+        the replay key, stable across decoder and JPEG-encoder builds (the text around an image
+        already names its video, scene and timestamps)."""
         temp = self.temperature if self.temperature is not None else temperature
         toks = self.max_tokens if self.max_tokens is not None else max_tokens
-        payload = {"model": model, "messages": self.messages, "schema_name": self.schema_name,
+        messages = self.messages if images == "bytes" else _images_by_position(self.messages)
+        payload = {"model": model, "messages": messages, "schema_name": self.schema_name,
                    "prompt_version": self.prompt_version,
                    "temperature": None if temp is None else float(temp),
                    "max_tokens": None if toks is None else int(toks)}
         canon = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(canon.encode("utf-8")).hexdigest()
+
+
+def _images_by_position(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out, n = [], 0
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, list):
+            parts = []
+            for part in content:
+                if isinstance(part, dict) and part.get("type") == "image_url":
+                    part = {"type": "image_url", "image_url": {"url": f"image #{n}"}}
+                    n += 1
+                parts.append(part)
+            message = {**message, "content": parts}
+        out.append(message)
+    return out
 
 
 @dataclass(frozen=True)
@@ -140,8 +161,12 @@ class LLMClient:
 
     # -- public API ---------------------------------------------------------------------------
     def key_for(self, request: LLMRequest) -> str:
-        """The key this client's cache and replay file use for `request` (parameters resolved)."""
+        """The key this client's cache uses for `request` (parameters resolved)."""
         return request.key(self.cfg.model, self.cfg.temperature, self.cfg.max_tokens)
+
+    def replay_key_for(self, request: LLMRequest) -> str:
+        """The key a replay file uses for `request`: images by position, not by bytes."""
+        return request.key(self.cfg.model, self.cfg.temperature, self.cfg.max_tokens, images="position")
 
     def complete(self, request: LLMRequest) -> LLMResponse | LLMFailure:
         return self._submit(self._run(request)).result()
@@ -160,12 +185,12 @@ class LLMClient:
 
     def close(self) -> None:
         """Cancel what is still in flight, close the backend and stop the loop thread. Idempotent."""
-        with self._lock:
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("LLMClient.close() called from its own loop thread")
+        with self._lock:  # after this no new work is submitted; earlier work is cancelled below
             if self._closed:
                 return
             self._closed = True
-        if threading.current_thread() is self._thread:
-            raise RuntimeError("LLMClient.close() called from its own loop thread")
         try:
             asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(timeout=30)
         except Exception as exc:  # closing must not mask the caller's own error
@@ -173,6 +198,11 @@ class LLMClient:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=30)
         self._loop.close()
+
+    def __del__(self) -> None:  # forgotten close(): at least do not leave the loop thread running
+        loop = getattr(self, "_loop", None)
+        if loop is not None and not getattr(self, "_closed", True) and not loop.is_closed():
+            loop.call_soon_threadsafe(loop.stop)
 
     def __enter__(self) -> LLMClient:
         return self
@@ -182,13 +212,14 @@ class LLMClient:
 
     # -- internals ----------------------------------------------------------------------------
     def _submit(self, coro):
-        if self._closed:
-            coro.close()
-            raise RuntimeError("LLMClient is closed")
         if threading.current_thread() is self._thread:
             coro.close()
             raise RuntimeError("a sync LLMClient call from its own loop would deadlock; await acomplete")
-        return asyncio.run_coroutine_threadsafe(coro, self._loop)
+        with self._lock:  # so close() cannot slip between the check and the scheduling
+            if self._closed:
+                coro.close()
+                raise RuntimeError("LLMClient is closed")
+            return asyncio.run_coroutine_threadsafe(coro, self._loop)
 
     async def _shutdown(self) -> None:
         me = asyncio.current_task()
@@ -207,7 +238,8 @@ class LLMClient:
         return list(await asyncio.gather(*(self._run(r) for r in requests)))
 
     async def _run(self, request: LLMRequest) -> LLMResponse | LLMFailure:
-        call = BackendCall(key=self.key_for(request), tag=request.tag, model=self.cfg.model,
+        call = BackendCall(key=self.key_for(request), replay_key=self.replay_key_for(request),
+                           tag=request.tag, model=self.cfg.model,
                            messages=request.messages,
                            temperature=request.temperature if request.temperature is not None else self.cfg.temperature,
                            max_tokens=request.max_tokens if request.max_tokens is not None else self.cfg.max_tokens,

@@ -53,7 +53,7 @@ class AnswerBook:
         self.missing: dict[str, LLMRequest] = {}
 
     def key_for(self, request: LLMRequest) -> str:
-        return request.key(self.cfg.model, self.cfg.temperature, self.cfg.max_tokens)
+        return request.key(self.cfg.model, self.cfg.temperature, self.cfg.max_tokens, images="position")
 
     def complete(self, request: LLMRequest) -> LLMResponse | LLMFailure:
         key = self.key_for(request)

@@ -19,6 +19,7 @@ class FlakyFileServer:
         self.folder, self.rate, self.failures = Path(folder), rate, failures
         self.tries: dict[str, int] = {}
         self.injected = {"drop_mid_file": 0, "http_500": 0}
+        self.faulted: set[str] = set()  # names that got at least one fault
         self.lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
 
@@ -36,6 +37,7 @@ class FlakyFileServer:
         fault = "drop_mid_file" if int(digest[8], 16) % 2 else "http_500"
         with self.lock:
             self.injected[fault] += 1
+            self.faulted.add(name)
         return fault
 
     def __enter__(self) -> FlakyFileServer:

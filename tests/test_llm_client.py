@@ -301,6 +301,13 @@ def test_the_api_key_never_leaks(caplog, monkeypatch):
     assert PLANTED not in out.detail and PLANTED not in cfg.model_dump_json() and PLANTED not in caplog.text
 
 
+def test_the_api_key_is_not_in_cache_files(stub, tmp_path):
+    with client_for(stub, api_key=PLANTED, cache_dir=str(tmp_path)) as client:
+        assert client.complete(ask()).data == SCORE
+    files = list(tmp_path.rglob("*"))
+    assert files and all(PLANTED not in f.read_text() for f in files if f.is_file())
+
+
 @pytest.mark.parametrize("text,expected", [
     ('{"a": "a } in a string", "b": {"c": 1}} trailing', {"a": "a } in a string", "b": {"c": 1}}),
     ('prefix {"a": "escaped \\" quote {"} suffix', {"a": 'escaped " quote {'}),
@@ -317,3 +324,34 @@ def test_config_rejects_unknown_fields_and_replay_without_a_path():
         LLMConfig(backend="replay")
     with pytest.raises(ValueError, match="unknown schema_name"):
         ask(schema="nope")
+
+
+def test_close_cancels_work_in_flight_instead_of_hanging():
+    import concurrent.futures
+    import time
+
+    with StubServer(Reply.json(SCORE, delay_s=5.0)) as stub:
+        client = client_for(stub)
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(client.complete, ask())
+            while not stub.requests:
+                time.sleep(0.01)
+            client.close()
+            with pytest.raises(concurrent.futures.CancelledError):
+                pending.result(timeout=10)
+
+
+def test_replay_keys_images_by_position_so_a_decoder_change_keeps_the_sample_working():
+    from curation.llm_client import LLMRequest
+
+    def caption(jpeg: str) -> LLMRequest:
+        return LLMRequest(messages=[{"role": "user", "content": [
+            {"type": "text", "text": "scene bikes#2, frames at 4.0 s"},
+            {"type": "image_url", "image_url": {"url": f"data:image/jpeg;base64,{jpeg}"}}]}],
+            schema_name="scene_caption")
+
+    a, b = caption("AAAA"), caption("BBBB")
+    assert a.key("m") != b.key("m")  # the cache still tells the frames apart
+    assert a.key("m", images="position") == b.key("m", images="position")
+    text_only = LLMRequest(messages=[{"role": "user", "content": "hi"}])
+    assert text_only.key("m") == text_only.key("m", images="position")
