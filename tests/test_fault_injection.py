@@ -127,8 +127,9 @@ def world(tmp_path_factory):
     (always_bad / err_name).hardlink_to(videos[0])
     bad = make_bad_files(folder / "bad", videos[0])
 
-    # Dialogue requests fail on every try (the OpenAI SDK's own retries included), so transient
-    # faults end as llm_failed; caption requests fail once and are survived; repairs fail sometimes.
+    # Dialogue requests fail on every try, so transient faults end as llm_failed (and the empty,
+    # truncated, bad-citation ones go through repair); caption requests fail once and are survived
+    # by the client's retries; repairs fail sometimes (invalid_dialogue, which is final).
     first = FaultPlan(rate=0.9, attempts=100, slow_s=4.0)
     captions = FaultPlan(rate=0.6, attempts=1, kinds=("429", "500", "slow"), slow_s=4.0)
     repairs = FaultPlan(rate=0.3, attempts=1, kinds=("truncated", "bad_ids"))
