@@ -35,9 +35,9 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from training import checkpoints
 from training.chat_template import (
     DEFAULT_SYSTEM_PROMPT,
     TemplateConfig,
@@ -55,7 +55,7 @@ from training.grpo_loss import (
 from training.judge import JudgeConfig, make_judge
 from training.reward import RewardConfig, Turn, compute_rewards
 from training.reward import Rollout as RewardRollout
-from training.sft import LoraSettings, latest_checkpoint
+from training.sft import LoraSettings
 
 log = logging.getLogger(__name__)
 
@@ -108,19 +108,8 @@ class GRPOConfig(BaseModel):
 
 
 def load_config(path: str | None, overrides: list[str], **flags) -> GRPOConfig:
-    """YAML/JSON file, then `--model`/`--preset` flags, then dotted `key=value` overrides (as SFT)."""
-    data = dict(yaml.safe_load(Path(path).read_text()) or {}) if path else {}
-    data.update({k: v for k, v in flags.items() if v is not None})
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"override {item!r} is not key=value")
-        *parents, leaf = key.split(".")
-        node = data
-        for name in parents:
-            node = node.setdefault(name, {})
-        node[leaf] = yaml.safe_load(value)
-    return GRPOConfig.model_validate(data)
+    """YAML/JSON file, then `--model`/`--preset` flags, then dotted `key=value` overrides."""
+    return checkpoints.load_config(GRPOConfig, path, overrides, **flags)
 
 
 def reward_rollout(rollout) -> RewardRollout:
@@ -228,22 +217,10 @@ def train_grpo(cfg: GRPOConfig, reward_fn: RewardFn | None = None) -> dict:
     order_key = {"items": len(items), "episodes_per_step": cfg.episodes_per_step, "seed": cfg.seed,
                  "processes": world}
     state = {"step": 0, "epoch": 0, "batch": 0, "skipped": {}, "order": order_key, "history": []}
-    resume_from = latest_checkpoint(out) if cfg.resume else None
-    if resume_from is not None:
-        saved = json.loads((resume_from / "trainer_state.json").read_text())
-        if saved.get("order") != order_key:  # another order would silently repeat or skip data
-            raise ValueError(f"{resume_from}: saved with data order {saved.get('order')}, this run has "
-                             f"{order_key}; use a new output_dir or resume=false")
-        accelerator.load_state(str(resume_from / "accelerate"))
-        state = saved
-        accelerator.print(f"resumed from {resume_from} at step {state['step']}")
+    state = checkpoints.resume_state(accelerator, out, state, cfg.resume)
 
     def save_checkpoint() -> Path:
-        where = out / "checkpoints" / f"step-{state['step']:08d}"
-        accelerator.save_state(str(where / "accelerate"))
-        if accelerator.is_main_process:
-            (where / "trainer_state.json").write_text(json.dumps(state))
-        return where
+        return checkpoints.save_checkpoint(accelerator, out, state)
 
     def count_skip(reason: str) -> None:
         state["skipped"][reason] = state["skipped"].get(reason, 0) + 1

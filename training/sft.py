@@ -25,9 +25,9 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from training import checkpoints
 from training.chat_template import DEFAULT_SYSTEM_PROMPT, TemplateConfig, TurnRenderer
 from training.corpus import read_split, splits_of
 from training.dataset import CollateEpisodes, EpisodeDataset, batch_order
@@ -99,19 +99,7 @@ class SFTConfig(BaseModel):
 
 def load_config(path: str | None, overrides: list[str], **flags) -> SFTConfig:
     """YAML/JSON file, then `--model`/`--preset` flags, then dotted `key=value` overrides."""
-    data = yaml.safe_load(Path(path).read_text()) if path else {}
-    data = dict(data or {})
-    data.update({k: v for k, v in flags.items() if v is not None})
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"override {item!r} is not key=value")
-        *parents, leaf = key.split(".")
-        node = data
-        for name in parents:
-            node = node.setdefault(name, {})
-        node[leaf] = yaml.safe_load(value)
-    return SFTConfig.model_validate(data)
+    return checkpoints.load_config(SFTConfig, path, overrides, **flags)
 
 
 def weighted_token_loss(logits, labels, weights) -> torch.Tensor:
@@ -121,10 +109,6 @@ def weighted_token_loss(logits, labels, weights) -> torch.Tensor:
                          ignore_index=-100, reduction="none")
     return (ce * weights.reshape(-1)).sum() / weights.sum().clamp_min(1e-8)
 
-
-def latest_checkpoint(output_dir: Path) -> Path | None:
-    found = sorted((output_dir / "checkpoints").glob("step-*/trainer_state.json"))
-    return found[-1].parent if found else None
 
 
 def train(cfg: SFTConfig) -> dict:
@@ -195,21 +179,10 @@ def train(cfg: SFTConfig) -> dict:
     # --- resume: the step count and the position in the seeded batch order ---------------------
     order_key = {"items": len(train_set), "batch_size": cfg.batch_size, "seed": cfg.seed, "processes": world}
     state = {"step": 0, "epoch": 0, "micro": 0, "skipped": {}, "order": order_key}
-    resume_from = latest_checkpoint(out) if cfg.resume else None
-    if resume_from is not None:
-        saved = json.loads((resume_from / "trainer_state.json").read_text())
-        if saved.get("order") != order_key:  # another order would silently repeat or skip data
-            raise ValueError(f"{resume_from}: saved with data order {saved.get('order')}, this run has "
-                             f"{order_key}; use a new output_dir or resume=false")
-        accelerator.load_state(str(resume_from / "accelerate"))
-        state = saved
-        accelerator.print(f"resumed from {resume_from} at step {state['step']}")
+    state = checkpoints.resume_state(accelerator, out, state, cfg.resume)
 
-    def save_checkpoint() -> None:
-        where = out / "checkpoints" / f"step-{state['step']:08d}"
-        accelerator.save_state(str(where / "accelerate"))
-        if accelerator.is_main_process:
-            (where / "trainer_state.json").write_text(json.dumps(state))
+    def save_checkpoint() -> Path:
+        return checkpoints.save_checkpoint(accelerator, out, state)
 
     def evaluate() -> float | None:
         model.eval()

@@ -1,0 +1,61 @@
+"""What SFT and GRPO share around their loops: config loading, checkpoints and resume.
+
+A checkpoint is `<output_dir>/checkpoints/step-NNNNNNNN/` with accelerate's state (model,
+optimizer, scheduler, RNG) and `trainer_state.json` (step, position in the seeded data order, skip
+counts). Resume refuses a checkpoint made with another data order: continuing it would silently
+repeat or skip data.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel
+
+Config = TypeVar("Config", bound=BaseModel)
+
+
+def load_config(config_cls: type[Config], path: str | None, overrides: list[str], **flags: Any) -> Config:
+    """YAML/JSON file, then `--model`/`--preset` flags, then dotted `key=value` overrides."""
+    data = dict(yaml.safe_load(Path(path).read_text()) or {}) if path else {}
+    data.update({k: v for k, v in flags.items() if v is not None})
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"override {item!r} is not key=value")
+        *parents, leaf = key.split(".")
+        node = data
+        for name in parents:
+            node = node.setdefault(name, {})
+        node[leaf] = yaml.safe_load(value)
+    return config_cls.model_validate(data)
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    found = sorted((output_dir / "checkpoints").glob("step-*/trainer_state.json"))
+    return found[-1].parent if found else None
+
+
+def resume_state(accelerator, output_dir: Path, fresh: dict[str, Any], resume: bool) -> dict[str, Any]:
+    """The latest checkpoint's state (accelerate state loaded), or `fresh` when there is none."""
+    where = latest_checkpoint(output_dir) if resume else None
+    if where is None:
+        return fresh
+    saved = json.loads((where / "trainer_state.json").read_text())
+    if saved.get("order") != fresh["order"]:
+        raise ValueError(f"{where}: saved with data order {saved.get('order')}, this run has "
+                         f"{fresh['order']}; use a new output_dir or resume=false")
+    accelerator.load_state(str(where / "accelerate"))
+    accelerator.print(f"resumed from {where} at step {saved['step']}")
+    return saved
+
+
+def save_checkpoint(accelerator, output_dir: Path, state: dict[str, Any]) -> Path:
+    where = output_dir / "checkpoints" / f"step-{state['step']:08d}"
+    accelerator.save_state(str(where / "accelerate"))
+    if accelerator.is_main_process:
+        (where / "trainer_state.json").write_text(json.dumps(state))
+    return where
