@@ -8,20 +8,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 
 from training.evaluate import done_question_ids, latency_path, resolve_video
 from training.run import main as run_main
 
 pytest.importorskip("curation.frames")
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny model's matrices are too small to split; extra threads only spin on shared cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 ARGS = ["--preset", "tiny", "--max-frames", "4", "--max-pixels", "3136", "--max-new-tokens-per-turn", "3",
