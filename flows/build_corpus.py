@@ -23,6 +23,7 @@ import functools
 import hashlib
 import json
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -50,6 +51,7 @@ RETRYABLE_REASONS = {"crash", "http_error", "http_5xx", "timeout", "connection_e
                      "llm_empty", "missing_extra"}
 
 _PROGRESS: RunProgress | None = None  # set in the flow's process; absent on Dask workers
+_REFUSED = threading.Event()  # the output location refused a write: later batches do nothing
 
 
 @functools.lru_cache(maxsize=4)
@@ -70,6 +72,12 @@ def is_final(result: VideoResult, fingerprint: str) -> bool:
 @task(name="process-batch", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
 def process_batch(rows: list[dict[str, Any]], config_json: str) -> dict[str, Any]:
     """Process one batch; results go to disk, only counts come back (pass paths, not data)."""
+    # The task's function is pickled by value for Dask (the module attribute is the Task), so
+    # the work lives in a plain module function that pickles by reference, globals and all.
+    return run_batch(rows, config_json)
+
+
+def run_batch(rows: list[dict[str, Any]], config_json: str) -> dict[str, Any]:
     config = CorpusConfig.model_validate_json(config_json)
     client = _client(config.llm.model_dump_json())
     usage_before = client.usage_snapshot()
@@ -80,13 +88,28 @@ def process_batch(rows: list[dict[str, Any]], config_json: str) -> dict[str, Any
     results_dir = ctx.corpus_root / "work" / "results"
     workers = config.workers.downloads + config.workers.cpu + config.workers.llm
     done = failed = 0
-    with ThreadPoolExecutor(max_workers=min(workers, max(1, len(rows)))) as pool:
-        for result in pool.map(lambda r: run_video(ManifestRow.model_validate(r), ctx), rows):
-            write_result(results_dir, result)
-            done += bool(result.dialogues)
-            failed += not result.dialogues
+    refused = None
+    if _REFUSED.is_set():  # an earlier batch found the disk full: this one would fare no better
+        return {"done": 0, "failed": 0, "llm_usage": {}, "local": _PROGRESS is not None, "refused": None}
+    try:
+        with ThreadPoolExecutor(max_workers=min(workers, max(1, len(rows)))) as pool:
+            for result in pool.map(lambda r: run_video(ManifestRow.model_validate(r), ctx), rows):
+                write_result(results_dir, result)
+                done += bool(result.dialogues)
+                failed += not result.dialogues
+    except OSError as error:
+        if error.errno not in OUTPUT_REFUSED:
+            raise
+        # Returned, not raised: a task retry cannot free disk space, and a raised error would
+        # only add Prefect's tracebacks around the one message the user needs.
+        _REFUSED.set()
+        refused = _refusal(error)
     usage = {k: v - usage_before.get(k, 0) for k, v in client.usage_snapshot().items()}
-    return {"done": done, "failed": failed, "llm_usage": usage, "local": _PROGRESS is not None}
+    return {"done": done, "failed": failed, "llm_usage": usage, "local": _PROGRESS is not None, "refused": refused}
+
+
+def _refusal(error: OSError) -> dict[str, Any]:
+    return {"errno": error.errno, "strerror": error.strerror, "filename": str(error.filename or "")}
 
 
 def _manifest_skip_result(row: Quarantine, fingerprint: str) -> VideoResult:
@@ -151,6 +174,8 @@ def _run(config: CorpusConfig, console: Console) -> dict[str, Any]:
     batches = [todo[i: i + config.batch_size] for i in range(0, len(todo), config.batch_size)]
     config_json = config.model_dump_json()
     usage: dict[str, int] = {}
+    refused = None
+    _REFUSED.clear()
     with RunProgress(total=len(todo), console=console) as progress:
         _PROGRESS = progress if config.task_runner == "local" else None
         try:
@@ -162,8 +187,11 @@ def _run(config: CorpusConfig, console: Console) -> dict[str, Any]:
                     progress.add_batch(out["done"], out["failed"])
                 for key, value in out["llm_usage"].items():
                     usage[key] = usage.get(key, 0) + value
+                refused = refused or out.get("refused")
         finally:
             _PROGRESS = None
+    if refused:  # no shards or card from a partial run: the re-run writes them
+        return {"output_refused": refused}
 
     summary = RunSummary(new_this_run=len(todo), reused=len(rows) - len(todo))
     for result in iter_results(results_dir):
@@ -191,10 +219,15 @@ def _run(config: CorpusConfig, console: Console) -> dict[str, Any]:
 def build_corpus(config: str = "samples/sample.yaml", overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Build (or resume) a corpus. `overrides` takes dotted keys, e.g. {"llm.model": "..."}."""
     cfg = load_config(config, overrides)
-    if cfg.task_runner == "local":
-        return _run(cfg, Console(stderr=True))
-    # Dask: the same batches, submitted through a subflow whose task runner is the cluster.
-    return _run_batches.with_options(task_runner=_task_runner(cfg))(cfg.model_dump_json())
+    try:
+        if cfg.task_runner == "local":
+            return _run(cfg, Console(stderr=True))
+        # Dask: the same batches, submitted through a subflow whose task runner is the cluster.
+        return _run_batches.with_options(task_runner=_task_runner(cfg))(cfg.model_dump_json())
+    except OSError as error:  # a write of the flow itself (manifest skips, shards, card)
+        if error.errno not in OUTPUT_REFUSED:
+            raise
+        return {"output_refused": _refusal(error)}
 
 
 @flow(name="build-corpus-batches")
@@ -209,18 +242,20 @@ def main(argv: list[str] | None = None) -> int:
                         help="override a config value, e.g. --set llm.model=Qwen/Qwen2.5-72B-Instruct")
     args = parser.parse_args(argv)
     overrides = dict(item.split("=", 1) for item in args.set)
-    try:
-        build_corpus(config=args.config, overrides=overrides or None)
-    except OSError as error:
-        if error.errno not in OUTPUT_REFUSED:
-            raise
+    data = build_corpus(config=args.config, overrides=overrides or None)
+    refused = data.get("output_refused")
+    if refused:
         # Finished videos are on disk; a re-run once there is room does only the rest.
-        print(f"build-corpus stopped: the output location refused a write: {error.strerror} "
-              f"({error.filename or 'unknown file'}). Free space or fix permissions, then run the same "
+        print(f"build-corpus stopped: the output location refused a write: {refused['strerror']} "
+              f"({refused['filename'] or 'unknown file'}). Free space or fix permissions, then run the same "
               "command again: finished videos are kept and not redone.", file=sys.stderr)
         return 3
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the module under its importable name, not as __main__: Dask workers unpickle tasks by
+    # module reference, and `__main__.process_batch` does not exist on a worker.
+    from flows.build_corpus import main as _main
+
+    sys.exit(_main())
