@@ -33,3 +33,13 @@ def test_imports_flow_one_way(package):
         for path in (ROOT / package).rglob("*.py")
     }
     assert not {k: v for k, v in offenders.items() if v}
+
+
+def test_packages_import_from_outside_the_repository(tmp_path):
+    # A served deployment, a notebook kernel or a training job rarely runs from the repo root.
+    import subprocess
+    import sys
+
+    code = "import schemas, curation.prompts, flows.quiet, training.run; from schemas import Dialogue"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]

@@ -49,4 +49,4 @@ def test_datasets_and_duckdb_read_the_shards_as_they_are(sample_corpus):
     ds = load_dataset("parquet", data_files=files, split="train",
                       cache_dir=str(sample_corpus.parent / "hf-cache"))
     assert len(ds) == rows and ds[0]["references"][0]["reply_span"]
-    assert duckdb.sql(f"select count(*) from read_parquet({files!r})").fetchone()[0] == rows
+    assert duckdb.sql(f"select count(*) from read_parquet({files!r})").fetchall()[0][0] == rows

@@ -19,7 +19,7 @@ from training.proactive_format import (
     read_gold,
     read_predictions,
 )
-from training.score import drop_late_regressions, main, score_predictions
+from training.score import cli, drop_late_regressions, score_predictions
 
 # web/q1: answer a1 related [2, 8] -> reply [2, 9]; answer a2 related [20, 25] -> reply [20, 26]
 # ego/q2: answer b1 related [0, 10] -> reply [0, 11]; ego/q3 has no prediction line at all.
@@ -133,12 +133,12 @@ def test_failed_judge_calls_are_dropped(files):
 def test_cli_writes_json_with_the_offline_judge(files, tmp_path):
     gold, preds = files
     out = tmp_path / "scores.json"
-    assert main(["--predictions", str(preds), "--references", str(gold), "--json", str(out)]) == 0
+    assert cli(["--predictions", str(preds), "--references", str(gold), "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     assert set(result["categories"]) == {"web", "ego"}
     assert result["omega"] == 0.5
     assert 0 <= result["overall"]["pauc_omega_0.5"] <= 100
-    assert main(["--predictions", str(preds), "--references", str(tmp_path / "missing.json")]) == 2
+    assert cli(["--predictions", str(preds), "--references", str(tmp_path / "missing.json")]) == 2
 
 
 def test_module_runs_directly(files, tmp_path):
