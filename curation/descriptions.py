@@ -148,5 +148,8 @@ def describe_video(video: Video, path: str | Path, scenes: list[Scene], source_s
     if not captions.segments:
         counts = Counter(captions.failed.values())
         detail = ", ".join(f"{n} {reason}" for reason, n in sorted(counts.items()))
-        return Skip(STAGE, "no_captions", f"all {len(scenes)} scene captions failed ({detail})")
+        # One cause for every scene (the server down, the replay file without these answers) is
+        # reported as that cause, so the flow can tell a retryable outage from a bad video.
+        reason = next(iter(counts)) if len(counts) == 1 else "no_captions"
+        return Skip(STAGE, reason, f"all {len(scenes)} scene captions failed ({detail})")
     return captions.segments

@@ -104,8 +104,16 @@ def test_all_captions_failed_is_a_skip(three_scene_video):
     scenes = scenes_of("three", [0.0, 2.0, 4.0, 6.0])
     with StubServer(Reply.text("not json at all")) as stub, stub_client(stub) as client:
         out = describe_video(video_record("three", 6.0), three_scene_video, scenes, [], client, CFG)
-    assert isinstance(out, Skip) and (out.stage, out.reason) == ("descriptions", "no_captions")
+    assert isinstance(out, Skip) and (out.stage, out.reason) == ("descriptions", "llm_invalid_json")
     assert "3 llm_invalid_json" in out.detail
+
+
+def test_an_llm_outage_for_every_caption_is_reported_as_the_outage(three_scene_video):
+    # llm_failed is retryable in the flow: the video is redone once the server is back.
+    scenes = scenes_of("three", [0.0, 2.0, 4.0, 6.0])
+    with StubServer(Reply.error(500)) as stub, stub_client(stub) as client:
+        out = describe_video(video_record("three", 6.0), three_scene_video, scenes, [], client, CFG)
+    assert isinstance(out, Skip) and out.reason == "llm_failed" and "3 llm_failed" in out.detail
 
 
 def test_undecodable_frames_are_counted_and_need_no_call(tmp_path):
@@ -113,7 +121,7 @@ def test_undecodable_frames_are_counted_and_need_no_call(tmp_path):
     path.write_bytes(b"not a video" * 100)
     with StubServer(caption_reply) as stub, stub_client(stub) as client:
         out = describe_video(video_record("fake", 4.0), path, scenes_of("fake", [0.0, 2.0, 4.0]), [], client, CFG)
-    assert isinstance(out, Skip) and out.reason == "no_captions" and "2 undecodable_frames" in out.detail
+    assert isinstance(out, Skip) and out.reason == "undecodable_frames" and "2 undecodable_frames" in out.detail
     assert stub.requests == []
 
 
