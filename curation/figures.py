@@ -134,14 +134,20 @@ def draw_dialogue(dialogue: Any, video_path: str | Path, out_path: str | Path, f
         y = order[turn.question_id]
         lanes.plot([turn.time_s], [y], marker="v", color=colours(y), markersize=10)
         lanes.text(turn.time_s, y + 0.25, turn.text[:70], fontsize=8, color=colours(y))
-    for ref in dialogue.references:
+    seen: dict[str, int] = {}
+    for ref in sorted(dialogue.references, key=lambda r: r.reply_span):
         y = order[ref.question_id]
+        k = seen[ref.question_id] = seen.get(ref.question_id, -1) + 1
         start, end = ref.reply_span
         lanes.barh(y, end - start, left=start, height=0.3, color=colours(y),
                    alpha=0.4 if ref.immediate else 0.8)
-        lanes.text(start, y - 0.35, ref.answer[:50], fontsize=7)
+        # Labels alternate between two lines and stop near the next window, so neighbours never
+        # print over each other; the full text is in the shards.
+        room = max(12, int(130 * (end - start) / duration) + 10)
+        text = ref.answer if len(ref.answer) <= room else ref.answer[: room - 1] + "…"
+        lanes.text(start, y - 0.3 - 0.17 * (k % 2), text, fontsize=7, va="top")
     lanes.set_yticks(range(len(order)), [f"Q{i}" for i in range(len(order))])
-    lanes.set_ylim(-0.8, len(order) - 0.2)
+    lanes.set_ylim(-0.9, len(order) - 0.2)
     lanes.set_xlabel("seconds (triangles: questions asked; bars: reference reply windows)")
     fig.savefig(out_path, dpi=100)
     plt.close(fig)
