@@ -223,25 +223,47 @@ def build_shards(results_dir: str | Path, corpus_root: str | Path, cfg: ShardCon
     return index
 
 
+class CorpusError(ValueError):
+    """A corpus whose index or shards cannot be read; the message names the file."""
+
+
 def read_index(corpus_root: str | Path) -> dict[str, Any]:
-    return json.loads((Path(corpus_root) / INDEX_NAME).read_text())
+    path = Path(corpus_root) / INDEX_NAME
+    if not path.is_file():
+        raise CorpusError(f"{path}: no corpus index (build the corpus first, or check the path)")
+    try:
+        index = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CorpusError(f"{path}: unreadable corpus index: {error}") from None
+    if not isinstance(index, dict) or not isinstance(index.get("shards"), list):
+        raise CorpusError(f"{path}: not a corpus index (no 'shards' list)")
+    return index
+
+
+def shard_paths(corpus_root: str | Path, table: str, split: str | None = None) -> list[Path]:
+    """Shards of one table (and split), in index order, each checked to lie inside the corpus and
+    to exist: the one reader of `index.json` for the trainer, the stats and `read_table`."""
+    root = Path(corpus_root)
+    found = []
+    for entry in read_index(root)["shards"]:
+        if entry.get("table") != table or (split is not None and entry.get("split") != split):
+            continue
+        rel = str(entry.get("path", ""))
+        path = (root / rel).resolve()
+        if not rel or root.resolve() not in path.parents:
+            raise CorpusError(f"{root / INDEX_NAME}: shard path {rel!r} is outside the corpus")
+        if not path.is_file():
+            raise CorpusError(f"{path}: shard listed in {INDEX_NAME} is missing")
+        found.append(path)
+    return found
 
 
 def read_table(corpus_root: str | Path, table: str, split: str | None = None) -> pa.Table:
     """One table (optionally one split) as a pyarrow Table, via the index; empty when it has no shards."""
     if table not in TABLES:
         raise ValueError(f"unknown table {table!r}; tables: {', '.join(TABLES)}")
-    root = Path(corpus_root).resolve()
-    parts = []
-    for entry in read_index(root)["shards"]:
-        if entry["table"] != table or (split is not None and entry["split"] != split):
-            continue
-        path = (root / entry["path"]).resolve()
-        if root not in path.parents:
-            raise ValueError(f"{root / INDEX_NAME}: shard path {entry['path']!r} is outside the corpus")
-        parts.append(read_parquet(path))
-    schema = arrow_schema(TABLES[table])
-    return pa.concat_tables(parts) if parts else schema.empty_table()
+    parts = [read_parquet(path) for path in shard_paths(corpus_root, table, split)]
+    return pa.concat_tables(parts) if parts else arrow_schema(TABLES[table]).empty_table()
 
 
 def publish(corpus_root: str | Path, url: str) -> list[str]:

@@ -14,6 +14,7 @@ import duckdb
 from rich.console import Console
 from rich.table import Table
 
+from curation import shards
 from curation.frames import frame_timeline
 from schemas import Dialogue, Quarantine, Scene, Segment, Video, arrow_schema
 
@@ -23,8 +24,8 @@ FRAMES_PER_TURN = 2  # FACTS.md: 2 frames per user turn in the published data
 
 
 def shard_paths(corpus_root: str | Path, table: str) -> list[str]:
-    index = json.loads((Path(corpus_root) / "index.json").read_text())
-    return [str(Path(corpus_root) / s["path"]) for s in index["shards"] if s["table"] == table]
+    """The table's shard files as strings, the form DuckDB's `read_parquet([...])` takes."""
+    return [str(path) for path in shards.shard_paths(corpus_root, table)]
 
 
 def _relation(con: duckdb.DuckDBPyConnection, corpus_root: Path, table: str) -> str:

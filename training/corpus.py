@@ -1,22 +1,17 @@
 """Reading a corpus through its `index.json`: dialogues of one split and the videos they need.
 
-`<corpus>/index.json` lists every shard: `{"schema_version", "shards": [{"table", "split", "path",
-"rows", "sha256", "bytes"}]}` with paths relative to the corpus root (written atomically by the
-corpus flow). A missing or unreadable shard is an error that names the file; a shard of an
+`<corpus>/index.json` lists every shard (`curation.shards` writes it and owns its reader,
+`shard_paths`). A missing or unreadable shard is an error that names the file; a shard of an
 unknown schema major version is refused by `schemas.read_parquet`.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from curation.shards import CorpusError, read_index, shard_paths
 from schemas import Dialogue, SchemaVersionError, Video, from_table, read_parquet
-
-
-class CorpusError(ValueError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -30,36 +25,6 @@ class CorpusSplit:
         if video is None or video.path is None:
             return None
         return self.root / video.path
-
-
-def read_index(root: str | Path) -> dict:
-    path = Path(root) / "index.json"
-    if not path.is_file():
-        raise CorpusError(f"{path}: no corpus index (build the corpus first, or check the path)")
-    try:
-        index = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CorpusError(f"{path}: unreadable corpus index: {error}") from None
-    if not isinstance(index, dict) or not isinstance(index.get("shards"), list):
-        raise CorpusError(f"{path}: not a corpus index (no 'shards' list)")
-    return index
-
-
-def shard_paths(root: str | Path, table: str, split: str | None = None) -> list[Path]:
-    """Shards of one table (and split), in index order, each checked to exist."""
-    root = Path(root)
-    found = []
-    for entry in read_index(root)["shards"]:
-        if entry.get("table") != table or (split is not None and entry.get("split") != split):
-            continue
-        rel = str(entry.get("path", ""))
-        path = (root / rel).resolve()
-        if not rel or root.resolve() not in path.parents:
-            raise CorpusError(f"{root / 'index.json'}: shard path {rel!r} is outside the corpus")
-        if not path.is_file():
-            raise CorpusError(f"{path}: shard listed in index.json is missing")
-        found.append(path)
-    return found
 
 
 def read_records(path: Path, record_cls):
