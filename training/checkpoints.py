@@ -59,3 +59,38 @@ def save_checkpoint(accelerator, output_dir: Path, state: dict[str, Any]) -> Pat
     if accelerator.is_main_process:
         (where / "trainer_state.json").write_text(json.dumps(state))
     return where
+
+
+def make_accelerator(mixed_precision: str, seed: int):
+    """accelerate's Accelerator, with "auto" = bf16 where the device supports it (FACTS.md)."""
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    if mixed_precision == "auto":
+        mixed_precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    accelerator = Accelerator(mixed_precision=mixed_precision)
+    set_seed(seed)
+    return accelerator
+
+
+def resolve_tiny_preset(cfg: Config, texts: list[str], accelerator, output_dir: Path) -> Config:
+    """For `preset: tiny`, build the tiny checkpoint once (main process) and point `model` at it."""
+    if cfg.preset != "tiny":
+        return cfg
+    from training.model import prepare_tiny_checkpoint
+
+    if accelerator.is_main_process:
+        prepare_tiny_checkpoint(texts, output_dir / "tiny-model", seed=cfg.seed)
+    accelerator.wait_for_everyone()
+    return cfg.model_copy(update={"model": str(output_dir / "tiny-model")})
+
+
+def save_final(accelerator, model, tokenizer, image_processor, output_dir: Path, summary: dict) -> None:
+    """`<output_dir>/final` as a loadable checkpoint, and `summary.json` beside it."""
+    if accelerator.is_main_process:
+        final = output_dir / "final"
+        accelerator.unwrap_model(model).save_pretrained(final, state_dict=accelerator.get_state_dict(model))
+        tokenizer.save_pretrained(final)
+        image_processor.save_pretrained(final)
+        (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))

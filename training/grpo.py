@@ -139,8 +139,6 @@ def full_weights(accelerator, model):
 def train_grpo(cfg: GRPOConfig, reward_fn: RewardFn | None = None) -> dict:
     """Train; returns a summary with each step's logged values (`history`). `reward_fn` replaces
     the judged four-term reward (tests, synthetic tasks)."""
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
     from torch.utils.tensorboard import SummaryWriter
 
     from curation.frames import frame_timeline
@@ -149,12 +147,11 @@ def train_grpo(cfg: GRPOConfig, reward_fn: RewardFn | None = None) -> dict:
     from training.dataset import batch_order
     from training.episodes import build_episode
     from training.model import (
-        apply_lora,
-        freeze_vision_tower,
+        corpus_texts,
         load_image_processor,
         load_model,
         load_tokenizer,
-        prepare_tiny_checkpoint,
+        load_trainable_model,
     )
     from training.rollout import (
         ProcessorBits,
@@ -165,11 +162,7 @@ def train_grpo(cfg: GRPOConfig, reward_fn: RewardFn | None = None) -> dict:
     )
     from training.tiny import SPECIAL_TOKENS
 
-    precision = cfg.mixed_precision
-    if precision == "auto":
-        precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
-    accelerator = Accelerator(mixed_precision=precision)
-    set_seed(cfg.seed)
+    accelerator = checkpoints.make_accelerator(cfg.mixed_precision, cfg.seed)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -178,13 +171,7 @@ def train_grpo(cfg: GRPOConfig, reward_fn: RewardFn | None = None) -> dict:
     items = [(d, split.video_path(d.video_id)) for d in split.dialogues]
     if not items:
         raise ValueError(f"{cfg.corpus}: split {cfg.split!r} has no dialogues")
-    if cfg.preset == "tiny":
-        texts = [cfg.template.system_prompt] + [t for d, _ in items for t in
-                                                [u.text for u in d.user_turns] + [r.answer for r in d.references]]
-        if accelerator.is_main_process:
-            prepare_tiny_checkpoint(texts, out / "tiny-model", seed=cfg.seed)
-        accelerator.wait_for_everyone()
-        cfg = cfg.model_copy(update={"model": str(out / "tiny-model")})
+    cfg = checkpoints.resolve_tiny_preset(cfg, corpus_texts(items, cfg.template.system_prompt), accelerator, out)
     tokenizer = load_tokenizer(cfg.model)
     image_processor = load_image_processor(cfg.model, cfg.max_pixels)
     renderer = TurnRenderer(tokenizer, cfg.template.system_prompt, cfg.template.image_pad_token)
@@ -193,13 +180,7 @@ def train_grpo(cfg: GRPOConfig, reward_fn: RewardFn | None = None) -> dict:
     reward_fn = reward_fn or judged_reward(make_judge(cfg.judge, cfg.judge_endpoint), cfg.reward)
 
     # --- model (and the frozen reference when the KL term is on) -----------------------------------
-    model = load_model(cfg.model, dtype=torch.float32)  # fp32 master weights, as SFT
-    if cfg.freeze_vision_tower:
-        freeze_vision_tower(model)
-    if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if cfg.lora.enabled:
-        model = apply_lora(model, cfg.lora.rank, cfg.lora.alpha, cfg.lora.dropout)
+    model = load_trainable_model(cfg.model, cfg.freeze_vision_tower, True, cfg.gradient_checkpointing, cfg.lora)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
                                   lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -323,12 +304,8 @@ def train_grpo(cfg: GRPOConfig, reward_fn: RewardFn | None = None) -> dict:
     accelerator.wait_for_everyone()
     summary = {"steps": state["step"], "skipped": state["skipped"], "stopped": stopped,
                "history": state["history"]}
+    checkpoints.save_final(accelerator, model, tokenizer, image_processor, out, summary)
     if accelerator.is_main_process:
-        final = out / "final"
-        accelerator.unwrap_model(model).save_pretrained(final, state_dict=accelerator.get_state_dict(model))
-        tokenizer.save_pretrained(final)
-        image_processor.save_pretrained(final)
-        (out / "summary.json").write_text(json.dumps(summary, indent=2))
         writer.close()
         order_log.close()
     if stopped:

@@ -101,3 +101,25 @@ def mrope_inputs(model, input_ids, image_pad_id: int) -> dict:
     if "mm_token_type_ids" in inspect.signature(model.forward).parameters:
         return {"mm_token_type_ids": (input_ids == image_pad_id).int()}
     return {}
+
+
+def load_trainable_model(name_or_path: str, freeze_vision: bool, train_merger: bool,
+                         gradient_checkpointing: bool, lora):
+    """The model as SFT and GRPO train it: fp32 master weights (autocast computes in bf16), the
+    vision tower frozen or not, optional gradient checkpointing and LoRA (`lora`: LoraSettings)."""
+    import torch
+
+    model = load_model(name_or_path, dtype=torch.float32)
+    if freeze_vision:
+        freeze_vision_tower(model, train_merger=train_merger)
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if lora.enabled:
+        model = apply_lora(model, lora.rank, lora.alpha, lora.dropout)
+    return model
+
+
+def corpus_texts(items, system_prompt: str) -> list[str]:
+    """The text the tiny preset's tokenizer is trained on: the system prompt, questions, answers."""
+    return [system_prompt] + [t for d, _ in items for t in
+                              [u.text for u in d.user_turns] + [r.answer for r in d.references]]

@@ -33,13 +33,11 @@ from training.corpus import read_split, splits_of
 from training.dataset import CollateEpisodes, EpisodeDataset, batch_order
 from training.episodes import EpisodeConfig
 from training.model import (
-    apply_lora,
-    freeze_vision_tower,
+    corpus_texts,
     load_image_processor,
-    load_model,
     load_tokenizer,
+    load_trainable_model,
     mrope_inputs,
-    prepare_tiny_checkpoint,
 )
 
 
@@ -112,17 +110,11 @@ def weighted_token_loss(logits, labels, weights) -> torch.Tensor:
 
 
 def train(cfg: SFTConfig) -> dict:
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
     from torch.utils.tensorboard import SummaryWriter
     from tqdm.auto import tqdm
     from transformers import get_scheduler
 
-    precision = cfg.mixed_precision
-    if precision == "auto":
-        precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
-    accelerator = Accelerator(mixed_precision=precision)
-    set_seed(cfg.seed)
+    accelerator = checkpoints.make_accelerator(cfg.mixed_precision, cfg.seed)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -132,13 +124,8 @@ def train(cfg: SFTConfig) -> dict:
     items = [(d, s.video_path(d.video_id)) for s in splits for d in s.dialogues]
     if not items:
         raise ValueError(f"{cfg.corpus}: split {cfg.split!r} has no dialogues")
-    if cfg.preset == "tiny":  # tokenizer trained on this corpus's text; built once per run dir
-        texts = [cfg.template.system_prompt] + [t for d, _ in items for t in
-                                                [u.text for u in d.user_turns] + [r.answer for r in d.references]]
-        if accelerator.is_main_process:
-            prepare_tiny_checkpoint(texts, out / "tiny-model", seed=cfg.seed)
-        accelerator.wait_for_everyone()
-        cfg = cfg.model_copy(update={"model": str(out / "tiny-model")})
+    # tiny preset: a tokenizer trained on this corpus's text, built once per run dir
+    cfg = checkpoints.resolve_tiny_preset(cfg, corpus_texts(items, cfg.template.system_prompt), accelerator, out)
     tokenizer = load_tokenizer(cfg.model)
     image_processor = load_image_processor(cfg.model, cfg.max_pixels)
     renderer = TurnRenderer(tokenizer, cfg.template.system_prompt, cfg.template.image_pad_token)
@@ -154,13 +141,8 @@ def train(cfg: SFTConfig) -> dict:
     collate = CollateEpisodes(tokenizer.pad_token_id)
 
     # --- model ------------------------------------------------------------------------------
-    model = load_model(cfg.model, dtype=torch.float32)  # fp32 master weights; autocast computes in bf16
-    if cfg.freeze_vision_tower:
-        freeze_vision_tower(model, train_merger=cfg.train_merger)
-    if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if cfg.lora.enabled:
-        model = apply_lora(model, cfg.lora.rank, cfg.lora.alpha, cfg.lora.dropout)
+    model = load_trainable_model(cfg.model, cfg.freeze_vision_tower, cfg.train_merger,
+                                 cfg.gradient_checkpointing, cfg.lora)
 
     # --- optimizer --------------------------------------------------------------------------
     world, rank = accelerator.num_processes, accelerator.process_index
@@ -259,12 +241,8 @@ def train(cfg: SFTConfig) -> dict:
     accelerator.wait_for_everyone()
     summary = {"steps": state["step"], "losses": losses, "skipped": state["skipped"],
                "eval_loss": evaluate() if eval_set is not None else None}
+    checkpoints.save_final(accelerator, model, tokenizer, image_processor, out, summary)
     if accelerator.is_main_process:
-        final = out / "final"
-        accelerator.unwrap_model(model).save_pretrained(final, state_dict=accelerator.get_state_dict(model))
-        tokenizer.save_pretrained(final)
-        image_processor.save_pretrained(final)
-        (out / "summary.json").write_text(json.dumps(summary, indent=2))
         writer.close()
         order_log.close()
     return summary
