@@ -89,12 +89,19 @@ def prefect_env(tmp_path_factory):
                 raise RuntimeError(f"prefect server did not start: {(home / 'server.log').read_text()[-2000:]}") from None
             time.sleep(0.5)
     yield {**env, "PREFECT_API_URL": api}
-    server.terminate()
-    try:
-        server.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        server.kill()
+    stop_process(server)
     log.close()
+
+
+def stop_process(proc, timeout_s: float = 30) -> None:
+    """Ask a background server to stop; kill it if it has not within `timeout_s`."""
+    import subprocess
+
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 def build_sample_corpus(output_dir: Path, *extra: str, env: dict | None = None, timeout_s: float = 600):

@@ -8,7 +8,7 @@ import time
 import pytest
 import yaml
 
-from tests.conftest import ROOT, SAMPLES
+from tests.conftest import ROOT, SAMPLES, stop_process
 
 pytestmark = pytest.mark.slow
 
@@ -50,9 +50,5 @@ def test_deployment_run_with_param_overrides(prefect_env, tmp_path):
         assert summary["new_this_run"] == 2
         assert (out_dir / "index.json").exists() and not (tmp_path / "default-out").exists()
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_process(server)
         log.close()
