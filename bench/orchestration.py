@@ -88,7 +88,7 @@ def measure(mode: str, n: int) -> dict:
         else:
             cfg = load_config(config)
             ctx = PipelineContext(config=cfg, corpus_root=root / "corpus", client=_client(cfg.llm.model_dump_json()),
-                                  limits=Limits.from_config(cfg), fingerprint=cfg.fingerprint())
+                                  limits=Limits.from_workers(cfg.workers), fingerprint=cfg.fingerprint())
             for row in read_manifest(cfg.manifest).rows:
                 write_result(root / "corpus" / "work" / "results", run_video(row, ctx))
             build_shards(root / "corpus" / "work" / "results", root / "corpus", cfg.shards)

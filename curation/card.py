@@ -176,8 +176,8 @@ def write_dataset_card(corpus_root: str | Path, index: dict[str, Any], summary: 
     """Compute statistics, draw figures into `<corpus>/figures/`, write `<corpus>/README.md`."""
     root = Path(corpus_root)
     stats = stats_of(root, index)
-    # corpus_stats reads llm_usage from a summary.json the flow writes after the card (so from the
-    # previous run, or none): the summary handed in is this build's, so it wins.
+    # The summary handed in is this build's; a summary.json on disk (what corpus_stats reads) may
+    # be missing or older when the card is written outside the flow.
     stats["llm_usage"] = dict(sorted((summary.get("llm_usage") or {}).items()))
     figures = draw_figures(stats, root / FIGURES_DIR)
     text = render_card(root, json.loads(json.dumps(index)), summary, llm_backend, stats, figures)

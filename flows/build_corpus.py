@@ -36,7 +36,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from rich.console import Console
 
 from curation.card import write_dataset_card
-from curation.config import CorpusConfig, load_config
+from curation.config import CorpusConfig, WorkerLimits, load_config
 from curation.llm_client import LLMClient, LLMConfig
 from curation.manifest import ManifestRow, read_manifest
 from curation.results import VideoResult, iter_results, read_result, write_result
@@ -60,8 +60,9 @@ def _client(llm_json: str) -> LLMClient:
 
 
 @functools.lru_cache(maxsize=4)
-def _limits(workers_json: str, config_json: str) -> Limits:
-    return Limits.from_config(CorpusConfig.model_validate_json(config_json))
+def _limits(workers_json: str) -> Limits:
+    # One set of bounds per process and worker setting, shared by every batch it runs.
+    return Limits.from_workers(WorkerLimits.model_validate_json(workers_json))
 
 
 def is_final(result: VideoResult, fingerprint: str) -> bool:
@@ -78,19 +79,19 @@ def process_batch(rows: list[dict[str, Any]], config_json: str) -> dict[str, Any
 
 
 def run_batch(rows: list[dict[str, Any]], config_json: str) -> dict[str, Any]:
+    if _REFUSED.is_set():  # an earlier batch found the disk full: this one would fare no better
+        return {"done": 0, "failed": 0, "llm_usage": {}, "local": _PROGRESS is not None, "refused": None}
     config = CorpusConfig.model_validate_json(config_json)
     client = _client(config.llm.model_dump_json())
     usage_before = client.usage_snapshot()
     ctx = PipelineContext(config=config, corpus_root=Path(config.output_dir), client=client,
-                          limits=_limits(config.workers.model_dump_json(), config_json),
+                          limits=_limits(config.workers.model_dump_json()),
                           fingerprint=config.fingerprint(),
                           on_event=_PROGRESS.on_event if _PROGRESS else (lambda e, v: None))
     results_dir = ctx.corpus_root / "work" / "results"
     workers = config.workers.downloads + config.workers.cpu + config.workers.llm
     done = failed = 0
     refused = None
-    if _REFUSED.is_set():  # an earlier batch found the disk full: this one would fare no better
-        return {"done": 0, "failed": 0, "llm_usage": {}, "local": _PROGRESS is not None, "refused": None}
     try:
         with ThreadPoolExecutor(max_workers=min(workers, max(1, len(rows)))) as pool:
             for result in pool.map(lambda r: run_video(ManifestRow.model_validate(r), ctx), rows):

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from curation.acquire import acquire_video
-from curation.config import CorpusConfig
+from curation.config import CorpusConfig, WorkerLimits
 from curation.descriptions import describe_video
 from curation.dialogues import generate_dialogues
 from curation.frames import decode_frames, frame_timeline
@@ -43,8 +43,7 @@ class Limits:
     llm: threading.BoundedSemaphore
 
     @classmethod
-    def from_config(cls, config: CorpusConfig) -> Limits:
-        w = config.workers
+    def from_workers(cls, w: WorkerLimits) -> Limits:
         return cls(threading.BoundedSemaphore(w.downloads), threading.BoundedSemaphore(w.cpu),
                    threading.BoundedSemaphore(w.llm))
 
