@@ -105,6 +105,13 @@ BANNED_IN_REPLIES = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vi
                      "<|vision_pad|>", "<|im_start|>", "<|endoftext|>")
 
 
+def banned_token_ids(tokenizer) -> list[int]:
+    """Ids of BANNED_IN_REPLIES this tokenizer has (a per-token lookup: building the whole vocab
+    dict of a real Qwen tokenizer would cost tens of ms per session)."""
+    ids = {tokenizer.convert_tokens_to_ids(t) for t in BANNED_IN_REPLIES}
+    return sorted(i for i in ids if i is not None and i != tokenizer.unk_token_id)
+
+
 class StreamingSession:
     """One conversation's state: tokens so far, M-RoPE positions, images, and the KV cache."""
 
@@ -127,8 +134,7 @@ class StreamingSession:
         self.turns: list[TurnReply] = []
         # Tokens a reply must never contain: an image pad with no image behind it breaks the
         # stream's M-RoPE positions; the others open turns or vision spans (HF's suppress_tokens).
-        vocab = renderer.tokenizer.get_vocab()
-        self.banned = torch.tensor([vocab[t] for t in BANNED_IN_REPLIES if t in vocab], dtype=torch.long)
+        self.banned = torch.tensor(banned_token_ids(renderer.tokenizer), dtype=torch.long)
         self._append(renderer.system_ids(), [], sampled=False)
 
     # -------------------------------------------------------------- sequence bookkeeping
