@@ -8,25 +8,21 @@ import json
 import shutil
 from pathlib import Path
 
-import av
-
+from curation.hashing import sha256_file
+from curation.probe import probe_video as curation_probe
+from curation.skips import Skip
 from schemas import Dialogue, Video, to_table, write_parquet
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 
 
 def probe_video(video_id: str, path: Path, rel: str) -> Video:
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        duration_s = float(container.duration / 1_000_000) if container.duration else float(
-            stream.duration * stream.time_base)
-        fps = float(stream.average_rate or 25)
-        has_audio = bool(container.streams.audio)
-        width, height, codec = stream.codec_context.width, stream.codec_context.height, stream.codec_context.name
-    data = path.read_bytes()
-    return Video(video_id=video_id, source="sample", uri=str(path), path=rel,
-                 sha256=hashlib.sha256(data).hexdigest(), bytes=len(data), duration_s=duration_s,
-                 fps=fps, width=width, height=height, codec=codec, has_audio=has_audio)
+    """The video row the flow would write, from the flow's own probe and checksum."""
+    probe = curation_probe(path)
+    assert not isinstance(probe, Skip), probe
+    return Video(video_id=video_id, source="sample", uri=str(path), path=rel, sha256=sha256_file(path),
+                 bytes=path.stat().st_size, duration_s=probe.duration_s, fps=probe.fps, width=probe.width,
+                 height=probe.height, codec=probe.codec, has_audio=probe.has_audio)
 
 
 def write_shard(root: Path, table: str, split: str, records, cls) -> dict:
