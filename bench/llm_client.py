@@ -26,7 +26,7 @@ import time
 from contextlib import contextmanager
 from urllib.parse import urlsplit
 
-from curation.llm_client import LLMClient, LLMConfig, LLMRequest, LLMResponse
+from curation.llm.client import LLMClient, LLMConfig, LLMRequest, LLMResponse
 from schemas.llm_output import json_schema
 
 

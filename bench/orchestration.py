@@ -22,9 +22,9 @@ from pathlib import Path
 
 def _patch_stages(corpus_root: Path) -> None:
     import flows.video_pipeline as vp
-    from curation.acquire import AcquiredVideo
-    from curation.dialogues import DialogueOutcome
-    from curation.probe import VideoProbe
+    from curation.text.dialogues import DialogueOutcome
+    from curation.video.acquire import AcquiredVideo
+    from curation.video.probe import VideoProbe
     from schemas import Dialogue, Provenance, ReferenceAnswer, Scene, Segment, UserTurn
 
     videos = corpus_root / "videos"
@@ -76,9 +76,9 @@ def measure(mode: str, n: int) -> dict:
         _patch_stages(root / "corpus")
         # Imports are not orchestration: both modes pay them before the clock starts.
         from curation.config import load_config
+        from curation.corpus.results import write_result
+        from curation.corpus.shards import build_shards
         from curation.manifest import read_manifest
-        from curation.results import write_result
-        from curation.shards import build_shards
         from flows.build_corpus import _client, build_corpus
         from flows.video_pipeline import Limits, PipelineContext, run_video
 

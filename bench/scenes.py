@@ -24,7 +24,7 @@ from pathlib import Path
 
 import av
 
-from curation.synthetic_video import make_video
+from curation.video.synthetic import make_video
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIPS = sorted((ROOT / "samples" / "videos").glob("*.mp4"))
@@ -34,7 +34,7 @@ LONG_SCENES_S = (7, 13, 19, 5, 11, 23, 17, 9, 29, 3, 15, 21)  # cycled to 600 s:
 
 _CHILD = """
 import json, resource, sys, time
-from curation.scenes import SceneConfig, detect_scenes
+from curation.video.scenes import SceneConfig, detect_scenes
 path, scan, repeats = sys.argv[1], sys.argv[2], int(sys.argv[3])
 times = []
 for _ in range(repeats):

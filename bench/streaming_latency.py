@@ -25,7 +25,7 @@ import time
 import numpy as np
 import torch
 
-from training.chat_template import TurnRenderer
+from training.data.chat_template import TurnRenderer
 from training.model import load_image_processor
 from training.streaming import StreamConfig, StreamingSession, StreamTurn
 from training.tiny import build_tiny_model, build_tiny_tokenizer

@@ -15,14 +15,14 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from curation.acquire import AcquireConfig
-from curation.descriptions import DescriptionConfig
-from curation.dialogues import DialogueConfig
-from curation.frames import FrameConfig
-from curation.llm_client import LLMConfig
-from curation.probe import AdmissionConfig
-from curation.scenes import SceneConfig
-from curation.shards import ShardConfig
+from curation.corpus.shards import ShardConfig
+from curation.llm.client import LLMConfig
+from curation.text.descriptions import DescriptionConfig
+from curation.text.dialogues import DialogueConfig
+from curation.video.acquire import AcquireConfig
+from curation.video.frames import FrameConfig
+from curation.video.probe import AdmissionConfig
+from curation.video.scenes import SceneConfig
 from schemas.records import SCHEMA_VERSION
 
 PIPELINE_VERSION = "1"  # bump when a stage's output changes for the same config

@@ -35,12 +35,12 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 from rich.console import Console
 
-from curation.card import write_dataset_card
 from curation.config import CorpusConfig, WorkerLimits, load_config
-from curation.llm_client import LLMClient, LLMConfig
+from curation.corpus.card import write_dataset_card
+from curation.corpus.results import VideoResult, iter_results, read_result, write_result
+from curation.corpus.shards import build_shards, publish
+from curation.llm.client import LLMClient, LLMConfig
 from curation.manifest import ManifestRow, read_manifest
-from curation.results import VideoResult, iter_results, read_result, write_result
-from curation.shards import build_shards, publish
 from flows.progress import RunProgress
 from flows.summary import RunSummary
 from flows.video_pipeline import OUTPUT_REFUSED, Limits, PipelineContext, run_video

@@ -19,7 +19,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from curation.hub_upload import HubPushError, plan_upload, push_corpus
+from curation.corpus.hub_upload import HubPushError, plan_upload, push_corpus
 
 LOGGED_FILES = 100  # the log names this many; the plan artifact lists every file
 

@@ -17,18 +17,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from curation.acquire import acquire_video
 from curation.config import CorpusConfig, WorkerLimits
-from curation.descriptions import describe_video
-from curation.dialogues import generate_dialogues
-from curation.frames import decode_frames, frame_timeline
-from curation.llm_client import LLMClient
+from curation.corpus.results import VideoResult
+from curation.llm.client import LLMClient
 from curation.manifest import ManifestRow
-from curation.probe import admit, probe_video
-from curation.results import VideoResult
-from curation.scenes import detect_scenes
 from curation.skips import Skip
-from curation.source_text import clip_segments, read_source_segments
+from curation.text.descriptions import describe_video
+from curation.text.dialogues import generate_dialogues
+from curation.text.source_text import clip_segments, read_source_segments
+from curation.video.acquire import acquire_video
+from curation.video.frames import decode_frames, frame_timeline
+from curation.video.probe import admit, probe_video
+from curation.video.scenes import detect_scenes
 from schemas.records import Quarantine, Video
 
 # Write errors that say the output location is full or read-only: no later video would fare

@@ -1,6 +1,6 @@
 """The shapes an LLM must return, exported as JSON Schema for structured generation.
 
-The LLM cites segment ids; code in `curation.dialogues` turns citations into reply windows, so a
+The LLM cites segment ids; code in `curation.text.dialogues` turns citations into reply windows, so a
 window is grounded in real segments by construction and the LLM never writes a timestamp.
 """
 

@@ -151,7 +151,7 @@ class ReferenceAnswer(BaseModel):
 
 class Provenance(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    generator: str = Field(min_length=1, description="code that wrote it, e.g. curation.dialogues")
+    generator: str = Field(min_length=1, description="code that wrote it, e.g. curation.text.dialogues")
     model: str = Field(min_length=1)
     prompt_version: str = Field(min_length=1)
     parameters: dict[str, str] = Field(default_factory=dict)

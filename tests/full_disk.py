@@ -13,7 +13,7 @@ import sys
 import threading
 
 import flows.build_corpus as build
-from curation import results
+from curation.corpus import results
 
 
 def main() -> int:

@@ -19,7 +19,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import yaml
 
-from curation.synthetic_video import make_video
+from curation.video.synthetic import make_video
 
 ROOT = Path(__file__).resolve().parents[1]
 LINES = ("A {w} bar pattern slides in from the left edge.", "Colour bars in {w} tones hold still.",

@@ -1,6 +1,6 @@
 """A real HTTP server on loopback that speaks the OpenAI chat-completions API, scripted per request.
 
-Reusable for fault-injection tests of anything that goes through `curation.llm_client`:
+Reusable for fault-injection tests of anything that goes through `curation.llm.client`:
 
     with StubServer([Reply.error(429), Reply.json({"score": 3})]) as stub:
         cfg = LLMConfig(base_url=stub.url, ...)

@@ -9,8 +9,8 @@ import shutil
 from pathlib import Path
 
 from curation.hashing import sha256_file
-from curation.probe import probe_video as curation_probe
 from curation.skips import Skip
+from curation.video.probe import probe_video as curation_probe
 from schemas import Dialogue, Video, to_table, write_parquet
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"

@@ -11,17 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from curation.acquire import (
+from curation.hashing import sha256_file
+from curation.manifest import ManifestRow
+from curation.skips import Skip
+from curation.video.acquire import (
     AcquireConfig,
     AcquiredVideo,
     acquire_video,
     scheme_of,
     youtube_command,
 )
-from curation.hashing import sha256_file
-from curation.http_fetch import fetch_http
-from curation.manifest import ManifestRow
-from curation.skips import Skip
+from curation.video.http_fetch import fetch_http
 from tests.conftest import SAMPLES
 
 BIKES = SAMPLES / "videos/bikes.mp4"

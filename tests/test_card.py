@@ -14,8 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from curation.card import basic_stats, render_card, stats_of, write_dataset_card
-from curation.card_header import hub_features, licence_of, size_category
+from curation.corpus.card import basic_stats, render_card, stats_of, write_dataset_card
+from curation.corpus.card_header import hub_features, licence_of, size_category
 from schemas import Quarantine, Scene, Segment
 from tests.conftest import dialogue_row
 from tests.sample_corpus import build_corpus, write_shard
@@ -160,7 +160,7 @@ def test_stats_fall_back_to_counts_licences_and_kinds_when_corpus_stats_fails(co
 def test_corpus_stats_feed_the_cards_tables_and_distributions(corpus):
     root, index, card = corpus
     assert "stats_error" not in stats_of(root, index)
-    assert "`curation.stats` failed" not in card
+    assert "`curation.corpus.stats` failed" not in card
     assert "- scene lengths s: n=4, min 2.50, median 2.50, max 2.50" in card
     assert "### answers per question" in card
 
@@ -203,4 +203,4 @@ def test_full_statistics_render_as_tables_and_distributions(corpus):
     assert "- scene lengths s: n=4, min 2.50, median 2.50, max 2.50" in card
     assert "at 2s per frame: n=2, min 0.33" in card
     assert "| probe | not_a_video | skip | 1 |" in card  # from the stats when the summary has none
-    assert "![dialogues](figures/dialogues.png)" in card and "`curation.stats` failed" not in card
+    assert "![dialogues](figures/dialogues.png)" in card and "`curation.corpus.stats` failed" not in card

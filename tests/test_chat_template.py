@@ -8,7 +8,7 @@ import torch
 
 from schemas import NO_REPLY, Dialogue
 from tests.conftest import dialogue_row
-from training.chat_template import (
+from training.data.chat_template import (
     IGNORE_INDEX,
     ChatTemplateError,
     TemplateConfig,
@@ -17,7 +17,7 @@ from training.chat_template import (
     collate_episodes,
     encode_episode,
 )
-from training.episodes import EpisodeConfig, build_episode
+from training.data.episodes import EpisodeConfig, build_episode
 from training.model import load_image_processor
 from training.tiny import build_tiny_model, build_tiny_tokenizer
 
@@ -101,8 +101,8 @@ def test_only_assistant_replies_are_labelled_and_no_reply_outside_windows(tokeni
 
 
 def test_sample_episode_from_the_real_video(tokenizer, image_processor, samples_dir):
-    frames = pytest.importorskip("curation.frames")
-    from training.episodes import decode_episode_frames
+    frames = pytest.importorskip("curation.video.frames")
+    from training.data.episodes import decode_episode_frames
 
     dialogue = sample_dialogue()
     ep = build_episode(dialogue, samples_dir / "videos" / "bikes.mp4", EpisodeConfig(), frames.frame_timeline)

@@ -11,18 +11,18 @@ import random
 import pytest
 from PIL import Image
 
-from curation.descriptions import (
+from curation.llm.client import LLMClient, LLMConfig
+from curation.skips import Skip
+from curation.text.descriptions import (
     DescriptionConfig,
     caption_scenes,
     describe_video,
     scene_frame_times,
 )
-from curation.frames import smart_resize
-from curation.llm_client import LLMClient, LLMConfig
-from curation.scenes import SceneConfig, detect_scenes
-from curation.skips import Skip
-from curation.source_text import read_source_segments
-from curation.synthetic_video import make_video
+from curation.text.source_text import read_source_segments
+from curation.video.frames import smart_resize
+from curation.video.scenes import SceneConfig, detect_scenes
+from curation.video.synthetic import make_video
 from schemas.records import Scene, Segment, Video
 from tests.conftest import SAMPLES
 from tests.openai_stub import Reply, StubServer

@@ -6,9 +6,9 @@ import copy
 
 import pytest
 
-from curation.dialogue_validation import dialogue_problems, restated_share, similarity
-from curation.dialogues import DialogueConfig
-from curation.source_text import read_source_segments
+from curation.text.dialogue_validation import dialogue_problems, restated_share, similarity
+from curation.text.dialogues import DialogueConfig
+from curation.text.source_text import read_source_segments
 from schemas.records import Dialogue, Provenance, ReferenceAnswer, UserTurn
 from tests.conftest import SAMPLES, dialogue_row
 

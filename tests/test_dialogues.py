@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 
 from curation.config import load_config
-from curation.dialogue_validation import dialogue_problems
-from curation.dialogues import (
+from curation.llm.client import LLMClient, LLMConfig
+from curation.llm.replay_build import run_sample
+from curation.text.dialogue_validation import dialogue_problems
+from curation.text.dialogues import (
     DialogueConfig,
     DialogueOutcome,
     dialogue_count,
@@ -19,9 +21,7 @@ from curation.dialogues import (
     generate_dialogues,
     plan_kinds,
 )
-from curation.llm_client import LLMClient, LLMConfig
-from curation.replay_build import run_sample
-from curation.source_text import read_source_segments
+from curation.text.source_text import read_source_segments
 from schemas.records import Dialogue, Provenance, Video
 from tests.conftest import SAMPLES
 from tests.openai_stub import Reply, StubServer
@@ -188,7 +188,7 @@ def test_sample_videos_get_both_dialogue_types_all_valid_and_a_rerun_is_free(tmp
 
 
 def test_prompts_are_versioned_files(tmp_path):
-    from curation.prompts import load_prompt, parse_prompt
+    from curation.text.prompts import load_prompt, parse_prompt
 
     for name in ("single_question", "multi_question", "scene_caption", "repair"):
         prompt = load_prompt(name)

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from training.evaluate import done_question_ids, latency_path, resolve_video
+from training.eval.evaluate import done_question_ids, latency_path, resolve_video
 from training.run import main as run_main
 
-pytest.importorskip("curation.frames")
+pytest.importorskip("curation.video.frames")
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from curation.acquire import AcquireConfig, acquire_video
 from curation.config import load_config
-from curation.dialogue_validation import dialogue_problems
-from curation.dialogues import DialogueConfig
+from curation.corpus.results import read_result, result_path
 from curation.manifest import ManifestRow
-from curation.results import read_result, result_path
+from curation.text.dialogue_validation import dialogue_problems
+from curation.text.dialogues import DialogueConfig
+from curation.video.acquire import AcquireConfig, acquire_video
 from flows.build_corpus import is_final
 from schemas.arrow import from_table, read_parquet
 from schemas.records import Dialogue, Segment
@@ -35,8 +35,8 @@ from tests.openai_stub import StubServer
 from tests.scripted_llm import FaultPlan, kind_of
 
 GOOD_VIDEOS = 8
-# What an LLM fault may leave behind (curation.llm_client.FAILURE_REASONS, curation.dialogues,
-# curation.descriptions): anything else on a good video is a bug, not a survived fault.
+# What an LLM fault may leave behind (curation.llm.client.FAILURE_REASONS, curation.text.dialogues,
+# curation.text.descriptions): anything else on a good video is a bug, not a survived fault.
 LLM_REASONS = {"llm_failed", "llm_empty", "llm_invalid_json", "llm_rejected", "invalid_dialogue",
                "no_valid_dialogue", "no_captions"}
 class Combined:

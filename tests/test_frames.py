@@ -4,8 +4,8 @@ import av
 import numpy as np
 import pytest
 
-from curation.frames import FrameDecodeError, decode_frames, frame_timeline, smart_resize
-from curation.synthetic_video import make_video
+from curation.video.frames import FrameDecodeError, decode_frames, frame_timeline, smart_resize
+from curation.video.synthetic import make_video
 
 
 def test_timeline_every_two_seconds_strictly_inside_the_video_and_capped():

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from tests.conftest import ROOT
-from training.grpo import GRPOConfig, load_config
-from training.grpo_loss import (
+from training.rl.grpo import GRPOConfig, load_config
+from training.rl.grpo_loss import (
     GuardConfig,
     check_reward_hacking,
     clipped_policy_loss,
@@ -134,7 +134,7 @@ def test_guard_trips_on_repetition_or_reply_length_and_can_be_off():
 
 
 def test_reply_stats_count_replies_not_no_reply_turns():
-    from training.reward import NO_REPLY, Rollout, Turn
+    from training.rl.reward import NO_REPLY, Rollout, Turn
 
     rollouts = [Rollout((Turn(0, NO_REPLY), Turn(2, "abcd"))), Rollout((Turn(0, "ab"), Turn(2, NO_REPLY)))]
     assert reply_stats(rollouts) == {"mean_reply_chars": 3.0, "reply_rate": 0.5}
@@ -182,7 +182,7 @@ def test_cli_lists_grpo_with_its_options():
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    pytest.importorskip("curation.frames")
+    pytest.importorskip("curation.video.frames")
     from tests.conftest import dialogue_row
     from tests.sample_corpus import build_corpus
 
@@ -214,7 +214,7 @@ def weights_of(folder):
 
 
 def test_grpo_raises_the_reward_and_resumes_where_it_stopped(corpus, tmp_path):
-    from training.grpo import train_grpo
+    from training.rl.grpo import train_grpo
 
     out = tmp_path / "run"
     first = train_grpo(tiny_config(corpus, out, max_steps=3), reward_fn=shorter_replies_reward)
@@ -238,7 +238,7 @@ def test_grpo_raises_the_reward_and_resumes_where_it_stopped(corpus, tmp_path):
 
 @pytest.mark.slow
 def test_grpo_raises_the_reward_over_twelve_steps(corpus, tmp_path):
-    from training.grpo import train_grpo
+    from training.rl.grpo import train_grpo
 
     cfg = tiny_config(corpus, tmp_path / "run", max_steps=12, learning_rate=3e-2)
     rewards = [h["reward_total"] for h in train_grpo(cfg, reward_fn=shorter_replies_reward)["history"]]
@@ -249,17 +249,17 @@ def test_grpo_raises_the_reward_over_twelve_steps(corpus, tmp_path):
 
 
 def test_rollout_log_probs_match_the_trainers_recomputation(corpus, tmp_path):
-    from curation.frames import frame_timeline
-    from training.chat_template import TurnRenderer
-    from training.corpus import read_split
-    from training.episodes import EpisodeConfig, build_episode
+    from curation.video.frames import frame_timeline
+    from training.data.chat_template import TurnRenderer
+    from training.data.corpus import read_split
+    from training.data.episodes import EpisodeConfig, build_episode
     from training.model import (
         load_image_processor,
         load_model,
         load_tokenizer,
         prepare_tiny_checkpoint,
     )
-    from training.rollout import (
+    from training.rl.rollout import (
         ProcessorBits,
         RolloutConfig,
         collate_rollouts,

@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from schemas import ReferenceAnswer
-from training.judge import (
+from training.rl.judge import (
     JudgeConfig,
     LLMJudge,
     OfflineJudge,
@@ -18,7 +18,7 @@ from training.judge import (
     parse_score,
     parse_yes_no,
 )
-from training.reward import compute_rewards
+from training.rl.reward import compute_rewards
 
 GOOD, FAILS, CHATTY, REPEATS = "A red cup.", "The server breaks on this one.", "Rambling.", "Again a red cup."
 
@@ -75,7 +75,7 @@ def endpoint():
 
 
 def make_judge(server) -> LLMJudge:
-    pytest.importorskip("curation.llm_client", reason="the project's LLM client has not landed yet")
+    pytest.importorskip("curation.llm.client", reason="the project's LLM client has not landed yet")
     cfg = JudgeConfig(base_url=f"http://127.0.0.1:{server.server_port}/v1", model="Qwen/Qwen3-32B")
     return LLMJudge.from_config(cfg, **FAST_CLIENT)
 

@@ -9,8 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from curation.llm_cache import ResponseCache, write_replay
-from curation.llm_client import (
+from curation.llm.cache import ResponseCache, write_replay
+from curation.llm.client import (
     LLMClient,
     LLMConfig,
     LLMFailure,
@@ -285,7 +285,7 @@ def test_the_api_key_never_leaks(caplog, monkeypatch):
         cfg = LLMConfig(base_url=stub.url, api_key=PLANTED, max_retries=1, backoff_s=0.01)
         with LLMClient(cfg) as client:
             out = client.complete(ask())
-            logging.getLogger("curation.llm_client").info("config in use: %r / %s", cfg, cfg)
+            logging.getLogger("curation.llm.client").info("config in use: %r / %s", cfg, cfg)
     assert stub.headers[0]["authorization"] == f"Bearer {PLANTED}"  # the key is really used
     assert out.reason == "llm_failed" and "bad auth header" in out.detail
     exposed = [repr(cfg), str(cfg), cfg.model_dump_json(), json.dumps(cfg.model_dump(mode="json")),
@@ -342,7 +342,7 @@ def test_close_cancels_work_in_flight_instead_of_hanging():
 
 
 def test_replay_keys_images_by_position_so_a_decoder_change_keeps_the_sample_working():
-    from curation.llm_client import LLMRequest
+    from curation.llm.client import LLMRequest
 
     def caption(jpeg: str) -> LLMRequest:
         return LLMRequest(messages=[{"role": "user", "content": [

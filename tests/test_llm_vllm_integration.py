@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from curation.llm_client import LLMClient, LLMConfig, LLMFailure, LLMRequest, LLMResponse
+from curation.llm.client import LLMClient, LLMConfig, LLMFailure, LLMRequest, LLMResponse
 from schemas.llm_output import SingleQuestionOutput
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -153,7 +153,7 @@ def test_structured_output_from_a_real_vllm_server_validates(vllm_server, tmp_pa
 
 IN_PROCESS = """
 import json, sys
-from curation.llm_client import LLMClient, LLMConfig, LLMRequest
+from curation.llm.client import LLMClient, LLMConfig, LLMRequest
 cfg = LLMConfig(backend="vllm", model=sys.argv[1], temperature=1.0, max_tokens=1500)
 reqs = [LLMRequest(messages=[{"role": "user", "content": f"Ask about the video ({i})."}],
                    schema_name="single_question") for i in range(3)]

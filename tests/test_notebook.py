@@ -28,13 +28,13 @@ def test_notebook_runs_top_to_bottom_on_the_sample_corpus(sample_corpus, monkeyp
 
 def test_stats_cli_prints_the_numbers_the_card_carries(sample_corpus):
     env = {**os.environ, "COLUMNS": "120"}
-    proc = subprocess.run([sys.executable, "-m", "curation.stats", str(sample_corpus), "--json"],
+    proc = subprocess.run([sys.executable, "-m", "curation.corpus.stats", str(sample_corpus), "--json"],
                           cwd=ROOT, capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr
     stats = json.loads(proc.stdout)
     assert stats["counts"]["videos"] == 4
     assert stats["counts"]["dialogues"] >= 8
-    text = subprocess.run([sys.executable, "-m", "curation.stats", str(sample_corpus)], cwd=ROOT,
+    text = subprocess.run([sys.executable, "-m", "curation.corpus.stats", str(sample_corpus)], cwd=ROOT,
                           capture_output=True, text=True, env=env)
     assert text.returncode == 0 and "NO REPLY" in text.stdout
 

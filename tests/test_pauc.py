@@ -2,7 +2,7 @@
 
 import pytest
 
-from training.pauc import step_area, window_pauc
+from training.rl.pauc import step_area, window_pauc
 
 
 def test_no_point_keeps_the_start_score_over_the_whole_window():

@@ -9,8 +9,15 @@ import sys
 import imageio_ffmpeg
 import pytest
 
-from curation.probe import AdmissionConfig, AdmissionRules, VideoProbe, admit, main, probe_video
 from curation.skips import Skip
+from curation.video.probe import (
+    AdmissionConfig,
+    AdmissionRules,
+    VideoProbe,
+    admit,
+    main,
+    probe_video,
+)
 from tests.conftest import ROOT, SAMPLES
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
@@ -141,6 +148,6 @@ def test_cli_prints_probe_json_and_exits_1_on_a_skip(capsys):
 
 
 def test_cli_runs_as_a_module():
-    done = subprocess.run([sys.executable, "-m", "curation.probe", str(SAMPLES / "bad/empty.mp4")],
+    done = subprocess.run([sys.executable, "-m", "curation.video.probe", str(SAMPLES / "bad/empty.mp4")],
                           cwd=ROOT, capture_output=True, text=True, check=False)
     assert done.returncode == 1 and json.loads(done.stdout)["reason"] == "empty_file"

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from huggingface_hub import constants
 
+from curation.corpus.hub_upload import HubPushError, plan_upload, push_corpus
 from curation.hashing import sha256_file
-from curation.hub_upload import HubPushError, plan_upload, push_corpus
 from tests.conftest import ROOT, dialogue_row
 from tests.hub_stub import HubStub
 from tests.sample_corpus import build_corpus

@@ -5,8 +5,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from curation import results as results_mod
-from curation.results import (
+from curation.corpus import results as results_mod
+from curation.corpus.results import (
     VideoResult,
     finished_ids,
     iter_results,

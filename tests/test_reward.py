@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 
 from schemas import NO_REPLY, ReferenceAnswer
-from training.judge import Judge, OfflineJudge
-from training.reward import REWARD_PRESETS, RewardConfig, Rollout, Turn, compute_rewards
+from training.rl.judge import Judge, OfflineJudge
+from training.rl.reward import REWARD_PRESETS, RewardConfig, Rollout, Turn, compute_rewards
 
 QUESTION = "What is on the table?"
 ANSWER = "A red cup next to a laptop."

@@ -9,10 +9,10 @@ import torch
 
 from schemas import Dialogue
 from tests.conftest import dialogue_row
-from training.chat_template import TurnRenderer
-from training.episodes import EpisodeConfig, build_episode
+from training.data.chat_template import TurnRenderer
+from training.data.episodes import EpisodeConfig, build_episode
 from training.model import load_image_processor
-from training.rollout import (
+from training.rl.rollout import (
     ProcessorBits,
     RolloutConfig,
     collate_rollouts,
@@ -72,7 +72,7 @@ def test_group_of_rollouts_recomputes_to_the_same_logprobs(setup):
 
 
 def test_group_decodes_the_real_video_or_skips(setup, samples_dir):
-    pytest.importorskip("curation.frames")
+    pytest.importorskip("curation.video.frames")
     model, bits, dialogue = setup
     cfg = RolloutConfig(n=1, max_new_tokens_per_turn=2)
     episode = build_episode(dialogue, samples_dir / "videos" / "bikes.mp4", EpisodeConfig(max_frames=4),

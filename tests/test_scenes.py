@@ -9,9 +9,9 @@ import sys
 import pytest
 from pydantic import ValidationError
 
-from curation.scenes import SceneConfig, build_scenes, detect_scenes, split_span
 from curation.skips import Skip
-from curation.synthetic_video import make_video
+from curation.video.scenes import SceneConfig, build_scenes, detect_scenes, split_span
+from curation.video.synthetic import make_video
 from tests.conftest import ROOT, SAMPLES
 
 BIKES = SAMPLES / "videos" / "bikes.mp4"
@@ -77,7 +77,7 @@ def test_keyframe_scan_finds_the_full_scans_cuts(path):
 def test_keyframe_scan_skips_calm_spans_yet_finds_the_cuts(tmp_path, length_s):
     # Static colour scenes with a keyframe every second: only the spans around the cuts differ.
     path = tmp_path / "calm.mp4"
-    from curation.synthetic_video import ffmpeg_exe
+    from curation.video.synthetic import ffmpeg_exe
 
     parts = ["color=c=navy", "color=c=darkred", "color=c=darkgreen"]
     inputs = [arg for src in parts for arg in ["-t", str(length_s), "-f", "lavfi", "-i", f"{src}:size=160x120:rate=25"]]
@@ -158,7 +158,7 @@ def test_bad_inputs_become_skips(name, reason):
 def test_missing_file_and_audio_only_are_skips(tmp_path):
     assert detect_scenes(tmp_path / "nope.mp4", "x").reason == "not_found"
     audio = tmp_path / "audio.m4a"
-    from curation.synthetic_video import ffmpeg_exe
+    from curation.video.synthetic import ffmpeg_exe
 
     subprocess.run([ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "lavfi", "-i", "sine=d=1",
                     "-c:a", "aac", str(audio)], check=True)
@@ -168,7 +168,7 @@ def test_missing_file_and_audio_only_are_skips(tmp_path):
 
 
 def test_cli_prints_pairs():
-    cmd = [sys.executable, "-m", "curation.scenes", str(BIKES)]
+    cmd = [sys.executable, "-m", "curation.video.scenes", str(BIKES)]
     text = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert text.splitlines()[0] == "[0.000, 1.200]"
     assert len(text.splitlines()) == 6
@@ -178,7 +178,7 @@ def test_cli_prints_pairs():
 
 
 def test_cli_reports_a_skip_and_exits_nonzero():
-    cmd = [sys.executable, "-m", "curation.scenes", str(SAMPLES / "bad" / "empty.mp4")]
+    cmd = [sys.executable, "-m", "curation.video.scenes", str(SAMPLES / "bad" / "empty.mp4")]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 1
     assert "scenes/empty_file" in done.stderr

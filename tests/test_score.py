@@ -10,8 +10,7 @@ import pytest
 
 from schemas import Dialogue
 from tests.conftest import ROOT, dialogue_row
-from training.judge import Judge
-from training.proactive_format import (
+from training.eval.proactive_format import (
     dialogue_to_gold,
     gold_to_dialogue,
     parse_gold_record,
@@ -19,7 +18,8 @@ from training.proactive_format import (
     read_gold,
     read_predictions,
 )
-from training.score import cli, drop_late_regressions, score_predictions
+from training.eval.score import cli, drop_late_regressions, score_predictions
+from training.rl.judge import Judge
 
 # web/q1: answer a1 related [2, 8] -> reply [2, 9]; answer a2 related [20, 25] -> reply [20, 26]
 # ego/q2: answer b1 related [0, 10] -> reply [0, 11]; ego/q3 has no prediction line at all.
@@ -144,7 +144,7 @@ def test_cli_writes_json_with_the_offline_judge(files, tmp_path):
 def test_module_runs_directly(files, tmp_path):
     gold, preds = files
     out = tmp_path / "s.json"
-    done = subprocess.run([sys.executable, "-m", "training.score", "--predictions", str(preds),
+    done = subprocess.run([sys.executable, "-m", "training.eval.score", "--predictions", str(preds),
                            "--references", str(gold), "--omega", "0.25", "--json", str(out)],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

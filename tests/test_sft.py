@@ -16,7 +16,7 @@ import pytest
 from schemas import SchemaVersionError
 from tests.conftest import ROOT, dialogue_row
 from tests.sample_corpus import build_corpus
-from training.corpus import CorpusError, read_split
+from training.data.corpus import CorpusError, read_split
 from training.sft import SFTConfig, load_config, train
 
 FAST = {"max_pixels": 56 * 56, "episodes": {"max_frames": 8}, "eval_every_steps": 1000}
@@ -56,7 +56,7 @@ def weights_of(folder: Path) -> dict:
 
 
 def test_cli_trains_the_tiny_preset_on_cpu(corpus, tmp_path):
-    pytest.importorskip("curation.frames")
+    pytest.importorskip("curation.video.frames")
     out = tmp_path / "run"
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
     config_file = tmp_path / "sft.yaml"
@@ -80,7 +80,7 @@ def test_cli_trains_the_tiny_preset_on_cpu(corpus, tmp_path):
 
 @pytest.mark.slow
 def test_loss_falls_on_a_memorisable_set_and_every_trainable_parameter_moves(corpus, tmp_path):
-    pytest.importorskip("curation.frames")
+    pytest.importorskip("curation.video.frames")
     out = tmp_path / "run"
     summary = train(config(corpus, out, max_dialogues=1, max_steps=30, learning_rate=1e-2,
                            warmup_ratio=0.0, lr_schedule="constant"))
@@ -96,7 +96,7 @@ def test_loss_falls_on_a_memorisable_set_and_every_trainable_parameter_moves(cor
 
 
 def test_resume_continues_the_step_count_and_the_data_order(corpus, tmp_path):
-    pytest.importorskip("curation.frames")
+    pytest.importorskip("curation.video.frames")
     out = tmp_path / "run"
     cfg = config(corpus, out, max_steps=5, save_every_steps=2, learning_rate=1e-3)
     first = train(cfg)
@@ -157,7 +157,7 @@ def test_unknown_schema_major_version_is_refused(corpus, tmp_path):
 
 
 def test_undecodable_video_is_skipped_and_counted(corpus, tmp_path):
-    pytest.importorskip("curation.frames")
+    pytest.importorskip("curation.video.frames")
     copy = shutil.copytree(corpus, tmp_path / "c")
     shutil.copyfile(ROOT / "samples" / "bad" / "truncated.mp4", copy / "videos" / "bikes.mp4")
     summary = train(config(copy, tmp_path / "run", max_steps=3))
@@ -179,7 +179,7 @@ def test_lora_trains_only_language_model_adapters():
 
 
 def test_a_checkpoint_without_chat_template_is_refused_by_name(tmp_path):
-    from training.chat_template import ChatTemplateError
+    from training.data.chat_template import ChatTemplateError
     from training.model import load_tokenizer
     from training.tiny import build_tiny_tokenizer
 

@@ -11,12 +11,12 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from curation.results import VideoResult, write_result
-from curation.shards import ShardConfig, build_shards, publish, read_table, split_of
+from curation.corpus.results import VideoResult, write_result
+from curation.corpus.shards import ShardConfig, build_shards, publish, read_table, split_of
 from schemas import Dialogue, Quarantine, Video, from_table
 from schemas.arrow import TABLE_KEY, VERSION_KEY
 from tests.test_results import FIXED_TIME, make_result
-from training.corpus import read_split
+from training.data.corpus import read_split
 
 # Small enough that 40 videos roll over several files per (table, split).
 SMALL = ShardConfig(target_shard_bytes=6_000, batch_rows=8, validation_share=0.3)
@@ -232,7 +232,7 @@ def _load_with_datasets(root: Path, index: dict, table: str, cache: Path):
     files = {}
     for entry in index["shards"]:
         if entry["table"] == table:
-            # `all` is reserved by `datasets`; the card names that split `train` too (curation/card.py).
+            # `all` is reserved by `datasets`; the card names that split `train` too (curation/corpus/card.py).
             split = "train" if entry["split"] == "all" else entry["split"]
             files.setdefault(split, []).append(str(root / entry["path"]))
     return datasets.load_dataset("parquet", data_files=files, cache_dir=str(cache))

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from curation.skips import Skip
-from curation.source_text import (
+from curation.text.source_text import (
     LAST_POINT_SPAN_S,
     clip_segments,
     read_source_segments,

@@ -9,8 +9,8 @@ import torch
 
 from schemas import Dialogue
 from tests.conftest import dialogue_row
-from training.chat_template import TemplateConfig, TurnRenderer, encode_episode
-from training.episodes import EpisodeConfig, build_episode
+from training.data.chat_template import TemplateConfig, TurnRenderer, encode_episode
+from training.data.episodes import EpisodeConfig, build_episode
 from training.model import load_image_processor
 from training.streaming import (
     StreamConfig,

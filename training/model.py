@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from training.chat_template import check_chat_template
+from training.data.chat_template import check_chat_template
 
 # Qwen2.5-VL's LoRA targets in the language model only (the vision blocks reuse the MLP names).
 LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
-# Frames arrive already resized to the pixel budget by `curation.frames.decode_frames`; a floor of
+# Frames arrive already resized to the pixel budget by `curation.video.frames.decode_frames`; a floor of
 # one merged patch keeps the processor from upscaling small frames into more tokens.
 MIN_PIXELS = 28 * 28
 

@@ -2,7 +2,7 @@
 
 A subcommand is a module with `add_arguments(parser)` and `main(args) -> int`; it is imported
 only when chosen (so one command's heavy or optional dependencies never slow or break another).
-Adding one is one line in `COMMANDS`, e.g. `"grpo": ("training.grpo", "GRPO with the PAUC reward")`.
+Adding one is one line in `COMMANDS`, e.g. `"grpo": ("training.rl.grpo", "GRPO with the PAUC reward")`.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "sft": ("training.sft", "supervised fine-tuning on streaming episodes"),
-    "grpo": ("training.grpo", "multi-turn GRPO with the PAUC reward"),
-    "eval": ("training.evaluate", "stream a ProactiveVideoQA-format set through a model, write predictions"),
-    "score": ("training.score", "score a prediction file: PAUC at omega and duplicate rate, per category"),
+    "grpo": ("training.rl.grpo", "multi-turn GRPO with the PAUC reward"),
+    "eval": ("training.eval.evaluate", "stream a ProactiveVideoQA-format set through a model, write predictions"),
+    "score": ("training.eval.score", "score a prediction file: PAUC at omega and duplicate rate, per category"),
 }
 
 

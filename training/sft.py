@@ -28,10 +28,10 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
 from training import checkpoints
-from training.chat_template import DEFAULT_SYSTEM_PROMPT, TemplateConfig, TurnRenderer
-from training.corpus import read_split, splits_of
-from training.dataset import CollateEpisodes, EpisodeDataset, batch_order
-from training.episodes import EpisodeConfig
+from training.data.chat_template import DEFAULT_SYSTEM_PROMPT, TemplateConfig, TurnRenderer
+from training.data.corpus import read_split, splits_of
+from training.data.dataset import CollateEpisodes, EpisodeDataset, batch_order
+from training.data.episodes import EpisodeConfig
 from training.model import (
     corpus_texts,
     load_image_processor,
@@ -109,10 +109,45 @@ def weighted_token_loss(logits, labels, weights) -> torch.Tensor:
 
 
 
+def batch_loss(model, tensors: dict, device, image_pad_id: int) -> torch.Tensor:
+    """The weighted token loss of one collated batch, with Qwen's 3-D M-RoPE positions."""
+    b = {k: v.to(device) for k, v in tensors.items()}
+    logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
+                   pixel_values=b["pixel_values"], image_grid_thw=b["image_grid_thw"],
+                   **mrope_inputs(model, b["input_ids"], image_pad_id)).logits
+    return weighted_token_loss(logits, b["labels"], b["loss_weights"])
+
+
+def evaluate_loss(accelerator, model, eval_set, collate, image_pad_id: int) -> float | None:
+    """Mean episode loss over the held-out set, each process taking every `world`-th episode."""
+    world, rank = accelerator.num_processes, accelerator.process_index
+    model.eval()
+    total = torch.zeros(2, device=accelerator.device)  # (loss sum, episodes) over all processes
+    with torch.no_grad():
+        for index in range(rank, len(eval_set), world):
+            batch = collate([eval_set[index]])
+            if batch.tensors is not None:
+                total += torch.stack([batch_loss(model, batch.tensors, accelerator.device, image_pad_id),
+                                      torch.ones((), device=accelerator.device)])
+    model.train()
+    total = accelerator.reduce(total, reduction="sum")
+    return (total[0] / total[1]).item() if total[1] > 0 else None
+
+
+def optimizer_and_schedule(cfg: SFTConfig, model, total_steps: int):
+    from transformers import get_scheduler
+
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
+                                  lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    scheduler = get_scheduler(cfg.lr_schedule if cfg.lr_schedule != "constant" else "constant_with_warmup",
+                              optimizer, num_warmup_steps=int(cfg.warmup_ratio * total_steps),
+                              num_training_steps=total_steps)
+    return optimizer, scheduler
+
+
 def train(cfg: SFTConfig) -> dict:
     from torch.utils.tensorboard import SummaryWriter
     from tqdm.auto import tqdm
-    from transformers import get_scheduler
 
     accelerator = checkpoints.make_accelerator(cfg.mixed_precision, cfg.seed)
     out = Path(cfg.output_dir)
@@ -140,22 +175,16 @@ def train(cfg: SFTConfig) -> dict:
         eval_set = dataset_of([(d, held_out.video_path(d.video_id)) for d in held_out.dialogues])
     collate = CollateEpisodes(tokenizer.pad_token_id)
 
-    # --- model ------------------------------------------------------------------------------
+    # --- model and optimizer ------------------------------------------------------------------
     model = load_trainable_model(cfg.model, cfg.freeze_vision_tower, cfg.train_merger,
                                  cfg.gradient_checkpointing, cfg.lora)
-
-    # --- optimizer --------------------------------------------------------------------------
     world, rank = accelerator.num_processes, accelerator.process_index
     micro_per_epoch = len(batch_order(len(train_set), cfg.batch_size, cfg.seed, 0)) // world
     if micro_per_epoch == 0:
         raise ValueError(f"{len(train_set)} dialogues cannot feed {world} processes")
     steps_per_epoch = max(1, math.ceil(micro_per_epoch / cfg.grad_accum_steps))
     total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
-                                  lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    scheduler = get_scheduler(cfg.lr_schedule if cfg.lr_schedule != "constant" else "constant_with_warmup",
-                              optimizer, num_warmup_steps=int(cfg.warmup_ratio * total_steps),
-                              num_training_steps=total_steps)
+    optimizer, scheduler = optimizer_and_schedule(cfg, model, total_steps)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
 
     # --- resume: the step count and the position in the seeded batch order ---------------------
@@ -163,25 +192,8 @@ def train(cfg: SFTConfig) -> dict:
     state = {"step": 0, "epoch": 0, "micro": 0, "skipped": {}, "order": order_key}
     state = checkpoints.resume_state(accelerator, out, state, cfg.resume)
 
-    def save_checkpoint() -> Path:
-        return checkpoints.save_checkpoint(accelerator, out, state)
-
     def evaluate() -> float | None:
-        model.eval()
-        total = torch.zeros(2, device=accelerator.device)  # (loss sum, episodes) over all processes
-        with torch.no_grad():
-            for index in range(rank, len(eval_set), world):
-                batch = collate([eval_set[index]])
-                if batch.tensors is not None:
-                    b = {k: v.to(accelerator.device) for k, v in batch.tensors.items()}
-                    logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
-                                   pixel_values=b["pixel_values"], image_grid_thw=b["image_grid_thw"],
-                                   **mrope_inputs(model, b["input_ids"], renderer.image_pad_id)).logits
-                    total += torch.stack([weighted_token_loss(logits, b["labels"], b["loss_weights"]),
-                                          torch.ones((), device=accelerator.device)])
-        model.train()
-        total = accelerator.reduce(total, reduction="sum")
-        return (total[0] / total[1]).item() if total[1] > 0 else None
+        return evaluate_loss(accelerator, model, eval_set, collate, renderer.image_pad_id)
 
     # --- loop -------------------------------------------------------------------------------
     writer = SummaryWriter(str(out / "tensorboard")) if accelerator.is_main_process else None
@@ -200,18 +212,13 @@ def train(cfg: SFTConfig) -> dict:
             for skip in batch.skips:
                 state["skipped"][skip.reason] = state["skipped"].get(skip.reason, 0) + 1
             if batch.tensors is not None:
-                b = {k: v.to(accelerator.device) for k, v in batch.tensors.items()}
-                logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
-                               pixel_values=b["pixel_values"], image_grid_thw=b["image_grid_thw"],
-                               **mrope_inputs(model, b["input_ids"], renderer.image_pad_id)).logits
-                loss = weighted_token_loss(logits, b["labels"], b["loss_weights"])
+                loss = batch_loss(model, batch.tensors, accelerator.device, renderer.image_pad_id)
                 accelerator.backward(loss / cfg.grad_accum_steps)
                 losses.append(loss.item())
             if order_log:  # every process's items of this micro-batch, in rank order
                 j = (state["micro"] - 1) * world
-                everyone = [i for b in batches[j:j + world] for i in b]
                 order_log.write(json.dumps({"epoch": state["epoch"], "micro": state["micro"],
-                                            "items": everyone}) + "\n")
+                                            "items": [i for b in batches[j:j + world] for i in b]}) + "\n")
             if state["micro"] % cfg.grad_accum_steps and state["micro"] < len(mine):
                 continue
             accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
@@ -223,16 +230,16 @@ def train(cfg: SFTConfig) -> dict:
                 state.update(epoch=state["epoch"] + 1, micro=0)
             bar.update(1)
             if losses and writer and state["step"] % cfg.log_every_steps == 0:
-                writer.add_scalar("train/loss", losses[-1], state["step"])
-                writer.add_scalar("train/lr", scheduler.get_last_lr()[0], state["step"])
-                writer.add_scalar("train/skipped", sum(state["skipped"].values()), state["step"])
-                bar.set_postfix(loss=f"{losses[-1]:.4f}", skipped=sum(state["skipped"].values()))
+                skipped = sum(state["skipped"].values())
+                for key, value in {"loss": losses[-1], "lr": scheduler.get_last_lr()[0], "skipped": skipped}.items():
+                    writer.add_scalar(f"train/{key}", value, state["step"])
+                bar.set_postfix(loss=f"{losses[-1]:.4f}", skipped=skipped)
             if eval_set is not None and state["step"] % cfg.eval_every_steps == 0:
-                eval_loss = evaluate()
+                eval_loss = evaluate()  # every process: the loss is reduced across them
                 if writer and eval_loss is not None:
                     writer.add_scalar("eval/loss", eval_loss, state["step"])
             if state["step"] % cfg.save_every_steps == 0 or state["step"] >= total_steps:
-                save_checkpoint()
+                checkpoints.save_checkpoint(accelerator, out, state)
             if state["step"] >= total_steps or state["micro"] == 0:
                 break
     bar.close()

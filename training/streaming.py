@@ -1,7 +1,7 @@
 """The streaming decision loop: feed user turns one at a time, let the model reply or stay silent.
 
 The system prompt, then per user turn its frames (separate image items) and any question text,
-rendered by `training.chat_template.TurnRenderer` (the same tokens SFT trains on); then at most
+rendered by `training.data.chat_template.TurnRenderer` (the same tokens SFT trains on); then at most
 `max_new_tokens_per_turn` tokens are generated, ending at `<|im_end|>`. The KV cache is kept across
 turns: only the new tokens of each turn are encoded. `reencode=True` re-encodes the whole history
 every turn instead (the baseline of `bench.streaming_latency`).
@@ -10,7 +10,7 @@ M-RoPE positions are computed here, explicitly, for every token (`mrope_position
 rule: text tokens count up by one on all three axes; an image's tokens take (t, h, w) grid
 positions offset by the running position, which then advances by max(h, w)). They are passed to
 the model on every call, so cached decoding, a full re-encode and the trainer's log-prob
-recomputation (`training.rollout.token_logprobs`) all see the same positions without relying on
+recomputation (`training.rl.rollout.token_logprobs`) all see the same positions without relying on
 the model's internal `rope_deltas` state.
 
 Departures from the published code (FACTS.md): a reply cut at the token cap is closed with
@@ -30,8 +30,8 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from training.chat_template import TurnRenderer, image_inputs, questions_text, tokens_per_image
-from training.episodes import Episode
+from training.data.chat_template import TurnRenderer, image_inputs, questions_text, tokens_per_image
+from training.data.episodes import Episode
 
 MUST_REPLY_PREFIX = "I must reply."  # FACTS.md: the public eval's forced prefix on must-reply turns
 

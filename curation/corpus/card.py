@@ -1,0 +1,188 @@
+"""The dataset card: `<corpus>/README.md` with the Hub's YAML header, written from the corpus itself.
+
+The header (configs, features, licence, size) comes from `curation.corpus.card_header`; the body says
+what the corpus is, how it was built, its statistics and figures, the quarantine, and how to load
+it. Nothing here reads the environment, and nothing varies between two builds of the same rows
+(no timestamps, no run timings), so the card is byte-identical for identical inputs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow.parquet as pq
+import yaml
+
+from curation.corpus.card_header import TABLE_ORDER, card_header, licence_of, pipeline_version
+from curation.corpus.figures import draw_figures
+from curation.corpus.stats import corpus_stats
+from schemas.records import SCHEMA_VERSION
+
+CARD_NAME = "README.md"
+FIGURES_DIR = "figures"
+
+
+def _table(rows: list[dict[str, Any]]) -> list[str]:
+    if not rows:
+        return ["(none)"]
+    cols = list(rows[0])
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(r[c]).replace("|", "\\|") for c in cols) + " |" for r in rows]
+    return lines
+
+
+def _describe(values: list[float]) -> str:
+    if not values:
+        return "no data"
+    ordered = sorted(values)
+    return (f"n={len(ordered)}, min {ordered[0]:.2f}, median {ordered[len(ordered) // 2]:.2f}, "
+            f"max {ordered[-1]:.2f}")
+
+
+def _provenance(summary: dict[str, Any], llm_backend: str) -> list[str]:
+    lines = ["## How it was built", "",
+             "Built by the `build-corpus` Prefect flow of the proactive-video toolkit: each video is "
+             "probed and cut into scenes, and the configured LLM backend writes its descriptions and "
+             "dialogues; every "
+             "dialogue is validated against the schema before it is written, and every skipped "
+             "or failed item lands in the `quarantine` table with its stage and reason.", "",
+             f"- pipeline version: `{pipeline_version()}`, record schema version `{SCHEMA_VERSION}`",
+             f"- LLM backend: `{llm_backend}`"]
+    for key, label in (("config_fingerprint", "config fingerprint"), ("llm_model", "LLM model")):
+        if summary.get(key):
+            lines.append(f"- {label}: `{summary[key]}`")
+    if summary.get("llm_usage"):
+        usage = ", ".join(f"{k}={v}" for k, v in sorted(summary["llm_usage"].items()))
+        lines.append(f"- LLM usage over the corpus: {usage}")
+    if llm_backend == "replay":
+        lines += ["", "**Answers come from a replay file of hand-written answers; no model was run.** "
+                  "This corpus exercises the pipeline; it is not model-generated data."]
+    return lines + [""]
+
+
+def _licence_section(stats: dict[str, Any]) -> list[str]:
+    licence, counts = licence_of(stats)
+    lines = ["## Licence", ""]
+    if licence not in ("other", "unknown"):
+        lines.append(f"Every source video is under `{licence}`.")
+    else:
+        lead = ("The source videos do not share one Hub licence id" if licence == "other"
+                else "No licence was recorded for the source videos")
+        lines.append(f"{lead}, so the card says `{licence}`. Videos per licence as recorded at acquisition:")
+        lines += ["", *_table([{"licence": k, "videos": v} for k, v in sorted(counts.items())])]
+    lines += ["", "The video files themselves are not part of this dataset (their bytes are not ours "
+              "to redistribute): the `videos` table lists each source `uri` and `sha256` so that "
+              "users can fetch and verify them.", ""]
+    return lines
+
+
+def _stats_section(stats: dict[str, Any], figures: list[str]) -> list[str]:
+    lines = ["## Statistics", ""]
+    if stats.get("stats_error"):
+        lines += [f"Only row counts, licences and dialogue kinds: `curation.corpus.stats` failed "
+                  f"(`{stats['stats_error']}`).", ""]
+    lines += [*_table([{"table": k, "rows": v} for k, v in stats.get("counts", {}).items()]), ""]
+    for key in ("videos_by_source_licence", "dialogues_by_kind", "questions_per_dialogue",
+                "answers_per_question", "segments_by_origin"):
+        if stats.get(key):
+            lines += [f"### {key.replace('_', ' ')}", "", *_table(stats[key]), ""]
+    for key in ("video_durations_s", "scene_lengths_s", "reply_window_length_s", "reply_window_start_fraction"):
+        lines.append(f"- {key.replace('_', ' ')}: {_describe(stats.get(key, []))}")
+    for key, values in sorted(stats.get("no_reply_share", {}).items()):
+        lines.append(f"- share of `NO REPLY` turns per episode at {key.replace('_', ' ')}: {_describe(values)}")
+    lines.append("")
+    lines += [f"![{Path(name).stem.replace('_', ' ')}]({FIGURES_DIR}/{name})" for name in figures]
+    return lines + [""]
+
+
+def _quarantine_section(summary: dict[str, Any], stats: dict[str, Any]) -> list[str]:
+    rows = summary.get("quarantined")
+    if rows is None:
+        rows = [{"stage": r["stage"], "reason": r["reason"], "kind": r["kind"], "count": r["items"]}
+                for r in stats.get("quarantine_by_stage_reason", [])]
+    rows = sorted(rows, key=lambda r: (r["stage"], r["reason"], r["kind"]))
+    return ["## Quarantine", "",
+            "Items left out, by stage and reason (`error` = a crash, `skip` = a rule said no); "
+            "the rows are in the `quarantine` config.", "", *_table(rows), ""]
+
+
+def _loading_section(header: dict[str, Any]) -> list[str]:
+    first = next((c for c in header["configs"] if c.get("default")), header["configs"][0] if header["configs"] else None)
+    glob = f"data/{first['config_name']}/*.parquet" if first else "data/dialogues/*.parquet"
+    return ["## Loading", "", "With `datasets` (one config per table; `dialogues` is the default):", "",
+            "```python", "from datasets import load_dataset",
+            'dialogues = load_dataset("REPO_ID", "dialogues")  # or a local copy: load_dataset("path/to/corpus", "dialogues")',
+            'videos = load_dataset("REPO_ID", "videos", split="train")', "```", "",
+            "Dict-valued columns (`videos.metadata`, `dialogues.provenance.parameters`) are lists "
+            "of `{key, value}` entries, sorted by key.", "",
+            "With DuckDB, straight from the Parquet files:", "", "```python", "import duckdb",
+            f"duckdb.sql(\"select kind, count(*) from read_parquet('{glob}') group by kind\").show()",
+            "```", "", "With pandas:", "", "```python", "import pandas as pd",
+            f'df = pd.read_parquet("{glob.rsplit("/", 1)[0]}")', "```", "",
+            "`index.json` lists every shard with its rows, bytes and sha256.", ""]
+
+
+def render_card(corpus_root: Path, index: dict[str, Any], summary: dict[str, Any], llm_backend: str,
+                stats: dict[str, Any], figures: list[str]) -> str:
+    header = card_header(corpus_root, index, stats)
+    counts = stats.get("counts", {})
+    body = ["# Proactive video dialogues", "",
+            "Timestamped, multi-turn dialogues about videos in the style of MMDuet2: a user asks "
+            "questions while the video plays and the assistant replies when the frames show the "
+            "answer, staying silent (`NO REPLY`) otherwise. Each reference answer carries the time "
+            "span in which it should be given.", "",
+            f"This build holds {counts.get('dialogues', 0)} dialogues over {counts.get('videos', 0)} "
+            f"videos; {counts.get('quarantine', 0)} items were quarantined.", ""]
+    body += _provenance(summary, llm_backend)
+    body += _licence_section(stats)
+    body += _stats_section(stats, figures)
+    body += _quarantine_section(summary, stats)
+    body += _loading_section(header)
+    front = yaml.safe_dump(header, sort_keys=False, allow_unicode=True, width=1000)
+    return f"---\n{front}---\n\n" + "\n".join(body)
+
+
+def basic_stats(corpus_root: Path, index: dict[str, Any], error: Exception) -> dict[str, Any]:
+    """What the card cannot do without (counts, licences, kinds), when `corpus_stats` fails."""
+    def column(table: str, name: str) -> list[Any]:
+        paths = [corpus_root / s["path"] for s in index.get("shards", []) if s["table"] == table]
+        return [v for p in paths for v in pq.read_table(p, columns=[name]).column(name).to_pylist()]
+
+    def tally(values: list[Any], label: str, value: str) -> list[dict[str, Any]]:
+        return [{label: k, value: values.count(k)} for k in sorted(set(values), key=str)]
+
+    counts = {t: sum(s["rows"] for s in index.get("shards", []) if s["table"] == t) for t in TABLE_ORDER}
+    pairs = list(zip(column("videos", "source"), column("videos", "licence"), strict=True))
+    licences = [{"source": src, "licence": lic or "unknown", "videos": n}
+                for (src, lic), n in sorted(((p, pairs.count(p)) for p in set(pairs)), key=str)]
+    return {"counts": counts, "videos_by_source_licence": licences,
+            "dialogues_by_kind": tally(column("dialogues", "kind"), "kind", "dialogues"),
+            "stats_error": f"{type(error).__name__}: {str(error).splitlines()[0]}"}
+
+
+def stats_of(corpus_root: Path, index: dict[str, Any]) -> dict[str, Any]:
+    """`corpus_stats`, or `basic_stats` if it fails: a build should not end without its card."""
+    try:
+        return corpus_stats(corpus_root)
+    except duckdb.Error as error:
+        return basic_stats(corpus_root, index, error)
+
+
+def write_dataset_card(corpus_root: str | Path, index: dict[str, Any], summary: dict[str, Any],
+                       llm_backend: str) -> Path:
+    """Compute statistics, draw figures into `<corpus>/figures/`, write `<corpus>/README.md`."""
+    root = Path(corpus_root)
+    stats = stats_of(root, index)
+    # The summary handed in is this build's; a summary.json on disk (what corpus_stats reads) may
+    # be missing or older when the card is written outside the flow.
+    stats["llm_usage"] = dict(sorted((summary.get("llm_usage") or {}).items()))
+    figures = draw_figures(stats, root / FIGURES_DIR)
+    text = render_card(root, json.loads(json.dumps(index)), summary, llm_backend, stats, figures)
+    path = root / CARD_NAME
+    tmp = path.with_name(f".tmp-{CARD_NAME}")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+    return path

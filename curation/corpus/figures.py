@@ -1,0 +1,154 @@
+"""QA figures as PNG files, drawn from `curation.corpus.stats` numbers (and frames for the viewer)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display on a build machine
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from curation.video.frames import decode_frames  # noqa: E402
+
+
+def _bar(ax, rows: list[dict[str, Any]], label: str, value: str, title: str) -> None:
+    ax.bar([str(r[label]) for r in rows], [r[value] for r in rows], color="tab:blue")
+    ax.set_title(title)
+    ax.set_xlabel(label.replace("_", " "))
+    ax.set_ylabel(value)
+
+
+def _hist(ax, values: list[float], title: str, xlabel: str) -> None:
+    if values:
+        ax.hist(values, bins=min(30, max(5, len(values))), color="tab:blue", edgecolor="white")
+    else:
+        ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("count")
+
+
+def _save(fig, out_dir: Path, name: str) -> str:
+    path = out_dir / f"{name}.png"
+    for ax in fig.axes:  # counts are whole numbers: no 0.25-video ticks on small corpora
+        if ax.get_ylabel() in ("count", "videos", "dialogues", "questions", "episodes"):
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path.name
+
+
+def draw_figures(stats: dict[str, Any], out_dir: str | Path) -> list[str]:
+    """Write every QA figure; returns file names (relative to out_dir) in reading order."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names = []
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    by_source: dict[str, dict[str, int]] = defaultdict(dict)
+    for row in stats.get("videos_by_source_licence", []):
+        by_source[row["source"]][row["licence"][:40]] = row["videos"]
+    bottom = defaultdict(int)
+    for licence in sorted({lic for d in by_source.values() for lic in d}):
+        heights = [by_source[s].get(licence, 0) for s in by_source]
+        ax.bar(list(by_source), heights, bottom=[bottom[s] for s in by_source], label=licence)
+        for s, h in zip(by_source, heights, strict=True):
+            bottom[s] += h
+    ax.set_title("videos per source, by licence")
+    ax.set_ylabel("videos")
+    if by_source:
+        ax.legend(fontsize=7)
+    names.append(_save(fig, out_dir, "videos_by_source"))
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.5))
+    _hist(axes[0], stats.get("video_durations_s", []), "video duration", "seconds")
+    _bar(axes[1], stats.get("video_heights", []), "height", "videos", "resolution (frame height)")
+    _hist(axes[2], stats.get("scene_lengths_s", []), "scene length", "seconds")
+    names.append(_save(fig, out_dir, "videos_and_scenes"))
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.5))
+    _bar(axes[0], stats.get("dialogues_by_kind", []), "kind", "dialogues", "dialogues per type")
+    _bar(axes[1], stats.get("questions_per_dialogue", []), "questions", "dialogues", "questions per dialogue")
+    _bar(axes[2], stats.get("answers_per_question", []), "answers", "questions", "answers per question")
+    names.append(_save(fig, out_dir, "dialogues"))
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    _hist(axes[0], stats.get("reply_window_length_s", []), "reply-window length", "seconds")
+    _hist(axes[1], stats.get("reply_window_start_fraction", []), "reply-window start within the video",
+          "fraction of the video's duration")
+    names.append(_save(fig, out_dir, "reply_windows"))
+
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for key, values in stats.get("no_reply_share", {}).items():
+        if values:
+            ax.hist(values, bins=20, range=(0, 1), alpha=0.6, label=key.replace("_", " "))
+    ax.set_title("share of NO REPLY turns per episode")
+    ax.set_xlabel("share of user turns")
+    ax.set_ylabel("episodes")
+    if ax.get_legend_handles_labels()[1]:
+        ax.legend()
+    names.append(_save(fig, out_dir, "no_reply_share"))
+
+    rows = stats.get("quarantine_by_stage_reason", [])
+    fig, ax = plt.subplots(figsize=(8, max(2.5, 0.4 * len(rows) + 1)))
+    ax.barh([f"{r['stage']}/{r['reason']}" for r in rows], [r["items"] for r in rows],
+            color=["tab:red" if r["kind"] == "error" else "tab:orange" for r in rows])
+    ax.invert_yaxis()
+    ax.set_title("quarantine: stage/reason (red = crash)")
+    ax.set_xlabel("items")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    names.append(_save(fig, out_dir, "quarantine"))
+
+    usage = stats.get("llm_usage") or {}
+    fig, ax = plt.subplots(figsize=(7, 3))
+    ax.barh(list(usage), list(usage.values()), color="tab:green")
+    ax.set_title("LLM usage (calls, cache hits, tokens)")
+    ax.set_xscale("symlog")
+    names.append(_save(fig, out_dir, "llm_usage"))
+    return names
+
+
+def draw_dialogue(dialogue: Any, video_path: str | Path, out_path: str | Path, frames: int = 8,
+                  max_pixels: int = 160 * 120) -> Path:
+    """A strip of frames along the time axis with the questions and reference windows on it."""
+    duration = dialogue.duration_s
+    times = [duration * (i + 0.5) / frames for i in range(frames)]
+    images = decode_frames(video_path, times, max_pixels)
+    fig = plt.figure(figsize=(14, 4.5))
+    strip = fig.add_axes([0.04, 0.55, 0.92, 0.4])
+    for t, image in zip(times, images, strict=True):
+        half = duration / frames / 2
+        strip.imshow(image, extent=(t - half, t + half, 0, 1), aspect="auto")
+    strip.set_xlim(0, duration)
+    strip.set_yticks([])
+    strip.set_title(f"{dialogue.dialogue_id} ({dialogue.kind}), {duration:.1f} s")
+    lanes = fig.add_axes([0.04, 0.1, 0.92, 0.4], sharex=strip)
+    order = {turn.question_id: i for i, turn in enumerate(dialogue.user_turns)}
+    colours = plt.get_cmap("tab10")
+    for turn in dialogue.user_turns:
+        y = order[turn.question_id]
+        lanes.plot([turn.time_s], [y], marker="v", color=colours(y), markersize=10)
+        lanes.text(turn.time_s, y + 0.25, turn.text[:70], fontsize=8, color=colours(y))
+    seen: dict[str, int] = {}
+    for ref in sorted(dialogue.references, key=lambda r: r.reply_span):
+        y = order[ref.question_id]
+        k = seen[ref.question_id] = seen.get(ref.question_id, -1) + 1
+        start, end = ref.reply_span
+        lanes.barh(y, end - start, left=start, height=0.3, color=colours(y),
+                   alpha=0.4 if ref.immediate else 0.8)
+        # Labels alternate between two lines and stop near the next window, so neighbours never
+        # print over each other; the full text is in the shards.
+        room = max(12, int(130 * (end - start) / duration) + 10)
+        text = ref.answer if len(ref.answer) <= room else ref.answer[: room - 1] + "…"
+        lanes.text(start, y - 0.3 - 0.17 * (k % 2), text, fontsize=7, va="top")
+    lanes.set_yticks(range(len(order)), [f"Q{i}" for i in range(len(order))])
+    lanes.set_ylim(-0.9, len(order) - 0.2)
+    lanes.set_xlabel("seconds (triangles: questions asked; bars: reference reply windows)")
+    fig.savefig(out_path, dpi=100)
+    plt.close(fig)
+    return Path(out_path)

@@ -1,0 +1,205 @@
+"""The rules every generated dialogue must pass before it enters the corpus.
+
+`dialogue_problems` lists every broken rule as a readable sentence (the same sentences go back to
+the LLM in the one repair request, so they say what to change). A dialogue with no problems is
+valid. The rules: the record's own schema invariants; cited segments exist and belong to the
+video; each window overlaps the segments it cites; no answer before its question (and, in a
+multi_question dialogue, none after the next question is asked); no near-duplicate answers or
+questions; no question that restates its answer; counts within the configured bounds; every time
+inside the video.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+
+from curation.text.config import DialogueConfig
+from schemas.records import NO_REPLY, Dialogue, ReferenceAnswer, Segment
+
+EPS_S = 1e-6
+_WORD = re.compile(r"[a-z0-9]+")
+# Words that carry no content: a question may share these with its answer freely.
+STOPWORDS = frozenset("""
+a an the and or but of to in on at by for with from into onto over under up down out off as is are
+was were be been being it its this that these those there here he she they them his her their him
+we you i me my your our what which who whom whose when where why how does do did doing done has
+have had can could will would should may might must shall not no yes some any each every all both
+then than so such very just also again still while during after before about above below between
+through same other another one two first next last now""".split())
+
+
+def tokens(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def _stem(word: str) -> str:
+    # Crude on purpose: "rides"/"ride"/"riding", "cars"/"car" count as one word for the
+    # restatement test.
+    if len(word) <= 3:
+        return word
+    if word.endswith("ies"):
+        word = word[:-3] + "y"
+    elif word.endswith(("sses", "xes", "ches", "shes")):
+        word = word[:-2]
+    elif word.endswith("s") and not word.endswith("ss"):
+        word = word[:-1]
+    for suffix in ("ing", "ed"):
+        if len(word) > len(suffix) + 2 and word.endswith(suffix):
+            word = word[: -len(suffix)]
+            break
+    return word[:-1] if len(word) > 3 and word.endswith("e") else word
+
+
+def content_words(text: str) -> set[str]:
+    return {_stem(w) for w in tokens(text) if w not in STOPWORDS}
+
+
+def similarity(a: str, b: str) -> float:
+    """difflib ratio over word sequences: 1.0 for the same words in the same order."""
+    return difflib.SequenceMatcher(a=tokens(a), b=tokens(b), autojunk=False).ratio()
+
+
+def restated_share(question: str, answer: str) -> float:
+    """Share of the answer's content words that the question already contains (0 when the answer
+    has none: a bare yes/no is judged by other rules)."""
+    words = content_words(answer)
+    return len(words & content_words(question)) / len(words) if words else 0.0
+
+
+def schema_problems(dialogue: Dialogue) -> list[str]:
+    """The record's own invariants, re-checked on a dialogue built without validation."""
+    try:
+        Dialogue.model_validate(dialogue.model_dump(warnings=False))
+    except ValidationError as error:
+        out = []
+        for item in error.errors():
+            problems = (item.get("ctx") or {}).get("problems")
+            if problems:
+                out.extend(f"{field}: {msg}" for field, msg in problems)
+            else:
+                where = ".".join(str(p) for p in item["loc"])
+                out.append(f"{where}: {item['msg']}" if where else item["msg"])
+        return out
+    return []
+
+
+def _overlaps(span: tuple[float, float], segment: Segment) -> bool:
+    return span[0] < segment.end_s - EPS_S and segment.start_s < span[1] - EPS_S
+
+
+def _grounding_problems(ref: ReferenceAnswer, label: str, by_id: dict[str, Segment],
+                        video_id: str, duration_s: float) -> list[str]:
+    out = []
+    start_s, end_s = ref.reply_span
+    if start_s < -EPS_S or end_s > duration_s + EPS_S:
+        out.append(f"{label}: window {start_s:g}-{end_s:g} s lies outside the video (0-{duration_s:g} s)")
+    if ref.immediate:
+        return out
+    if not ref.evidence:
+        out.append(f"{label}: cites no segment")
+    for segment_id in ref.evidence:
+        segment = by_id.get(segment_id)
+        if segment is None:
+            out.append(f"{label}: cites segment {segment_id!r}, which is not a segment of video {video_id!r}")
+        elif not _overlaps(ref.reply_span, segment):
+            out.append(f"{label}: window {start_s:g}-{end_s:g} s does not overlap its cited segment "
+                       f"{segment_id!r} ({segment.start_s:g}-{segment.end_s:g} s)")
+    return out
+
+
+def _pair_problems(texts: list[tuple[str, str]], what: str, threshold: float,
+                   compared=lambda i, j: True) -> list[str]:
+    out = []
+    for i in range(len(texts)):
+        for j in range(i + 1, len(texts)):
+            if not compared(i, j):
+                continue
+            score = similarity(texts[i][1], texts[j][1])
+            if score >= threshold:
+                out.append(f"{texts[i][0]} and {texts[j][0]} are near-duplicate {what} "
+                           f"(similarity {score:.2f} >= {threshold:g}): make each say something new")
+    return out
+
+
+def dialogue_problems(dialogue: Dialogue, segments: Sequence[Segment], cfg: DialogueConfig,
+                      earlier_questions: Sequence[str] = ()) -> list[str]:
+    """Every rule `dialogue` breaks, as sentences; [] when it is valid. `dialogue` may have been
+    built with `model_construct` (unvalidated); `earlier_questions` are the questions of the
+    video's other dialogues, which a new question must not repeat."""
+    problems = schema_problems(dialogue)
+    by_id = {s.segment_id: s for s in segments if s.video_id == dialogue.video_id}
+    turns = sorted(dialogue.user_turns, key=lambda t: t.time_s)
+    times = {t.question_id: t.time_s for t in turns}
+    labels = {t.question_id: f"question {i + 1}" for i, t in enumerate(turns)}
+    next_time = {t.question_id: (turns[i + 1].time_s if i + 1 < len(turns) else None)
+                 for i, t in enumerate(turns)}
+
+    if dialogue.kind == "single_question" and turns and turns[0].time_s > EPS_S:
+        problems.append(f"the single question is asked at {turns[0].time_s:g} s, not at the start")
+    if dialogue.kind == "multi_question":
+        n = len(turns)
+        if not cfg.min_questions <= n <= cfg.max_questions:
+            problems.append(f"{n} questions; write between {cfg.min_questions} and {cfg.max_questions}")
+        for a, b in zip(turns, turns[1:], strict=False):
+            if b.time_s - a.time_s < EPS_S:
+                problems.append(f"{labels[a.question_id]} and {labels[b.question_id]} are asked at the same "
+                                f"segment ({a.time_s:g} s): ask each at a different segment")
+    for turn in turns:
+        if turn.time_s > dialogue.duration_s + EPS_S:
+            problems.append(f"{labels[turn.question_id]} is asked at {turn.time_s:g} s, after the video ends")
+
+    answers: dict[str, list[tuple[str, str]]] = {}
+    every: list[tuple[str, str, str, bool]] = []  # (label, text, question id, immediate)
+    cited: dict[str, dict[str, str]] = {}
+    for ref in dialogue.references:
+        qid = ref.question_id
+        label_q = labels.get(qid, f"question {qid!r}")
+        count = sum(1 for text in answers.get(qid, ()) if not text[0].endswith("immediate reply"))
+        label = f"{label_q}, immediate reply" if ref.immediate else f"{label_q}, answer {count + 1}"
+        problems += _grounding_problems(ref, label, by_id, dialogue.video_id, dialogue.duration_s)
+        if ref.answer.strip().upper() == NO_REPLY:
+            problems.append(f"{label}: is the {NO_REPLY!r} marker, not an answer; leave silent segments uncited")
+        asked = times.get(qid)
+        if asked is not None and ref.immediate and asked < EPS_S:
+            problems.append(f"{label}: the question opens the video, so nothing earlier can be summarised "
+                            "(use null)")
+        if asked is not None and not ref.immediate:
+            if ref.reply_span[0] < asked - EPS_S:
+                problems.append(f"{label}: answers from {ref.reply_span[0]:g} s, before the question is asked "
+                                f"({asked:g} s): cite only segments from the question's segment on")
+            later = next_time.get(qid)
+            if dialogue.kind == "multi_question" and later is not None and ref.reply_span[0] >= later - EPS_S:
+                problems.append(f"{label}: answers from {ref.reply_span[0]:g} s, after the next question is "
+                                f"asked ({later:g} s)")
+            for segment_id in ref.evidence:
+                first = cited.setdefault(qid, {}).setdefault(segment_id, label)
+                if first != label:
+                    problems.append(f"{first} and {label} both cite segment {segment_id!r}")
+        share = restated_share(ref.question, ref.answer)
+        if share >= cfg.restatement_threshold:
+            problems.append(f"{label}: {share:.0%} of the answer's words are already in the question, so the "
+                            "question gives its answer away: ask without naming what happens")
+        answers.setdefault(qid, []).append((label, ref.answer))
+        every.append((label, ref.answer, qid, ref.immediate))
+
+    for turn in turns:
+        own = [a for a in answers.get(turn.question_id, []) if not a[0].endswith("immediate reply")]
+        if not cfg.min_answers <= len(own) <= cfg.max_answers:
+            problems.append(f"{labels[turn.question_id]} has {len(own)} answers; give between "
+                            f"{cfg.min_answers} and {cfg.max_answers}")
+    # An immediate reply summarises earlier answers of other questions by design: it is compared
+    # with its own question's answers only.
+    problems += _pair_problems([(e[0], e[1]) for e in every], "answers", cfg.near_duplicate_threshold,
+                               lambda i, j: every[i][2] == every[j][2] or not (every[i][3] or every[j][3]))
+    problems += _pair_problems([(labels[t.question_id], t.text) for t in turns], "questions",
+                               cfg.near_duplicate_threshold)
+    for turn in turns:
+        for earlier in earlier_questions:
+            if similarity(turn.text, earlier) >= cfg.near_duplicate_threshold:
+                problems.append(f"{labels[turn.question_id]} repeats a question already asked about this "
+                                f"video ({earlier!r})")
+    return problems

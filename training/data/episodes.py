@@ -1,0 +1,172 @@
+"""Streaming episodes: a dialogue and its video as a sequence of user turns with assistant targets.
+
+A video is streamed as user turns of `frames_per_turn` frames each (FACTS.md: 2 frames per turn,
+one frame every 2 s by default, at most 90 frames). A turn's time is the time of its LAST frame:
+that is the moment the assistant has seen everything in the turn and must speak or stay silent.
+A question asked at `time_s` enters as text after the frames of the first turn whose time is at or
+after it. Each reference answer sits at one turn inside its reply window: the last such turn by
+default (FACTS.md: "each answer sits at the end of its segment's span"), the first one with
+`answer_position="start"` (the issue's wording). An `immediate` reply (the summary given when a
+mid-video question arrives) sits at the question's own turn. Every other turn's target is the
+literal `NO REPLY`.
+
+Frame pixels are not decoded here (`decode_episode_frames` does it with the one frame decoder of
+`curation.video.frames`), so building and checking an episode's timeline is cheap and pure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from curation.skips import Skip
+from schemas import NO_REPLY, Dialogue
+
+STAGE = "episodes"
+
+
+class EpisodeConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    seconds_per_frame: float = Field(2.0, gt=0)  # FACTS.md: frames every 2 s by default (1 s selectable)
+    max_frames: int = Field(90, ge=1)  # FACTS.md: 90 frames at 2 s/frame (180 at 1 s/frame)
+    frames_per_turn: int = Field(2, ge=1)  # FACTS.md: 2 frames per user turn in the published data
+    answer_position: Literal["end", "start"] = "end"  # FACTS.md: SFT answers sit at the window's end
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One user turn and the assistant's target after it."""
+
+    index: int
+    time_s: float  # time of the turn's last frame
+    frame_times_s: tuple[float, ...]
+    questions: tuple[str, ...] = ()  # text after the frames, in asking order
+    reply: str = NO_REPLY
+    question_ids: tuple[str, ...] = ()  # the questions whose answers this reply carries
+
+    @property
+    def is_silent(self) -> bool:
+        return self.reply == NO_REPLY
+
+
+@dataclass(frozen=True)
+class Episode:
+    dialogue_id: str
+    video_id: str
+    video_path: str
+    turns: tuple[Turn, ...]
+    dropped_questions: tuple[str, ...] = ()  # asked after the last turn (frame cap): not streamed
+    dropped_answers: int = 0  # references whose window lies after the last turn
+    merged_answers: int = 0  # references that landed on a turn already holding a reply
+    late_answers: int = 0  # windows holding no turn time: answered at the first turn after them
+
+    @property
+    def frame_times_s(self) -> list[float]:
+        return [t for turn in self.turns for t in turn.frame_times_s]
+
+
+@dataclass
+class EpisodeCounts:
+    """What a pass over a corpus built, and what it skipped (by reason) — never silently swapped."""
+
+    built: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def add_skip(self, skip: Skip) -> None:
+        self.skipped[skip.reason] = self.skipped.get(skip.reason, 0) + 1
+
+
+def split_turns(frame_times_s: list[float], frames_per_turn: int) -> list[tuple[float, ...]]:
+    """Consecutive groups of frames; a short last group is kept so the video's end is streamed."""
+    return [tuple(frame_times_s[i:i + frames_per_turn])
+            for i in range(0, len(frame_times_s), frames_per_turn)]
+
+
+def first_turn_at_or_after(turn_times_s: list[float], time_s: float) -> int | None:
+    for i, t in enumerate(turn_times_s):
+        if t >= time_s - 1e-6:
+            return i
+    return None
+
+
+def choose_answer_turn(turn_times_s: list[float], span_s: tuple[float, float],
+                       position: str) -> int | None:
+    """The turn that carries an answer with window [s, e]: the last (or first) turn inside it.
+    If no turn time falls inside (a window shorter than a turn), the first turn after it opens:
+    the turn whose frames show the window, answered late rather than dropped (counted)."""
+    start_s, end_s = span_s
+    inside = [i for i, t in enumerate(turn_times_s) if start_s - 1e-6 <= t <= end_s + 1e-6]
+    if inside:
+        return inside[-1] if position == "end" else inside[0]
+    return first_turn_at_or_after(turn_times_s, start_s)
+
+
+def build_episode(dialogue: Dialogue, video_path: str | Path, config: EpisodeConfig,
+                  frame_timeline) -> Episode:
+    """The turn timeline and targets of one dialogue. `frame_timeline(duration_s,
+    seconds_per_frame, max_frames)` is `curation.video.frames.frame_timeline` (passed in so the
+    timeline has one implementation)."""
+    frame_times = list(frame_timeline(dialogue.duration_s, config.seconds_per_frame, config.max_frames))
+    groups = split_turns(frame_times, config.frames_per_turn)
+    turn_times = [g[-1] for g in groups]
+    questions: list[list[str]] = [[] for _ in groups]
+    replies: list[list[str]] = [[] for _ in groups]
+    answered: list[list[str]] = [[] for _ in groups]
+    dropped_q: list[str] = []
+    asked_turn: dict[str, int] = {}
+    for user_turn in sorted(dialogue.user_turns, key=lambda u: u.time_s):
+        i = first_turn_at_or_after(turn_times, user_turn.time_s)
+        if i is None:
+            dropped_q.append(user_turn.question_id)
+            continue
+        questions[i].append(user_turn.text)
+        asked_turn[user_turn.question_id] = i
+    dropped_a = merged = late = 0
+    for ref in sorted(dialogue.references, key=lambda r: (r.reply_span[0], r.reply_span[1])):
+        if ref.question_id not in asked_turn:
+            dropped_a += 1
+            continue
+        if ref.immediate:
+            i = asked_turn[ref.question_id]
+        else:
+            i = choose_answer_turn(turn_times, ref.reply_span, config.answer_position)
+        if i is None:
+            dropped_a += 1
+            continue
+        i = max(i, asked_turn[ref.question_id])  # never answer before the question is seen
+        late += turn_times[i] > ref.reply_span[1] + 1e-6
+        merged += bool(replies[i])
+        replies[i].append(ref.answer)
+        answered[i].append(ref.question_id)
+    turns = tuple(
+        Turn(index=i, time_s=turn_times[i], frame_times_s=groups[i], questions=tuple(questions[i]),
+             # Two answers on one turn are joined: the target stays one reply per turn.
+             reply=" ".join(replies[i]) if replies[i] else NO_REPLY, question_ids=tuple(answered[i]))
+        for i in range(len(groups))
+    )
+    return Episode(dialogue_id=dialogue.dialogue_id, video_id=dialogue.video_id,
+                   video_path=str(video_path), turns=turns, dropped_questions=tuple(dropped_q),
+                   dropped_answers=dropped_a, merged_answers=merged, late_answers=late)
+
+
+def decode_episode_frames(episode: Episode, max_pixels: int,
+                          decode_frames) -> list[np.ndarray] | Skip:
+    """All frames of the episode, in turn order, or a Skip when the video cannot be decoded.
+    `decode_frames(path, times_s, max_pixels)` is `curation.video.frames.decode_frames`."""
+    times = episode.frame_times_s
+    if not Path(episode.video_path).is_file():
+        return Skip(STAGE, "video_missing", f"{episode.video_path} does not exist")
+    try:
+        frames = decode_frames(episode.video_path, times, max_pixels)
+    except Exception as error:  # any decoder failure on an untrusted file is a counted skip
+        return Skip(STAGE, "video_undecodable", f"{episode.video_path}: {type(error).__name__}: {error}")
+    if isinstance(frames, Skip):
+        return frames
+    if len(frames) != len(times):
+        return Skip(STAGE, "frames_missing",
+                    f"{episode.video_path}: decoded {len(frames)} of {len(times)} frames")
+    return list(frames)

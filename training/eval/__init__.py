@@ -1,0 +1,2 @@
+"""Proactive evaluation: the ProactiveVideoQA file formats, streaming predictions with latency,
+and scoring (PAUC at several omegas, judge scores)."""

@@ -1,0 +1,197 @@
+"""`python -m training.run eval`: stream a ProactiveVideoQA-format set through a model, write predictions.
+
+    python -m training.run eval (--model PATH | --preset tiny) --data GOLD.jsonl --videos DIR \
+        --out predictions.jsonl [--seconds-per-frame 2 --max-frames 90]
+
+Each gold record (one question, asked at t = 0) becomes a single-question episode
+(`training.eval.proactive_format.gold_to_dialogue` -> `training.data.episodes.build_episode`, the same
+timeline and chat template as training) and is streamed turn by turn with the KV cache kept,
+greedy (FACTS.md: the public evaluation loop). One prediction line per question id,
+`{question_id, model_response_list: [{role, content, time}]}` with `NO REPLY` turns removed, is
+appended and flushed as soon as it is done; ids already in the output file are skipped (resume).
+Per-turn decision latency (median, p95) is printed and written to `<out stem>.latency.json`.
+
+A record whose video is missing or undecodable, or that does not form an episode, is skipped and
+counted by reason (no prediction line: `score` then counts the question at the no-reply score).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from curation.skips import Skip
+from training.data.chat_template import DEFAULT_SYSTEM_PROMPT, TurnRenderer
+from training.data.episodes import STAGE, EpisodeConfig, build_episode, decode_episode_frames
+from training.eval.proactive_format import GoldRecord, gold_to_dialogue, prediction_line, read_gold
+from training.streaming import StreamConfig, episode_stream_turns, latency_stats, stream_turns
+
+
+class EvalConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    seconds_per_frame: float = Field(2.0, gt=0)  # FACTS.md: frame interval 2 s by default
+    max_frames: int = Field(90, ge=1)  # FACTS.md: 90 frames at 2 s/frame
+    frames_per_turn: int = Field(2, ge=1)  # FACTS.md: 2 frames per user turn
+    max_pixels: int = Field(128 * 28 * 28, ge=56 * 56)  # FACTS.md: 128 visual tokens per frame
+    max_new_tokens_per_turn: int = Field(100, ge=1)  # FACTS.md: at most 100 new tokens per turn
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT  # FACTS.md system prompt gist
+
+
+def latency_path(out: Path) -> Path:
+    return out.with_name(out.stem + ".latency.json")
+
+
+def index_videos(videos_dir: Path) -> dict[str, Path]:
+    """File name and stem -> path of every file under `videos_dir` (the first one found wins)."""
+    index: dict[str, Path] = {}
+    for path in sorted(videos_dir.rglob("*")):
+        if path.is_file():
+            index.setdefault(path.name, path)
+            index.setdefault(path.stem, path)
+    return index
+
+
+def resolve_video(videos_dir: Path, video: str, index: dict[str, Path] | None = None) -> Path | Skip:
+    """The record's video: its relative path under `videos_dir`, else a file of that name or stem
+    anywhere below it; a path escaping the folder is refused."""
+    root = videos_dir.resolve()
+    path = (root / video).resolve()
+    if not path.is_relative_to(root):
+        return Skip(STAGE, "video_path_outside", f"{video!r} leaves {root}")
+    if path.is_file():
+        return path
+    index = index_videos(root) if index is None else index
+    found = index.get(Path(video).name) or index.get(Path(video).stem)
+    return found if found is not None else Skip(STAGE, "video_missing", f"{video!r} not found under {root}")
+
+
+def done_question_ids(out: Path) -> set[str]:
+    """Ids with a complete line in `out`; a torn last line (a crash mid-write) is cut off."""
+    if not out.is_file():
+        return set()
+    text = out.read_text(encoding="utf-8")
+    if text and not text.endswith("\n"):
+        text = text[:text.rfind("\n") + 1]
+        out.write_text(text, encoding="utf-8")
+    done = set()
+    for line in text.splitlines():
+        try:
+            done.add(str(json.loads(line)["question_id"]))
+        except (ValueError, KeyError, TypeError):
+            continue
+    return done
+
+
+def predict_record(record: GoldRecord, video: Path, model, renderer: TurnRenderer, image_processor,
+                   cfg: EvalConfig) -> tuple[dict, list[float]] | Skip:
+    """One prediction line and the per-turn latencies of one gold record, or why it was skipped."""
+    from curation.video.frames import decode_frames, frame_timeline  # the one frame decoder
+
+    try:
+        dialogue = gold_to_dialogue(record)
+    except ValidationError as error:
+        return Skip(STAGE, "bad_gold_record", f"{record.question_id}: {error.errors()[0]['msg']}")
+    episode = build_episode(dialogue, video, EpisodeConfig(seconds_per_frame=cfg.seconds_per_frame,
+                                                           max_frames=cfg.max_frames,
+                                                           frames_per_turn=cfg.frames_per_turn), frame_timeline)
+    if not episode.turns:
+        return Skip(STAGE, "no_frames", f"{record.question_id}: the timeline holds no frame")
+    frames = decode_episode_frames(episode, cfg.max_pixels, decode_frames)
+    if isinstance(frames, Skip):
+        return frames
+    result = stream_turns(model, renderer, image_processor, episode_stream_turns(episode, frames),
+                          StreamConfig(max_new_tokens_per_turn=cfg.max_new_tokens_per_turn))
+    line = prediction_line(record.question_id, [(t.time_s, t.text) for t in result.turns if t.text])
+    return line, [t.latency_s for t in result.turns]
+
+
+def evaluate(gold: list[GoldRecord], videos_dir: Path, out: Path, model, renderer: TurnRenderer,
+             image_processor, cfg: EvalConfig) -> dict:
+    """Append predictions for every gold record not yet in `out`; the run's summary."""
+    done = done_question_ids(out)
+    index = index_videos(videos_dir.resolve())
+    skipped: Counter[str] = Counter()
+    latencies: list[float] = []
+    written = resumed = 0
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("a", encoding="utf-8") as sink:
+        for record in gold:
+            if record.question_id in done:
+                resumed += 1
+                continue
+            video = resolve_video(videos_dir, record.video, index)
+            got = video if isinstance(video, Skip) else predict_record(
+                record, video, model, renderer, image_processor, cfg)
+            if isinstance(got, Skip):
+                skipped[got.reason] += 1
+                print(f"skip {record.question_id}: {got.reason} ({got.detail})", file=sys.stderr)
+                continue
+            line, turn_latencies = got
+            sink.write(json.dumps(line, ensure_ascii=False) + "\n")
+            sink.flush()
+            done.add(record.question_id)
+            latencies += turn_latencies
+            written += 1
+    stats = latency_stats(latencies)
+    return {"written": written, "already_done": resumed, "skipped": dict(skipped),
+            "turns": stats.count, "latency_median_s": stats.median_s, "latency_p95_s": stats.p95_s}
+
+
+def load_everything(args, gold: list[GoldRecord], cfg: EvalConfig):
+    import torch
+
+    from training.model import (
+        load_image_processor,
+        load_model,
+        load_tokenizer,
+        prepare_tiny_checkpoint,
+    )
+
+    path = args.model
+    if args.preset == "tiny":
+        texts = [r.question for r in gold] + [a.content for r in gold for a in r.answers]
+        path = str(prepare_tiny_checkpoint(texts, args.out.parent / "tiny-model"))
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    model = load_model(path, dtype=dtype).to(device).eval()
+    tokenizer = load_tokenizer(path)
+    return model, TurnRenderer(tokenizer, cfg.system_prompt), load_image_processor(path, cfg.max_pixels)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", help="checkpoint folder or hub name")
+    which.add_argument("--preset", choices=["tiny"], help="tiny: a random tiny Qwen2.5-VL, no download")
+    parser.add_argument("--data", type=Path, required=True, help="gold records, JSON list or JSONL")
+    parser.add_argument("--videos", type=Path, required=True, help="folder holding the records' videos")
+    parser.add_argument("--out", type=Path, required=True, help="prediction JSONL (appended; resumes)")
+    defaults = EvalConfig()
+    parser.add_argument("--seconds-per-frame", type=float, default=defaults.seconds_per_frame)
+    parser.add_argument("--max-frames", type=int, default=defaults.max_frames)
+    parser.add_argument("--max-pixels", type=int, default=defaults.max_pixels)
+    parser.add_argument("--max-new-tokens-per-turn", type=int, default=defaults.max_new_tokens_per_turn)
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        cfg = EvalConfig(seconds_per_frame=args.seconds_per_frame, max_frames=args.max_frames,
+                         max_pixels=args.max_pixels, max_new_tokens_per_turn=args.max_new_tokens_per_turn)
+        gold = read_gold(args.data)
+    except (ValidationError, ValueError, OSError) as error:
+        print(f"eval: {error}", file=sys.stderr)
+        return 2
+    model, renderer, image_processor = load_everything(args, gold, cfg)
+    summary = evaluate(gold, args.videos, args.out, model, renderer, image_processor, cfg)
+    latency_path(args.out).write_text(json.dumps({**summary, "config": cfg.model_dump()}, indent=2) + "\n",
+                                      encoding="utf-8")
+    print(f"{summary['written']} written, {summary['already_done']} already done, skipped {summary['skipped']}; "
+          f"per-turn decision latency over {summary['turns']} turns: median {summary['latency_median_s'] * 1e3:.1f} ms, "
+          f"p95 {summary['latency_p95_s'] * 1e3:.1f} ms")
+    print(json.dumps(summary))
+    return 0

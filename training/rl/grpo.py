@@ -1,0 +1,349 @@
+"""Multi-turn GRPO with the PAUC reward: data, model, optimizer, loop, checkpoint — top to bottom.
+
+`python -m training.run grpo --config FILE [--model PATH] [--preset tiny] [key=value ...]`.
+Per step: a batch of episodes; `rollouts_per_episode` streamed rollouts of each (training.rl.rollout,
+KV cache kept across turns); the four-term reward of each rollout (training.rl.reward, one judge
+batch per step); group-normalised advantages; one update epoch over the rollouts with gradient
+accumulation (training.rl.grpo_loss). Multi-GPU and FSDP come from `accelerate launch`, as in SFT.
+
+Departures from the published code (MMDuet2 release / verl), and why:
+- Log-probs are recomputed with the model's own forward over the whole rollout, so the M-RoPE
+  3-D positions are the ones the rollout used (the public trainer used 1-D positions).
+- Reply times are carried per turn from the rollout; a reply cut at the token cap stays in its own
+  turn (the public loop re-prompted, shifting reply times against the reward's timestamps).
+- The token mean is taken over the whole optimizer step (all micro-batches and processes), not as
+  a mean of micro-batch means.
+- A reward-hacking guard (alert or stop) replaces stopping the run by hand.
+- Rollouts come from the trainer's own HF model (no SGLang engine); the optional vLLM backend
+  belongs to training.rl.rollout.
+- A group in which the policy sampled a vision/template special token (`<|image_pad|>` with no
+  image behind it) is dropped and counted (`sampled_special_token`), never re-encoded wrongly.
+Log-probs for the ratio and the KL are taken at the sampling temperature (as verl does).
+Limits: with FSDP the HF rollouts gather the full weights per step (`summon_full_params`; untested
+here, no GPU); every process must get rollouts each step (one whose episodes were all skipped
+would leave the others waiting in the gradient all-reduce).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from curation.skips import Skip
+from curation.video.frames import frame_timeline
+from training import checkpoints
+from training.data.chat_template import (
+    DEFAULT_SYSTEM_PROMPT,
+    TemplateConfig,
+    TurnRenderer,
+)
+from training.data.corpus import read_split
+from training.data.dataset import batch_order
+from training.data.episodes import EpisodeConfig, build_episode
+from training.model import (
+    corpus_texts,
+    load_image_processor,
+    load_model,
+    load_tokenizer,
+    load_trainable_model,
+)
+from training.rl.grpo_loss import (
+    GuardConfig,
+    check_reward_hacking,
+    clipped_policy_loss,
+    group_advantages,
+    reply_stats,
+    sampled_forbidden,
+)
+from training.rl.judge import JudgeConfig, make_judge
+from training.rl.reward import RewardConfig, Turn, compute_rewards
+from training.rl.reward import Rollout as RewardRollout
+from training.rl.rollout import (
+    ProcessorBits,
+    RolloutConfig,
+    collate_rollouts,
+    rollout_group,
+    token_logprobs,
+)
+from training.sft import LoraSettings
+from training.tiny import SPECIAL_TOKENS
+
+log = logging.getLogger(__name__)
+
+# reward_fn(rollouts as the reward reads them, references of each) -> {term name: value} per rollout,
+# "reward_total" included (TRL style: a plain callable; tests pass judge-free rewards).
+RewardFn = Callable[[list[RewardRollout], list[Sequence]], list[dict[str, float]]]
+
+
+class GRPOConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    corpus: str = "corpus"
+    split: str = "train"  # the corpus split held out for RL (FACTS.md: 1,500 web + 400 ego videos)
+    max_dialogues: int | None = Field(None, ge=1)
+    model: str = "runs/sft/final"  # FACTS.md: RL starts from the SFT checkpoint
+    preset: Literal["tiny"] | None = None
+    output_dir: str = "runs/grpo"
+    max_pixels: int = Field(128 * 28 * 28, ge=28 * 28)  # FACTS.md: 128 visual tokens per frame
+    rollouts_per_episode: int = Field(4, ge=2)  # FACTS.md: 4 rollouts per prompt
+    temperature: float = Field(1.2, gt=0)  # FACTS.md: temperature 1.2
+    top_k: int = Field(10, ge=0)  # FACTS.md: top-k 10 (0 = off)
+    max_new_tokens_per_turn: int = Field(100, ge=1)  # FACTS.md: at most 100 new tokens per turn
+    context_turns: int = Field(0, ge=0, description="leading turns fed with their reference replies")
+    learning_rate: float = Field(1e-6, gt=0)  # FACTS.md: RL lr 1e-6
+    kl_coef: float = Field(0.0, ge=0)  # FACTS.md: KL loss off; 0.005 (low-var KL) when on
+    # FACTS.md: entropy coefficient 0 (the only value wired: a bonus would need the logits kept).
+    entropy_coef: float = Field(0.0, ge=0, le=0)
+    clip_ratio: float = Field(0.2, gt=0, lt=1)  # FACTS.md: PPO-style clipped ratio 0.2
+    advantage_eps: float = Field(1e-6, gt=0)
+    epochs: int = Field(1, ge=1)  # FACTS.md: 1 epoch
+    max_steps: int | None = Field(None, ge=1, description="rollout batches; overrides epochs")
+    episodes_per_step: int = Field(1, ge=1, description="episodes per process per step")
+    micro_batch_rollouts: int = Field(1, ge=1, description="rollouts per forward/backward")
+    updates_per_step: int = Field(1, ge=1, description="optimizer updates per rollout batch (PPO mini-batches)")
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    freeze_vision_tower: bool = False  # FACTS.md: RL trains the vision tower
+    gradient_checkpointing: bool = False
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    lora: LoraSettings = LoraSettings()
+    seed: int = 0
+    save_every_steps: int = Field(100, ge=1)
+    resume: bool = True
+    judge: Literal["offline", "openai"] = "offline"  # offline: token-overlap approximation
+    judge_endpoint: JudgeConfig = JudgeConfig()
+    # Published run weights 3/2/0.5/2 by default; the public code's 3/3/2/0 is REWARD_PRESETS["code_defaults"].
+    reward: RewardConfig = RewardConfig()
+    guard: GuardConfig = GuardConfig()
+    episodes: EpisodeConfig = EpisodeConfig()
+    template: TemplateConfig = TemplateConfig(system_prompt=DEFAULT_SYSTEM_PROMPT)
+
+
+def load_config(path: str | None, overrides: list[str], **flags) -> GRPOConfig:
+    """YAML/JSON file, then `--model`/`--preset` flags, then dotted `key=value` overrides."""
+    return checkpoints.load_config(GRPOConfig, path, overrides, **flags)
+
+
+def reward_rollout(rollout) -> RewardRollout:
+    """A streamed rollout as the reward reads it: generated turns with their times; context turns
+    (fed with reference replies) count as earlier replies for repetition and prefix."""
+    return RewardRollout(tuple(Turn(t, x) for t, x in rollout.replies()),
+                         tuple(t.text for t in rollout.turns if t.forced))
+
+
+def judged_reward(judge, cfg: RewardConfig) -> RewardFn:
+    def reward(rollouts, references):
+        return [b.as_log() for b in compute_rewards(rollouts, references, judge, cfg)]
+    return reward
+
+
+def full_weights(accelerator, model):
+    """Context in which the unwrapped model holds whole weights (FSDP shards them) for sampling."""
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type == DistributedType.FSDP:
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        return FullyShardedDataParallel.summon_full_params(model, writeback=False)
+    return contextlib.nullcontext()
+
+
+def collect_rollouts(cfg: GRPOConfig, accelerator, model, bits: ProcessorBits, items, indices: list[int],
+                     step: int, forbidden: set[int], count_skip) -> tuple[list, list]:
+    """A group of rollouts per episode, sampled by the current policy (seeded by step and item, so a
+    resumed run samples what an uninterrupted one would), with the references each is scored on."""
+    rollouts, references = [], []
+    for index in indices:
+        dialogue, video_path = items[index]
+        if video_path is None:
+            count_skip("video_missing")
+            continue
+        episode = build_episode(dialogue, video_path, cfg.episodes, frame_timeline)
+        if not episode.turns:
+            count_skip("no_frames")
+            continue
+        rcfg = RolloutConfig(n=cfg.rollouts_per_episode, temperature=cfg.temperature, top_k=cfg.top_k,
+                             max_new_tokens_per_turn=cfg.max_new_tokens_per_turn,
+                             context_turns=cfg.context_turns, seed=cfg.seed * 1_000_003 + step * 1_009 + index)
+        with full_weights(accelerator, model):
+            group = rollout_group(accelerator.unwrap_model(model), bits, episode, rcfg)
+        if isinstance(group, Skip):
+            count_skip(group.reason)
+        elif any(sampled_forbidden(r, forbidden) for r in group):
+            count_skip("sampled_special_token")
+        else:
+            # windows that closed within the context turns were shown, not generated: not scored
+            first_s = episode.turns[min(cfg.context_turns, len(episode.turns) - 1)].time_s
+            scored = [r for r in dialogue.references if r.reply_span[1] >= first_s]
+            rollouts += group
+            references += [scored] * len(group)
+    return rollouts, references
+
+
+def update_epoch(cfg: GRPOConfig, accelerator, model, ref_model, optimizer, rollouts: list,
+                 advantages: list[float], pad_id: int) -> dict[str, float]:
+    """One update epoch over the step's rollouts: old log-probs under the sampling policy, then
+    `updates_per_step` optimizer updates, each a token mean over all its micro-batches and processes."""
+    micro = [list(range(i, min(i + cfg.micro_batch_rollouts, len(rollouts))))
+             for i in range(0, len(rollouts), cfg.micro_batch_rollouts)]
+    batches = [collate_rollouts([rollouts[i] for i in m], pad_id) for m in micro]
+    model.train()
+    with torch.no_grad():
+        old = [token_logprobs(model, b, cfg.temperature) for b in batches]
+        ref = [token_logprobs(ref_model, b, cfg.temperature) for b in batches] if ref_model else None
+    logged = {"policy_loss": 0.0, "kl": 0.0, "clip_fraction": 0.0}
+    per_update = max(1, math.ceil(len(micro) / cfg.updates_per_step))
+    for start in range(0, max(len(micro), 1), per_update):
+        chunk = range(start, min(start + per_update, len(micro)))
+        local = sum(int(batches[j]["assistant_mask"].sum()) for j in chunk)
+        n_tokens = max(1, int(accelerator.reduce(torch.tensor(local, device=accelerator.device), "sum")))
+        for j in chunk:
+            logp = token_logprobs(model, batches[j], cfg.temperature)
+            adv = torch.tensor([advantages[i] for i in micro[j]], device=logp.device)
+            mask = batches[j]["assistant_mask"].to(logp.device)
+            parts = clipped_policy_loss(logp, old[j], adv, mask, n_tokens, cfg.clip_ratio,
+                                        ref[j] if ref else None, cfg.kl_coef)
+            accelerator.backward(parts.loss * accelerator.num_processes)  # DDP/FSDP average over processes
+            logged["policy_loss"] += parts.policy
+            logged["kl"] += parts.kl
+            logged["clip_fraction"] += parts.clipped_tokens / n_tokens
+        accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return logged
+
+
+def step_record(step: int, rollouts: list, judged: list[RewardRollout], terms: list[dict[str, float]],
+                logged: dict[str, float]) -> dict[str, float]:
+    """What one step logs: losses, reply statistics and the mean of each reward term by its name."""
+    record = {"step": step, "rollouts": len(rollouts), **logged, **reply_stats(judged)}
+    for key in sorted({k for t in terms for k in t}):
+        record[key] = sum(t[key] for t in terms) / len(terms)
+    return record
+
+
+def guard_message(record: dict[str, float], cfg: GuardConfig) -> str | None:
+    """The reward-hacking guard's warning for this step, or None when it did not trip."""
+    verdict = check_reward_hacking(record.get("reward_repetition", 0.0), record["mean_reply_chars"], cfg)
+    if not verdict.tripped:
+        return None
+    return f"reward-hacking guard at step {int(record['step'])}: " + "; ".join(verdict.reasons)
+
+
+def train_grpo(cfg: GRPOConfig, reward_fn: RewardFn | None = None) -> dict:
+    """Train; returns a summary with each step's logged values (`history`). `reward_fn` replaces
+    the judged four-term reward (tests, synthetic tasks)."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    accelerator = checkpoints.make_accelerator(cfg.mixed_precision, cfg.seed)
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    # --- data: dialogues (episodes are built per step), the tokenizer, the reward -------------------
+    split = read_split(cfg.corpus, cfg.split, cfg.max_dialogues)
+    items = [(d, split.video_path(d.video_id)) for d in split.dialogues]
+    if not items:
+        raise ValueError(f"{cfg.corpus}: split {cfg.split!r} has no dialogues")
+    cfg = checkpoints.resolve_tiny_preset(cfg, corpus_texts(items, cfg.template.system_prompt), accelerator, out)
+    tokenizer = load_tokenizer(cfg.model)
+    image_processor = load_image_processor(cfg.model, cfg.max_pixels)
+    renderer = TurnRenderer(tokenizer, cfg.template.system_prompt, cfg.template.image_pad_token)
+    bits = ProcessorBits(renderer, image_processor, cfg.max_pixels)
+    forbidden = {i for i in tokenizer.convert_tokens_to_ids(SPECIAL_TOKENS) if i is not None} - {renderer.eos_id}
+    reward_fn = reward_fn or judged_reward(make_judge(cfg.judge, cfg.judge_endpoint), cfg.reward)
+
+    # --- model (and the frozen reference when the KL term is on) -----------------------------------
+    model = load_trainable_model(cfg.model, cfg.freeze_vision_tower, True, cfg.gradient_checkpointing, cfg.lora)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
+                                  lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    ref_model = None
+    if cfg.kl_coef:
+        ref_model = load_model(cfg.model, dtype=torch.float32).eval().requires_grad_(False)
+        ref_model = accelerator.prepare_model(ref_model, evaluation_mode=True)
+
+    # --- the seeded episode order; resume continues the step count and the order --------------------
+    world, rank = accelerator.num_processes, accelerator.process_index
+    steps_per_epoch = len(batch_order(len(items), cfg.episodes_per_step, cfg.seed, 0)) // world
+    if steps_per_epoch == 0:
+        raise ValueError(f"{len(items)} dialogues cannot feed {world} processes")
+    total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
+    order_key = {"items": len(items), "episodes_per_step": cfg.episodes_per_step, "seed": cfg.seed,
+                 "processes": world}
+    state = {"step": 0, "epoch": 0, "batch": 0, "skipped": {}, "order": order_key, "history": []}
+    state = checkpoints.resume_state(accelerator, out, state, cfg.resume)
+
+    def count_skip(reason: str) -> None:
+        state["skipped"][reason] = state["skipped"].get(reason, 0) + 1
+
+    # --- loop: rollouts, rewards and advantages, one update epoch, log, guard, checkpoint -----------
+    writer = SummaryWriter(str(out / "tensorboard")) if accelerator.is_main_process else None
+    order_log = (out / "data_order.jsonl").open("a") if accelerator.is_main_process else None
+    stopped = None
+    while state["step"] < total_steps and stopped is None:
+        mine = batch_order(len(items), cfg.episodes_per_step, cfg.seed, state["epoch"])[:steps_per_epoch * world]
+        mine = mine[rank::world]
+        if state["batch"] >= len(mine):
+            state.update(epoch=state["epoch"] + 1, batch=0)
+            continue
+        indices = mine[state["batch"]]
+        rollouts, references = collect_rollouts(cfg, accelerator, model, bits, items, indices, state["step"],
+                                                forbidden, count_skip)
+        judged = [reward_rollout(r) for r in rollouts]
+        terms = reward_fn(judged, references) if rollouts else []  # one judge batch for the step
+        advantages = group_advantages([t["reward_total"] for t in terms], cfg.rollouts_per_episode,
+                                      cfg.advantage_eps) if terms else []
+        logged = update_epoch(cfg, accelerator, model, ref_model, optimizer, rollouts, advantages,
+                              tokenizer.pad_token_id)
+        record = step_record(state["step"] + 1, rollouts, judged, terms, logged)
+        state["history"].append(record)
+        state.update(step=state["step"] + 1, batch=state["batch"] + 1)
+        if order_log:
+            order_log.write(json.dumps({"step": state["step"], "epoch": state["epoch"], "items": indices}) + "\n")
+        if writer:
+            for key, value in record.items():
+                writer.add_scalar(f"train/{key}", value, state["step"])
+        accelerator.print(" ".join(f"{k}={v:.4g}" for k, v in record.items()))
+        if message := guard_message(record, cfg.guard):
+            log.warning(message)
+            accelerator.print(f"WARNING {message}")
+            if cfg.guard.action == "stop":
+                stopped = f"{message}; training stopped, checkpoint {checkpoints.save_checkpoint(accelerator, out, state)}"
+                break
+        if state["step"] % cfg.save_every_steps == 0 or state["step"] >= total_steps:
+            checkpoints.save_checkpoint(accelerator, out, state)
+
+    # --- final model ------------------------------------------------------------------------
+    accelerator.wait_for_everyone()
+    summary = {"steps": state["step"], "skipped": state["skipped"], "stopped": stopped,
+               "history": state["history"]}
+    checkpoints.save_final(accelerator, model, tokenizer, image_processor, out, summary)
+    if accelerator.is_main_process:
+        writer.close()
+        order_log.close()
+    if stopped:
+        accelerator.print(stopped)
+    return summary
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--config", help="YAML or JSON file of GRPOConfig fields")
+    parser.add_argument("--model", help="checkpoint to start from (default: runs/sft/final)")
+    parser.add_argument("--preset", choices=["tiny"], help="tiny: a random tiny Qwen2.5-VL, no download")
+    parser.add_argument("overrides", nargs="*", help="dotted key=value, e.g. judge=openai reward.w_prefix=0")
+
+
+def main(args) -> int:
+    cfg = load_config(args.config, args.overrides, model=args.model, preset=args.preset)
+    summary = train_grpo(cfg)
+    first, last = (summary["history"] or [{}])[0], (summary["history"] or [{}])[-1]
+    print(json.dumps({"steps": summary["steps"], "skipped": summary["skipped"], "stopped": summary["stopped"],
+                      "first_reward": first.get("reward_total"), "last_reward": last.get("reward_total")}))
+    return 1 if summary["stopped"] else 0

@@ -1,0 +1,205 @@
+"""GRPO rollouts: a group of `n` streamed episodes per prompt, and the log-probs the trainer needs.
+
+The HF backend streams each rollout with `training.streaming` (KV cache kept across turns, one
+reply per user turn, the cap closing a reply in its own turn). Every `Rollout` carries the whole
+conversation as one token sequence with its M-RoPE positions, images, the mask of sampled tokens
+and their log-probs at sampling time, so `token_logprobs` recomputes them with the same positions
+(FACTS.md: the public trainer used 1-D positions where the rollout engine used 3-D ones).
+
+The vLLM backend (`VLLMRollouts`, optional extra `vllm`, GPU) sends the n rollouts of a group as
+one batch per turn and relies on vLLM's prefix caching instead of a kept KV cache. It cannot run on
+the CPU test machines and is not exercised by the test suite.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from curation.skips import Skip
+from training.data.chat_template import TurnRenderer, image_inputs, tokens_per_image
+from training.data.episodes import Episode, decode_episode_frames
+from training.rl import reward
+from training.streaming import (
+    StreamConfig,
+    StreamResult,
+    TurnReply,
+    episode_stream_turns,
+    mrope_position_ids,
+    stream_turns,
+)
+
+
+class RolloutConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    n: int = Field(4, ge=1)  # FACTS.md: 4 rollouts per prompt
+    temperature: float = Field(1.2, ge=0)  # FACTS.md: temperature 1.2 (0 = greedy, validation)
+    top_k: int = Field(10, ge=0)  # FACTS.md: top-k 10
+    max_new_tokens_per_turn: int = Field(100, ge=1)  # FACTS.md: at most 100 new tokens per turn
+    context_turns: int = Field(0, ge=0)  # leading turns fed with their reference replies (RL context)
+    seed: int = 0
+
+    def stream_config(self) -> StreamConfig:
+        return StreamConfig(max_new_tokens_per_turn=self.max_new_tokens_per_turn, temperature=self.temperature,
+                            top_k=self.top_k)
+
+
+@dataclass(frozen=True)
+class ProcessorBits:
+    """What turns an episode into model inputs: the chat renderer and the image processor."""
+
+    renderer: TurnRenderer
+    image_processor: object
+    max_pixels: int
+
+
+@dataclass
+class Rollout(StreamResult):
+    """One streamed episode. Sequence fields are aligned, length L:
+    `input_ids[i]` was sampled iff `assistant_mask[i]`; then `logprobs[i]` is its log-prob at
+    temperature 1 given `input_ids[:i]` (0 elsewhere); `position_ids` (3, L) are the M-RoPE positions
+    used at sampling time; images are `pixel_values`/`image_grid_thw` in turn order."""
+
+    episode_id: str = ""
+    sample_index: int = 0
+    seed: int = 0
+
+    def replies(self) -> list[tuple[float, str]]:
+        """(turn time, text) of every generated turn, `NO REPLY` included (the reward's input)."""
+        return [(t.time_s, t.text) for t in self.turns if not t.forced]
+
+    def reward_rollout(self):
+        """The reward's view (`training.rl.reward.Rollout`): generated turns with their times, and the
+        context turns' reference replies (`NO REPLY` left out) as earlier replies."""
+        context = tuple(t.text for t in self.turns if t.forced and t.text.strip() != reward.NO_REPLY)
+        return reward.Rollout(tuple(reward.Turn(t, text) for t, text in self.replies()), context)
+
+
+def rollout_group(model, bits: ProcessorBits, episode: Episode, cfg: RolloutConfig,
+                  frames: list[np.ndarray] | None = None) -> list[Rollout] | Skip:
+    """`cfg.n` rollouts of one episode (frames decoded once, unless given), each with its own seed."""
+    if frames is None:
+        from curation.video.frames import decode_frames  # the one frame decoder
+
+        frames = decode_episode_frames(episode, bits.max_pixels, decode_frames)
+        if isinstance(frames, Skip):
+            return frames
+    turns = episode_stream_turns(episode, frames, cfg.context_turns)
+    was_training = model.training
+    model.eval()
+    try:
+        out = []
+        for k in range(cfg.n):
+            seed = cfg.seed * 1_000_003 + k
+            generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+            result = stream_turns(model, bits.renderer, bits.image_processor, turns, cfg.stream_config(), generator)
+            out.append(Rollout(**vars(result), episode_id=episode.dialogue_id, sample_index=k, seed=seed))
+        return out
+    finally:
+        model.train(was_training)
+
+
+def collate_rollouts(rollouts: list[StreamResult], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded batch: input_ids/attention_mask/assistant_mask/old_logprobs (B, L),
+    position_ids (3, B, L), images concatenated in batch order (Qwen's layout)."""
+    width = max(len(r.input_ids) for r in rollouts)
+
+    def pad(x: torch.Tensor, value) -> torch.Tensor:
+        return torch.nn.functional.pad(x, (0, width - x.shape[-1]), value=value)
+
+    return {
+        "input_ids": torch.stack([pad(r.input_ids, pad_id) for r in rollouts]),
+        "attention_mask": torch.stack([pad(torch.ones_like(r.input_ids), 0) for r in rollouts]),
+        "assistant_mask": torch.stack([pad(r.assistant_mask, False) for r in rollouts]),
+        "old_logprobs": torch.stack([pad(r.logprobs, 0.0) for r in rollouts]),
+        "position_ids": torch.stack([pad(r.position_ids, 0) for r in rollouts], dim=1),
+        "pixel_values": torch.cat([r.pixel_values for r in rollouts]),
+        "image_grid_thw": torch.cat([r.image_grid_thw for r in rollouts]),
+    }
+
+
+def token_logprobs(model, batch: dict[str, torch.Tensor], temperature: float = 1.0) -> torch.Tensor:
+    """(B, L) log p(input_ids[:, i] | input_ids[:, :i]) with the batch's M-RoPE positions; column 0
+    is 0. Gradients flow when called outside `torch.no_grad()`. Compare to `old_logprobs` only where
+    `assistant_mask` is True."""
+    device = next(model.parameters()).device
+    ids = batch["input_ids"].to(device)
+    out = model(input_ids=ids, attention_mask=batch["attention_mask"].to(device),
+                position_ids=batch["position_ids"].to(device),
+                pixel_values=batch["pixel_values"].to(device) if batch["pixel_values"].numel() else None,
+                image_grid_thw=batch["image_grid_thw"].to(device) if len(batch["image_grid_thw"]) else None,
+                use_cache=False)
+    logp = torch.log_softmax(out.logits[:, :-1].float() / temperature, dim=-1)
+    picked = logp.gather(-1, ids[:, 1:, None]).squeeze(-1)
+    return torch.nn.functional.pad(picked, (1, 0), value=0.0)
+
+
+class VLLMRollouts:
+    """vLLM backend (optional extra, GPU; untested here): per turn, the n rollouts' full prompts go
+    out as one batch and vLLM's prefix cache spares re-encoding the shared history. The returned
+    Rollouts are rebuilt with the HF renderer, so the trainer sees the same tokens and positions."""
+
+    def __init__(self, model_path: str, bits: ProcessorBits, gpu_memory_utilization: float = 0.5):
+        try:
+            from vllm import LLM
+        except ImportError as error:
+            raise ImportError("the vLLM rollout backend needs the optional extra: pip install '.[vllm]'") from error
+        self.bits = bits
+        self.llm = LLM(model=model_path, enable_prefix_caching=True, gpu_memory_utilization=gpu_memory_utilization,
+                       limit_mm_per_prompt={"image": 256})
+
+    def rollout_group(self, episode: Episode, frames: list[np.ndarray], cfg: RolloutConfig) -> list[Rollout]:
+        from PIL import Image
+        from vllm import SamplingParams
+
+        r, eos = self.bits.renderer, self.bits.renderer.eos_id
+        params = [SamplingParams(temperature=cfg.temperature, top_k=cfg.top_k or -1, max_tokens=cfg.max_new_tokens_per_turn,
+                                 stop_token_ids=[eos], seed=cfg.seed * 1_000_003 + k, logprobs=0)
+                  for k in range(cfg.n)]
+        prompts = [r.render([{"role": "system", "content": [{"type": "text", "text": r.system_prompt}]}])] * cfg.n
+        images: list[Image.Image] = []
+        pieces: list[list[tuple[list[int], bool, list[float]]]] = [[] for _ in range(cfg.n)]
+        turns: list[list[TurnReply]] = [[] for _ in range(cfg.n)]
+        for turn in episode_stream_turns(episode, frames, cfg.context_turns):
+            images += [Image.fromarray(f) for f in turn.frames]
+            _, grid = image_inputs(turn.frames, self.bits.image_processor)
+            user_ids = r.user_turn_ids(tokens_per_image(grid, self.bits.image_processor.merge_size), turn.text)
+            user_text = r.user_turn_text(len(turn.frames), turn.text)
+            outs = None if turn.forced_reply is not None else self.llm.generate(
+                [{"prompt": p + user_text, "multi_modal_data": {"image": list(images)}} for p in prompts], params)
+            for k in range(cfg.n):
+                if outs is None:
+                    ids, _ = r.assistant_turn(turn.forced_reply)
+                    pieces[k] += [(user_ids + ids, False, [])]
+                    turns[k].append(TurnReply(turn.time_s, turn.forced_reply, [], False, 0.0, True))
+                    prompts[k] += user_text + r.assistant_turn_text(turn.forced_reply)
+                    continue
+                gen = outs[k].outputs[0]
+                ids, cut = list(gen.token_ids), not gen.token_ids or gen.token_ids[-1] != eos
+                lps = [next(iter(d.values())).logprob for d in (gen.logprobs or [])] or [0.0] * len(ids)
+                pieces[k] += [(user_ids, False, []), (ids, True, lps),
+                              (([eos] if cut else []) + r.assistant_suffix_ids(), False, [])]
+                text = r.tokenizer.decode([t for t in ids if t != eos], skip_special_tokens=True).strip()
+                turns[k].append(TurnReply(turn.time_s, text, ids, cut, 0.0))
+                # Re-rendered as text: vLLM re-tokenises it (usually to the same ids; not guaranteed).
+                prompts[k] += user_text + r.assistant_turn_text(text)
+        pixel_values, grid_thw = image_inputs(frames, self.bits.image_processor)
+        return [self._as_rollout(episode, k, pieces[k], turns[k], pixel_values, grid_thw) for k in range(cfg.n)]
+
+    def _as_rollout(self, episode, k, pieces, turns, pixel_values, grid_thw) -> Rollout:
+        r = self.bits.renderer
+        ids, mask, lps = list(r.system_ids()), [False] * len(r.system_ids()), [0.0] * len(r.system_ids())
+        for piece, sampled, piece_lps in pieces:
+            ids += piece
+            mask += [sampled] * len(piece)
+            lps += piece_lps if sampled else [0.0] * len(piece)
+        end = len(ids) - len(r.assistant_suffix_ids())  # the newline after the last reply: no turn's
+        ids, mask, lps = ids[:end], mask[:end], lps[:end]
+        grids = [tuple(int(x) for x in g) for g in grid_thw]
+        positions, _ = mrope_position_ids(ids, grids, r.image_pad_id, self.bits.image_processor.merge_size)
+        return Rollout(turns=turns, input_ids=torch.tensor(ids), assistant_mask=torch.tensor(mask),
+                       logprobs=torch.tensor(lps), position_ids=positions, pixel_values=pixel_values,
+                       image_grid_thw=grid_thw, episode_id=episode.dialogue_id, sample_index=k)
