@@ -1,9 +1,13 @@
 """Reading the manifest: one row per video from JSONL, CSV or Parquet; bad rows go to quarantine.
 
 A bad row never stops the read: unreadable JSON, a missing id or uri, an id that is not a safe file
-name, or a repeated id (the first one wins) each become one `Quarantine` row with stage "manifest".
-Columns the row type does not know land in `metadata` (as strings), so a CSV can carry any extra
-fields. Relative local paths in `uri` and `text_uri` resolve against the manifest's folder.
+name or too long for the ids derived from it, a repeated id (the first one wins), or any field of
+the wrong type, with invalid Unicode (a lone surrogate), control characters or over its length
+limit each become one `Quarantine` row with stage "manifest", whose detail names the field and the
+problem without quoting the value. Columns the row type does not know land in `metadata` (as
+strings), so a CSV can carry any extra fields. Relative local paths in `uri` and `text_uri` resolve
+against the manifest's folder. A CSV manifest holds one row per line: a quoted cell cannot span
+lines, so an unclosed quote costs its own line, never the rows after it.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from schemas.records import Quarantine, check_safe_id
+from schemas.records import MAX_VIDEO_ID_CHARS, Quarantine, check_safe_id, printable
 
 STAGE = "manifest"
 TextFormat = Literal["whisperx", "narration", "csv"]
@@ -44,6 +48,28 @@ class ManifestRead(BaseModel):
 
 
 _KNOWN = set(ManifestRow.model_fields)
+# Length limits per field, in characters: far above any real value, low enough that a hostile row
+# cannot blow up a result file or a shard.
+MAX_CHARS = {"uri": 4096, "text_uri": 4096, "source": 128, "licence": 1024, "sha256": 64,
+             "text_format": 16, "text_origin": 16}
+MAX_METADATA_ENTRIES = 256
+MAX_METADATA_KEY_CHARS = 256
+MAX_METADATA_VALUE_CHARS = 65536
+_SCALARS = (str, int, float)
+
+
+class RowProblem(ValueError):
+    """A field of a row that cannot be used; the message describes it and never quotes it."""
+
+
+def _check_text(field: str, value: str, limit: int, keep: str = "") -> None:
+    if len(value) > limit:
+        raise RowProblem(f"{field}: {len(value)} characters, over the limit of {limit}")
+    for char in value:
+        if "\ud800" <= char <= "\udfff":
+            raise RowProblem(f"{field}: not valid Unicode (a lone surrogate)")
+        if not char.isprintable() and char not in keep and char != " ":
+            raise RowProblem(f"{field}: contains the control character U+{ord(char):04X}")
 
 
 def is_local(uri: str) -> bool:
@@ -58,26 +84,47 @@ def _resolve(uri: str | None, base: Path) -> str | None:
 
 
 def _as_text(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value, sort_keys=True, default=str)
+    except (ValueError, TypeError, RecursionError):  # keys of mixed types, nesting too deep
+        raise RowProblem(f"a {type(value).__name__} value that cannot be written as text") from None
 
 
 def _normalise(raw: dict[str, Any], base: Path) -> dict[str, Any]:
-    """Blank strings become absent; unknown keys go into metadata; local paths become absolute."""
-    row = {k: v for k, v in raw.items() if v is not None and not (isinstance(v, str) and not v.strip())}
+    """Blank strings become absent; unknown keys go into metadata; local paths become absolute.
+    Raises RowProblem (or another ValueError/TypeError) for a field that cannot be used."""
+    row = {str(k): v for k, v in raw.items() if v is not None and not (isinstance(v, str) and not v.strip())}
     metadata = row.pop("metadata", None) or {}
     if isinstance(metadata, list):  # Parquet map columns come back as (key, value) pairs
+        if not all(isinstance(p, list | tuple) and len(p) == 2 for p in metadata):
+            raise RowProblem("metadata: must be an object (or a list of key/value pairs)")
         metadata = dict(metadata)
     if isinstance(metadata, str):  # a CSV cell holding a JSON object
-        metadata = json.loads(metadata)
+        try:
+            metadata = json.loads(metadata)
+        except (ValueError, RecursionError):
+            raise RowProblem("metadata: a text cell that is not a JSON object") from None
     if not isinstance(metadata, dict):
-        raise ValueError(f"metadata must be an object, got {type(metadata).__name__}")
+        raise RowProblem(f"metadata: must be an object, got {type(metadata).__name__}")
     metadata = {str(k): _as_text(v) for k, v in metadata.items() if v is not None}
     for key in [k for k in row if k not in _KNOWN]:
-        metadata[str(key)] = _as_text(row.pop(key))
+        metadata[key] = _as_text(row.pop(key))
+    if len(metadata) > MAX_METADATA_ENTRIES:
+        raise RowProblem(f"metadata: {len(metadata)} entries, over the limit of {MAX_METADATA_ENTRIES}")
+    for number, (key, value) in enumerate(metadata.items(), 1):
+        _check_text(f"metadata key #{number}", key, MAX_METADATA_KEY_CHARS)
+        _check_text(f"metadata value #{number}", value, MAX_METADATA_VALUE_CHARS, keep="\n\r\t")
     row["metadata"] = metadata
-    for key in ("video_id", "uri", "text_uri", "source", "licence"):
-        if key in row and not isinstance(row[key], str):
-            row[key] = _as_text(row[key])
+    for key, limit in MAX_CHARS.items():
+        if key not in row:
+            continue
+        value = row[key]
+        if isinstance(value, bool) or not isinstance(value, _SCALARS):
+            raise RowProblem(f"{key}: must be text, got {type(value).__name__}")
+        row[key] = value = value if isinstance(value, str) else _as_text(value)
+        _check_text(key, value, limit)
     if isinstance(row.get("sha256"), str):
         row["sha256"] = row["sha256"].strip().lower()
     row["uri"] = _resolve(row.get("uri"), base)
@@ -99,6 +146,9 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[str, dict[str, Any] | None, str]]:
             except json.JSONDecodeError as error:
                 yield where, None, f"not JSON ({error.msg} at column {error.colno})"
                 continue
+            except RecursionError:
+                yield where, None, "not JSON (nested too deeply)"
+                continue
             if not isinstance(row, dict):
                 yield where, None, f"not a JSON object ({type(row).__name__})"
                 continue
@@ -106,13 +156,38 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[str, dict[str, Any] | None, str]]:
 
 
 def _iter_csv(path: Path) -> Iterator[tuple[str, dict[str, Any] | None, str]]:
+    """One row per physical line (see the module docstring), each parsed on its own, strictly."""
     with path.open(encoding="utf-8", errors="replace", newline="") as handle:
-        for number, row in enumerate(csv.DictReader(handle), 2):
-            extra = row.pop(None, None)  # values beyond the header: a broken line
-            if extra:
-                yield f"line {number}", None, f"{len(extra)} more values than header columns"
+        header: list[str] | None = None
+        for number, line in enumerate(handle, 1):
+            line = line.rstrip("\r\n")
+            if header is None:
+                header = _csv_cells(line) or []
+                if not header:
+                    return
                 continue
-            yield f"line {number}", dict(row), ""
+            if not line.strip():
+                continue
+            where = f"line {number}"
+            if "\x00" in line:
+                yield where, None, "contains a NUL byte"
+                continue
+            try:
+                cells = _csv_cells(line)
+            except csv.Error:
+                yield where, None, "broken CSV quoting (an unclosed or stray quote)"
+                continue
+            if cells is None:
+                continue
+            if len(cells) > len(header):  # values beyond the header: a broken line
+                yield where, None, f"{len(cells) - len(header)} more values than header columns"
+                continue
+            yield where, dict(zip(header, cells + [None] * (len(header) - len(cells)), strict=True)), ""
+
+
+def _csv_cells(line: str) -> list[str] | None:
+    rows = list(csv.reader([line], strict=True))
+    return rows[0] if rows else None
 
 
 def _iter_parquet(path: Path) -> Iterator[tuple[str, dict[str, Any] | None, str]]:
@@ -127,6 +202,49 @@ _READERS = {".jsonl": _iter_jsonl, ".ndjson": _iter_jsonl, ".csv": _iter_csv, ".
 
 def _skip(item_id: str, reason: str, detail: str) -> Quarantine:
     return Quarantine(item_id=item_id, video_id=item_id, stage=STAGE, reason=reason, detail=detail)
+
+
+def _row_id(raw: dict[str, Any]) -> str | None:
+    value = raw.get("video_id")
+    if value is None or isinstance(value, bool) or not isinstance(value, _SCALARS):
+        return None
+    return str(value).strip()
+
+
+def _check_row(path: Path, where: str, raw: dict[str, Any], base: Path,
+               seen: dict[str, str]) -> ManifestRow | Quarantine:
+    """The usable row, or the quarantine row saying why not. Raises nothing a value can cause."""
+    if "video_id" in raw and raw["video_id"] is not None and _row_id(raw) is None:
+        return _skip(f"{path.name}:{where}", "invalid_row",
+                     f"{where}: video_id must be text, got {type(raw['video_id']).__name__}")
+    video_id = _row_id(raw)
+    if not video_id:
+        return _skip(f"{path.name}:{where}", "missing_id", f"{where}: no video_id")
+    try:
+        check_safe_id(video_id)
+    except ValueError:
+        # Described, not quoted: the id may hold anything (a lone surrogate, a megabyte of text).
+        return _skip(printable(video_id, 120), "unsafe_id",
+                     f"{where}: unsafe id ({len(video_id)} characters): use letters, digits, '.', '_' or '-' "
+                     "(no path separators, no '..', starting with a letter or digit)")
+    if len(video_id) > MAX_VIDEO_ID_CHARS:
+        return _skip(video_id, "id_too_long",
+                     f"{where}: id of {len(video_id)} characters; at most {MAX_VIDEO_ID_CHARS}, so the "
+                     "segment, dialogue and question ids made from it stay valid")
+    if video_id in seen:
+        return _skip(video_id, "duplicate_id", f"{where}: id already used at {seen[video_id]}; the first row wins")
+    uri = raw.get("uri")
+    if uri is None or (isinstance(uri, str) and not uri.strip()):
+        return _skip(video_id, "missing_uri", f"{where}: no uri")
+    try:
+        return ManifestRow.model_validate(_normalise({**raw, "video_id": video_id}, base))
+    except ValidationError as error:
+        detail = "; ".join(f"{'.'.join(map(str, p['loc']))}: {p['msg']}" for p in error.errors())
+    except RowProblem as error:
+        detail = str(error)
+    except (ValueError, TypeError, OSError, RecursionError) as error:  # e.g. a path the OS refuses
+        detail = f"a field could not be read ({type(error).__name__})"
+    return _skip(video_id, "invalid_row", f"{where}: {detail}")
 
 
 def read_manifest(path: str | Path) -> ManifestRead:
@@ -147,29 +265,10 @@ def read_manifest(path: str | Path) -> ManifestRead:
         if raw is None:
             skips.append(_skip(f"{path.name}:{where}", "unreadable_row", f"{where}: {why}"))
             continue
-        video_id = raw.get("video_id")
-        video_id = None if video_id is None else str(video_id).strip()
-        if not video_id:
-            skips.append(_skip(f"{path.name}:{where}", "missing_id", f"{where}: no video_id"))
+        checked = _check_row(path, where, raw, base, seen)
+        if isinstance(checked, Quarantine):
+            skips.append(checked)
             continue
-        try:
-            check_safe_id(video_id)
-        except ValueError as error:
-            skips.append(_skip(video_id, "unsafe_id", f"{where}: {error}"))
-            continue
-        if video_id in seen:
-            skips.append(_skip(video_id, "duplicate_id", f"{where}: id already used at {seen[video_id]}; the first row wins"))
-            continue
-        if not str(raw.get("uri") or "").strip():
-            skips.append(_skip(video_id, "missing_uri", f"{where}: no uri"))
-            continue
-        try:
-            row = ManifestRow.model_validate(_normalise({**raw, "video_id": video_id}, base))
-        except (ValidationError, ValueError) as error:
-            problems = error.errors() if isinstance(error, ValidationError) else None
-            detail = "; ".join(f"{'.'.join(map(str, p['loc']))}: {p['msg']}" for p in problems) if problems else str(error)
-            skips.append(_skip(video_id, "invalid_row", f"{where}: {detail}"))
-            continue
-        seen[video_id] = where
-        rows.append(row)
+        seen[checked.video_id] = where
+        rows.append(checked)
     return ManifestRead(rows=rows, skips=skips)

@@ -11,13 +11,17 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 SCHEMA_VERSION = "1.0"
 NO_REPLY = "NO REPLY"
 
-_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,159}$")
+MAX_ID_CHARS = 160
+# Room a video id leaves for the ids derived from it: `-s000123` (segments), `-d12-q12` (questions).
+DERIVED_ID_RESERVE = 16
+MAX_VIDEO_ID_CHARS = MAX_ID_CHARS - DERIVED_ID_RESERVE
+_SAFE_ID = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_ID_CHARS - 1}}}$")
 
 
 def check_safe_id(value: str) -> str:
@@ -30,7 +34,27 @@ def check_safe_id(value: str) -> str:
     return value
 
 
+def check_video_id(value: str) -> str:
+    """A safe id short enough that every id derived from it (segments, dialogues, questions) is one too."""
+    check_safe_id(value)
+    if len(value) > MAX_VIDEO_ID_CHARS:
+        raise ValueError(f"video id of {len(value)} characters: at most {MAX_VIDEO_ID_CHARS}, so the ids "
+                         f"derived from it stay within {MAX_ID_CHARS}")
+    return value
+
+
+def printable(text: str, limit: int, keep: str = "") -> str:
+    """`text` made safe to store and show: lone surrogates and control characters (but those in
+    `keep`) escaped, cut to `limit` characters. For quarantine rows, whose ids and details may come
+    from hostile input."""
+    if len(text) <= limit and all(c.isprintable() or c in keep for c in text):
+        return text
+    out = "".join(c if c.isprintable() or c in keep else ascii(c)[1:-1] for c in text[: limit + 1])
+    return out if len(out) <= limit else out[: max(0, limit - 1)] + "\u2026"
+
+
 SafeId = Annotated[str, AfterValidator(check_safe_id)]
+VideoId = Annotated[str, AfterValidator(check_video_id)]
 NonEmptyText = Annotated[str, Field(min_length=1), AfterValidator(lambda s: _non_blank(s))]
 Seconds = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
 
@@ -74,7 +98,7 @@ class Video(Record):
     table: ClassVar[str] = "videos"
     id_field: ClassVar[str] = "video_id"
 
-    video_id: SafeId
+    video_id: VideoId
     source: str = Field(min_length=1, description="source family, e.g. web, ego, sample")
     uri: str = Field(min_length=1, description="where the video was acquired from")
     path: str | None = Field(None, description="local copy, relative to the corpus root")
@@ -97,7 +121,7 @@ class Segment(Record):
     id_field: ClassVar[str] = "segment_id"
 
     segment_id: SafeId
-    video_id: SafeId
+    video_id: VideoId
     start_s: Seconds
     end_s: Seconds
     text: NonEmptyText
@@ -112,7 +136,7 @@ class Scene(Record):
     table: ClassVar[str] = "scenes"
     id_field: ClassVar[str] = "scene_key"
 
-    video_id: SafeId
+    video_id: VideoId
     scene_id: int = Field(ge=0)
     start_s: Seconds
     end_s: Seconds
@@ -163,7 +187,7 @@ class Dialogue(Record):
     id_field: ClassVar[str] = "dialogue_id"
 
     dialogue_id: SafeId
-    video_id: SafeId
+    video_id: VideoId
     kind: Literal["single_question", "multi_question"]
     duration_s: float = Field(gt=0.0, allow_inf_nan=False, description="the video's duration")
     user_turns: list[UserTurn] = Field(min_length=1)
@@ -205,6 +229,10 @@ class Dialogue(Record):
         return problems
 
 
+QUARANTINE_ID_CHARS = 240
+QUARANTINE_DETAIL_CHARS = 4000
+
+
 class Quarantine(Record):
     """One skipped or failed item, with the stage and a stable, countable reason."""
 
@@ -218,6 +246,18 @@ class Quarantine(Record):
     detail: str = ""
     kind: Literal["skip", "error"] = "skip"  # a crash is counted apart from a skip
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+    @field_validator("item_id", "video_id", "stage", "detail", mode="before")
+    @classmethod
+    def _storable(cls, value: Any, info) -> Any:
+        # The id and detail of a quarantined item often come from the input that was refused (an id
+        # with a lone surrogate, a control character): escaped here, so a quarantine row can always
+        # be written, and bounded, so a megabyte-long id does not become a megabyte-long row.
+        if not isinstance(value, str):
+            return value
+        if info.field_name == "detail":
+            return printable(value, QUARANTINE_DETAIL_CHARS, keep="\n\t")
+        return printable(value, QUARANTINE_ID_CHARS)
 
 
 TABLES: dict[str, type[Record]] = {

@@ -7,12 +7,14 @@ decode through `decode_frames`, so a frame the model trains on is the frame the 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import av
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
+
+from curation.watchdog import checkpoint
 
 PATCH_FACTOR = 28  # Qwen2.5-VL: 14 px patches merged 2x2
 MIN_PIXELS = 56 * 56  # Qwen2.5-VL image processor's floor
@@ -62,12 +64,40 @@ def smart_resize(height: int, width: int, max_pixels: int, factor: int = PATCH_F
     return h, w
 
 
+def iter_frames(container: av.container.InputContainer, stream: av.video.stream.VideoStream
+                ) -> Iterator[av.VideoFrame]:
+    """The stream's frames, with a watchdog checkpoint per packet: a run of packets that yields no
+    frame still counts against the stage's budget (and a stop request ends it)."""
+    for packet in container.demux(stream):
+        checkpoint()
+        yield from packet.decode()
+
+
+def video_duration_s(container: av.container.InputContainer, stream: av.video.stream.VideoStream
+                     ) -> float | None:
+    """The video stream's own length when the container records it, else the container's.
+
+    The container's duration is its longest stream's: an audio track that runs on past the
+    picture would otherwise read as missing (truncated) video.
+    """
+    own = float(stream.duration * stream.time_base) if stream.duration is not None and stream.time_base else None
+    if own is not None and own > 0:
+        return own
+    return container.duration / av.time_base if container.duration is not None else own
+
+
 def decode_frames(path: str | Path, times_s: Sequence[float], max_pixels: int) -> list[np.ndarray]:
     """One RGB uint8 array (H, W, 3) per timestamp, in the order given, resized by `smart_resize`.
 
     Each timestamp gets the first frame shown at or after it (the last frame for times past the
-    end, within a second). Decoding runs forward through the file and seeks only across long gaps, so sparse
-    timelines over long videos stay cheap. Raises FrameDecodeError for an unreadable file.
+    end, within a second of where it stops being shown). Decoding runs forward through the file and
+    seeks only across long gaps, so sparse timelines over long videos stay cheap. Raises
+    FrameDecodeError for an unreadable file.
+
+    Every seek makes progress: it is made at most once per wanted time, and once a seek lands no
+    later than where decoding already was (a keyframe interval longer than the gap: long-GOP web
+    encodes, one-keyframe VFR files), the rest of the file is decoded forward instead. So the work
+    is at most one forward pass plus one keyframe interval per wanted time, whatever the file.
     """
     if not times_s:
         return []
@@ -81,33 +111,43 @@ def decode_frames(path: str | Path, times_s: Sequence[float], max_pixels: int) -
             stream.thread_type = "AUTO"
             half_frame_s = 0.5 / float(stream.average_rate or 25)
             size, last, i = None, None, 0
-            frames = container.decode(stream)
+            frames = iter_frames(container, stream)
+            seeked_for = -1  # index into `wanted` of the last seek's target
+            seek_from_s: float | None = None  # where decoding was when that seek was made
+            seeks_help = True
             while i < len(wanted):
                 frame = next(frames, None)
                 if frame is None:
                     break
                 if frame.time is None:
                     continue
+                if seek_from_s is not None:
+                    seeks_help = frame.time > seek_from_s
+                    seek_from_s = None
                 size = size or smart_resize(frame.height, frame.width, max_pixels)
                 last = frame
                 while i < len(wanted) and frame.time + half_frame_s >= wanted[i]:
                     picked[wanted[i]] = _rgb(frame, size)
                     i += 1
-                if i < len(wanted) and wanted[i] - frame.time > SEEK_AHEAD_S:
+                if (i < len(wanted) and wanted[i] - frame.time > SEEK_AHEAD_S and seeks_help
+                        and seeked_for != i):
                     # Long gap: jump to the keyframe before the next wanted time.
+                    seeked_for, seek_from_s = i, frame.time
                     container.seek(int(wanted[i] / stream.time_base), stream=stream, backward=True)
-                    frames = container.decode(stream)
+                    frames = iter_frames(container, stream)
             if last is None:
                 raise FrameDecodeError(f"{path}: no decodable video frame")
+            # The last frame is shown for its own duration (a held final frame can last seconds).
+            shown_until_s = last.time + max(0.0, float((last.duration or 0) * (last.time_base or 0)))
             for t in wanted[i:]:
                 # A timestamp just past the last frame gets it; one far past means a cut-short file.
-                if t > last.time + END_SLACK_S:
+                if t > shown_until_s + END_SLACK_S:
                     raise FrameDecodeError(f"{path}: frames end at {last.time:.2f} s, {t:.2f} s wanted "
                                            "(truncated or damaged file?)")
                 picked[t] = _rgb(last, size)
     except FrameDecodeError:
         raise
-    except (av.error.FFmpegError, OSError, ValueError, IndexError) as error:
+    except (av.error.FFmpegError, OSError, ValueError, IndexError, MemoryError) as error:
         raise FrameDecodeError(f"{path}: {type(error).__name__}: {error}") from None
     return [picked[float(t)] for t in times_s]
 

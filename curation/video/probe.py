@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import json
 import sys
-from fractions import Fraction
 from pathlib import Path
 
 import av
 from pydantic import BaseModel, ConfigDict, Field
 
 from curation.skips import Skip
+from curation.video.frames import iter_frames, video_duration_s
 
 STAGE = "probe"
 ADMIT_STAGE = "admit"
 TAIL_CHECK_S = 1.0  # how far before the end the tail frame is looked for
+TRUNCATION_SLACK_S = 0.5  # frames may stop this much short of the tail check without counting as cut
 
 
 class VideoProbe(BaseModel):
@@ -59,19 +60,31 @@ class AdmissionConfig(AdmissionRules):
         return base.model_copy(update={k: getattr(override, k) for k in override.model_fields_set})
 
 
-def _seconds(value: int | None, time_base: Fraction | None) -> float | None:
-    if value is None or time_base is None:
-        return None
-    return float(value * time_base)
-
-
-def _decodes_a_frame(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
-                     at_s: float | None) -> bool:
-    if at_s is not None:
-        container.seek(int(at_s / stream.time_base), stream=stream, backward=True, any_frame=False)
-    for _ in container.decode(stream):
+def _decodes_a_frame(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> bool:
+    for _ in iter_frames(container, stream):
         return True
     return False
+
+
+def _frames_end_s(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
+                  from_s: float) -> float | None:
+    """Where the frames stop being shown (seconds from the stream's start), decoding forward from
+    the keyframe before `from_s` until a frame reaches it or the stream ends; None if none decodes.
+
+    Not "does a frame decode after a seek": a backward seek into a file that holds far less than its
+    header claims lands on its last keyframe and decodes fine, so the frame's time is what counts.
+    """
+    start_s = float((stream.start_time or 0) * stream.time_base)
+    container.seek(int((from_s + start_s) / stream.time_base), stream=stream, backward=True, any_frame=False)
+    end_s = None
+    for frame in iter_frames(container, stream):
+        if frame.time is None:
+            continue
+        shown_s = float((frame.duration or 0) * (frame.time_base or 0))
+        end_s = max(end_s or 0.0, frame.time - start_s + max(shown_s, 0.0))
+        if end_s >= from_s:
+            break
+    return end_s
 
 
 def probe_video(path: str | Path) -> VideoProbe | Skip:
@@ -98,8 +111,7 @@ def probe_video(path: str | Path) -> VideoProbe | Skip:
         # is the timebase-ish lowest common rate and can read 90000 for VFR phone videos.
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         frames = int(stream.frames) if stream.frames else None
-        duration_s = (container.duration / av.time_base if container.duration is not None
-                      else _seconds(stream.duration, stream.time_base))
+        duration_s = video_duration_s(container, stream)
         fps = float(rate) if rate else None
         if duration_s is None and frames and fps:
             duration_s = frames / fps
@@ -110,17 +122,18 @@ def probe_video(path: str | Path) -> VideoProbe | Skip:
         if not fps or width <= 0 or height <= 0:
             return Skip(STAGE, "undecodable", f"{path.name}: fps={fps} size={width}x{height}")
         try:
-            if not _decodes_a_frame(container, stream, None):
+            if not _decodes_a_frame(container, stream):
                 return Skip(STAGE, "undecodable", f"{path.name}: no frame decodes")
         except (av.error.FFmpegError, ValueError) as error:
             return Skip(STAGE, "undecodable", f"{path.name}: first frame: {type(error).__name__}: {error}")
         if duration_s > 2 * TAIL_CHECK_S and stream.time_base is not None:
             try:
-                tail_ok = _decodes_a_frame(container, stream, duration_s - TAIL_CHECK_S)
+                end_s = _frames_end_s(container, stream, duration_s - TAIL_CHECK_S)
             except (av.error.FFmpegError, ValueError) as error:
                 return Skip(STAGE, "truncated", f"{path.name}: near the end: {type(error).__name__}: {error}")
-            if not tail_ok:
-                return Skip(STAGE, "truncated", f"{path.name}: no frame decodes near {duration_s:g} s; "
+            if end_s is None or end_s < duration_s - TAIL_CHECK_S - TRUNCATION_SLACK_S:
+                where = "no frame decodes" if end_s is None else f"frames stop at {end_s:.2f} s"
+                return Skip(STAGE, "truncated", f"{path.name}: {where} of a stated {duration_s:g} s; "
                             "the file is probably cut short")
         return VideoProbe(duration_s=max(0.0, duration_s), fps=fps, width=width, height=height,
                           codec=ctx.name, has_audio=bool(container.streams.audio),

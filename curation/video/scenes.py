@@ -29,6 +29,7 @@ from scenedetect.common import Timecode
 from scenedetect.detectors import AdaptiveDetector, ContentDetector
 
 from curation.skips import Skip
+from curation.video.frames import iter_frames, video_duration_s
 from schemas.records import Scene
 
 STAGE = "scenes"
@@ -88,21 +89,31 @@ def _open(path: Path) -> av.container.InputContainer | Skip:
         return Skip(STAGE, "undecodable", f"{path.name}: {type(error).__name__}: {error}")
 
 
+class _Shown:
+    """Where the last decoded frame stops being shown (pts); written by `_frames`."""
+
+    last_end_pts: int | None = None
+
+
 def _frames(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
-            target_width: int) -> Iterator[tuple[int, np.ndarray]]:
+            target_width: int, shown: _Shown | None = None) -> Iterator[tuple[int, np.ndarray]]:
     """(pts, downscaled BGR frame) in presentation order; pts falls back to a frame count."""
+    shown = shown or _Shown()
     size: tuple[int, int] | None = None
     # One reformatter for the whole video: it keeps its swscale context, which a per-frame
     # `to_ndarray(width=...)` rebuilds at several times the cost of the scaling itself.
     reformatter = VideoReformatter()
-    for index, frame in enumerate(container.decode(stream)):
+    for index, frame in enumerate(iter_frames(container, stream)):
         if size is None:
             size = scaled_size(frame.width, frame.height, target_width)
         # BGR because the detectors convert with cv2.COLOR_BGR2HSV; FAST_BILINEAR is the cheapest
         # swscale filter and, like the CLI's cv2.INTER_LINEAR resize, is not anti-aliased.
         small = reformatter.reformat(frame, width=size[0], height=size[1], format="bgr24",
                                      interpolation="FAST_BILINEAR")
-        yield (frame.pts if frame.pts is not None else index), small.to_ndarray()
+        pts = frame.pts if frame.pts is not None else index
+        # How long this frame is shown, for the truncation check (a held last frame is not a cut).
+        shown.last_end_pts = pts + max(int(frame.duration or 0), 0)
+        yield pts, small.to_ndarray()
 
 
 class _Clock(NamedTuple):
@@ -218,17 +229,20 @@ def detect_cuts(path: str | Path, cfg: SceneConfig) -> tuple[list[tuple[float, f
         stream.thread_type = "AUTO"  # frame + slice threads: decode is the stage's floor
         rate = Fraction(stream.average_rate or stream.guessed_rate or 25)
         clock = _Clock(rate, Fraction(stream.time_base or 1 / rate), stream.start_time or 0)
-        stated_s = container.duration / av.time_base if container.duration is not None else None
+        stated_s = video_duration_s(container, stream)
+        shown = _Shown()
         try:
             if cfg.scan == "keyframes":
                 cuts, last_pts = _scan_keyframe_spans(path, clock, cfg)
             else:
-                cuts, last_pts = _feed(_frames(container, stream, cfg.downscale_width), make_detector(cfg), clock)
+                cuts, last_pts = _feed(_frames(container, stream, cfg.downscale_width, shown),
+                                       make_detector(cfg), clock)
         except (av.error.FFmpegError, ValueError, MemoryError) as error:
             return Skip(STAGE, "undecodable", f"{path.name}: {type(error).__name__}: {error}")
     if last_pts is None:
         return Skip(STAGE, "undecodable", f"{path.name}: no frame decodes")
-    decoded_s = float((last_pts - clock.start_pts) * clock.time_base + 1 / rate)
+    end_pts = max(last_pts + 1 / (rate * clock.time_base), shown.last_end_pts or 0)
+    decoded_s = float((end_pts - clock.start_pts) * clock.time_base)
     if stated_s is not None and decoded_s < stated_s - TRUNCATION_TOLERANCE_S:
         return Skip(STAGE, "truncated", f"{path.name}: frames stop at {decoded_s:.2f} s of a stated {stated_s:.2f} s")
     seconds = [(float((pts - clock.start_pts) * clock.time_base), score) for pts, score in sorted(set(cuts))]
