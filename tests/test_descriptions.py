@@ -53,7 +53,8 @@ def stub_client(stub: StubServer) -> LLMClient:
 
 def caption_reply(body: dict) -> Reply:
     text = next(p["text"] for p in body["messages"][1]["content"] if p["type"] == "text")
-    return Reply.json({"caption": f"Scene described from: {text.splitlines()[0]}"})
+    # No frame times in the caption: the whole-text filter refuses timestamps in generated text.
+    return Reply.json({"caption": f"Scene described from: {text.split(' of ', 1)[1].split(' (')[0]}"})
 
 
 def test_source_segments_are_renumbered_in_time_order_and_tied_to_scenes():

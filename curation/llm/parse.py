@@ -21,7 +21,7 @@ def extract_json_object(text: str) -> dict[str, Any]:
     for cand in candidates:
         try:
             obj = json.loads(cand)
-        except ValueError:
+        except (ValueError, RecursionError):
             continue
         if isinstance(obj, dict):
             return obj
@@ -35,6 +35,8 @@ def extract_json_object(text: str) -> dict[str, Any]:
         obj = json.loads(block)
     except ValueError as exc:
         raise ValueError(f"not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ValueError("not valid JSON: nested too deeply") from None
     if not isinstance(obj, dict):
         raise ValueError("the JSON is not an object")
     return obj
@@ -62,6 +64,8 @@ def parse_output(schema_name: str, text: str) -> dict[str, Any]:
     obj = extract_json_object(text)
     try:
         model = LLM_OUTPUTS[schema_name].model_validate(obj)
+    except RecursionError:
+        raise ValueError(f"does not match {schema_name}: nested too deeply") from None
     except ValidationError as exc:
         errs = "; ".join(f"{'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']}" for e in exc.errors()[:8])
         raise ValueError(f"does not match {schema_name}: {errs}") from None

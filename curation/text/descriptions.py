@@ -4,7 +4,9 @@ When the source ships timestamped text (ASR sentences, narrations) those segment
 they are (FACTS.md: the paper's "scenes" are the source's own segments). Otherwise each detected
 scene is captioned by a vision LLM from a few of its frames, through the one LLM client and the
 one frame decoder. A scene whose frames do not decode or whose caption fails loses its segment
-(counted in `Captions.failed`); a video with no caption at all is a Skip.
+(counted in `Captions.failed`), and so does a caption the whole-text filter refuses
+(`forbidden_text`: a timestamp, a segment id, a control character); a video with no caption at
+all is a Skip.
 
 Segment ids are `<video_id>-sNNNN` in time order; each segment carries the id of the scene it
 overlaps most.
@@ -25,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from curation.llm.client import LLMClient, LLMRequest, LLMResponse
 from curation.skips import Skip
 from curation.text.prompts import load_prompt
+from curation.text.text_filter import forbidden_text_problems
 from curation.video.frames import FrameDecodeError, decode_frames
 from schemas.records import Scene, Segment, Video
 
@@ -125,10 +128,13 @@ def caption_scenes(video: Video, path: str | Path, scenes: list[Scene], client: 
     segments = []
     for scene, reply in zip(todo, client.complete_many(requests), strict=True):
         caption = reply.data.get("caption", "") if isinstance(reply, LLMResponse) and reply.data else ""
+        caption = caption if isinstance(caption, str) else ""
         if not isinstance(reply, LLMResponse):
             failed[scene.scene_id] = reply.reason
         elif not caption.strip():
             failed[scene.scene_id] = "llm_empty"
+        elif forbidden_text_problems("caption", caption):  # the prompt forbids timestamps too
+            failed[scene.scene_id] = "forbidden_text"
         else:
             segments.append(Segment(segment_id=f"{video.video_id}-s0000", video_id=video.video_id,
                                     start_s=scene.start_s, end_s=scene.end_s, text=" ".join(caption.split()),

@@ -6,7 +6,8 @@ valid. The rules: the record's own schema invariants; cited segments exist and b
 video; each window overlaps the segments it cites; no answer before its question (and, in a
 multi_question dialogue, none after the next question is asked); no near-duplicate answers or
 questions; no question that restates its answer; counts within the configured bounds; every time
-inside the video.
+inside the video; no timestamp, segment id or control character in any text
+(`curation.text.text_filter`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Sequence
 from pydantic import ValidationError
 
 from curation.text.config import DialogueConfig
+from curation.text.text_filter import forbidden_text_problems
 from schemas.records import NO_REPLY, Dialogue, ReferenceAnswer, Segment
 
 EPS_S = 1e-6
@@ -151,6 +153,7 @@ def dialogue_problems(dialogue: Dialogue, segments: Sequence[Segment], cfg: Dial
     for turn in turns:
         if turn.time_s > dialogue.duration_s + EPS_S:
             problems.append(f"{labels[turn.question_id]} is asked at {turn.time_s:g} s, after the video ends")
+        problems += forbidden_text_problems(labels[turn.question_id], turn.text, by_id)
 
     answers: dict[str, list[tuple[str, str]]] = {}
     every: list[tuple[str, str, str, bool]] = []  # (label, text, question id, immediate)
@@ -161,6 +164,7 @@ def dialogue_problems(dialogue: Dialogue, segments: Sequence[Segment], cfg: Dial
         count = sum(1 for text in answers.get(qid, ()) if not text[0].endswith("immediate reply"))
         label = f"{label_q}, immediate reply" if ref.immediate else f"{label_q}, answer {count + 1}"
         problems += _grounding_problems(ref, label, by_id, dialogue.video_id, dialogue.duration_s)
+        problems += forbidden_text_problems(label, ref.answer, by_id)
         if ref.answer.strip().upper() == NO_REPLY:
             problems.append(f"{label}: is the {NO_REPLY!r} marker, not an answer; leave silent segments uncited")
         asked = times.get(qid)

@@ -18,7 +18,9 @@ Decisions (FACTS.md "The corpus" gives the published shape; the rest is ours):
 - A video's dialogues are written one after another, each prompt listing the questions already
   asked, so question sets do not repeat (throughput comes from many videos at once).
 - One repair request per invalid dialogue (original conversation + the bad answer + the problems);
-  still invalid, or an LLM failure, -> a Quarantine row (stage "dialogues") with the reasons.
+  still invalid, or an LLM failure, -> a Quarantine row (stage "dialogues") with the reasons. Text
+  the whole-text filter refuses (timestamps, segment ids, control characters) goes the same way,
+  and is quarantined as `forbidden_text`; `DialogueOutcome.text_filter` counts what it caught.
 - `Provenance.created_at` is when the model answered: the response's cache entry time when the
   client has a cache (so a re-run from the cache writes identical records), else now.
 """
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
@@ -36,6 +39,7 @@ from curation.llm.client import LLMClient, LLMFailure, LLMRequest, LLMResponse
 from curation.text.config import DialogueConfig
 from curation.text.dialogue_validation import dialogue_problems
 from curation.text.prompts import Prompt, load_prompt
+from curation.text.text_filter import is_text_filter_problem
 from schemas.records import (
     Dialogue,
     Provenance,
@@ -58,6 +62,8 @@ Kind = Literal["single_question", "multi_question"]
 class DialogueOutcome:
     dialogues: list[Dialogue] = field(default_factory=list)
     quarantined: list[Quarantine] = field(default_factory=list)
+    # Dialogues whose first answer the text filter refused: "flagged", then "repaired" or "quarantined".
+    text_filter: Counter = field(default_factory=Counter)
 
 
 # --- planning -----------------------------------------------------------------------------------
@@ -237,8 +243,11 @@ def _quarantine(dialogue_id: str, video_id: str, reason: str, detail: str) -> Qu
 
 
 def write_dialogue(kind: Kind, index: int, video: Video, segments: list[Segment], scenes: list[Scene],
-                   client: LLMClient, cfg: DialogueConfig, earlier: list[str]) -> Dialogue | Quarantine:
-    """One dialogue, repaired once if needed; or the quarantine row saying why there is none."""
+                   client: LLMClient, cfg: DialogueConfig, earlier: list[str],
+                   text_filter: Counter | None = None) -> Dialogue | Quarantine:
+    """One dialogue, repaired once if needed; or the quarantine row saying why there is none.
+    `text_filter` (when given) counts a dialogue the text filter flagged, and how it ended."""
+    text_filter = Counter() if text_filter is None else text_filter
     dialogue_id = f"{video.video_id}-d{index}"
     request = build_request(kind, video, segments, scenes, cfg, f"dialogue/{video.video_id}/{kind}/{index}", earlier)
     reply = client.complete(request)
@@ -248,19 +257,29 @@ def write_dialogue(kind: Kind, index: int, video: Video, segments: list[Segment]
     dialogue, problems = _attempt(kind, reply, request, dialogue_id, video, segments, client, cfg, earlier, False)
     if not problems:
         return dialogue
+    flagged = any(map(is_text_filter_problem, problems))
+    text_filter["flagged"] += flagged
     if not cfg.repair:
-        reason = reply.reason if isinstance(reply, LLMFailure) else "invalid_dialogue"
+        reason = reply.reason if isinstance(reply, LLMFailure) else _invalid_reason(problems)
+        text_filter["quarantined"] += flagged
         return _quarantine(dialogue_id, video.video_id, reason, f"{kind}: " + "; ".join(problems))
     repair = build_repair_request(request, reply.text, problems, cfg)
     second = client.complete(repair)
     if isinstance(second, LLMFailure) and second.reason != "llm_invalid_json":
+        text_filter["quarantined"] += flagged
         return _quarantine(dialogue_id, video.video_id, second.reason,
                            f"{kind} repair: {second.detail}; first answer: " + "; ".join(problems))
     dialogue, still = _attempt(kind, second, repair, dialogue_id, video, segments, client, cfg, earlier, True)
     if not still:
+        text_filter["repaired"] += flagged
         return dialogue
-    return _quarantine(dialogue_id, video.video_id, "invalid_dialogue",
+    text_filter["quarantined"] += flagged
+    return _quarantine(dialogue_id, video.video_id, _invalid_reason(still),
                        f"{kind}, after one repair: " + "; ".join(still) + " | first answer: " + "; ".join(problems))
+
+
+def _invalid_reason(problems: list[str]) -> str:
+    return "forbidden_text" if any(map(is_text_filter_problem, problems)) else "invalid_dialogue"
 
 
 def generate_dialogues(video: Video, segments: list[Segment], scenes: list[Scene], client: LLMClient,
@@ -273,7 +292,7 @@ def generate_dialogues(video: Video, segments: list[Segment], scenes: list[Scene
     outcome = DialogueOutcome()
     earlier: list[str] = []
     for index, kind in enumerate(plan_kinds(video.video_id, video.duration_s, len(segments), cfg)):
-        result = write_dialogue(kind, index, video, segments, scenes, client, cfg, earlier)
+        result = write_dialogue(kind, index, video, segments, scenes, client, cfg, earlier, outcome.text_filter)
         if isinstance(result, Quarantine):
             outcome.quarantined.append(result)
         else:

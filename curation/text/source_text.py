@@ -23,6 +23,7 @@ import csv
 import io
 import json
 import math
+import re
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,9 +79,11 @@ def detect_format(text: str, name: str = "") -> Format:
 
 
 def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
     try:
         number = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # an integer too large for a float overflows
         return None
     return number if math.isfinite(number) else None
 
@@ -134,15 +137,42 @@ def _spans_narration(text: str, duration_s: float | None) -> list[tuple[Any, Any
     return spans
 
 
+# A line break inside a cell followed by what reads as the next row's `start,end,`: a quote left open
+# upstream has swallowed the rows after it into one cell.
+_SWALLOWED_ROW = re.compile(r"[\r\n]\s*-?\d+(?:\.\d+)?\s*,\s*-?\d+(?:\.\d+)?\s*,")
+
+
 def _spans_csv(text: str) -> list[tuple[Any, Any, Any]]:
-    reader = csv.DictReader(io.StringIO(text))
+    if "\x00" in text:
+        raise ValueError(f"a NUL byte on line {text.count(chr(10), 0, text.index(chr(0))) + 1}: not a text CSV")
+    # strict: an unclosed quote is an error at the end of the data, not one giant last cell.
+    reader = csv.DictReader(io.StringIO(text), strict=True)
     fields = {f.strip().lower(): f for f in reader.fieldnames or []}
     start_key = fields.get("start") or fields.get("start_s")
     end_key = fields.get("end") or fields.get("end_s")
     text_key = fields.get("text")
     if not (start_key and end_key and text_key):
-        raise ValueError(f"CSV header must name start, end and text; got {reader.fieldnames}")
-    return [(row.get(start_key), row.get(end_key), row.get(text_key)) for row in reader]
+        # Described, never quoted: this line may be anything (a file in another format, a secret).
+        raise ValueError(f"the first line has {len(reader.fieldnames or [])} comma-separated fields and does "
+                         "not name start, end and text columns (not a whisperx, narration or csv file?)")
+    spans = []
+    for row in reader:
+        if any(isinstance(v, str) and _SWALLOWED_ROW.search(v) for v in row.values()):
+            raise ValueError(f"line {reader.line_num}: a quoted cell runs over several rows (an unclosed quote?)")
+        spans.append((row.get(start_key), row.get(end_key), row.get(text_key)))
+    return spans
+
+
+_INVALID = "\ufffd"  # what `_clean` returns for text that is not valid Unicode
+
+
+def _clean(text: str) -> str:
+    """Whitespace collapsed and control characters dropped; `_INVALID` for a lone surrogate (the
+    text could not be stored), "" for nothing left."""
+    if any("\ud800" <= c <= "\udfff" for c in text):
+        return _INVALID
+    words = " ".join(text.split())
+    return words if words.isprintable() else "".join(c for c in words if c.isprintable())
 
 
 def parse_source_text(text: str, video_id: str, text_format: Format, origin: str,
@@ -159,16 +189,17 @@ def parse_source_text(text: str, video_id: str, text_format: Format, origin: str
     blank = invalid = clipped = 0
     kept: list[tuple[float, float, str]] = []
     for start, end, body in spans:
-        if not isinstance(body, str) or not body.strip():
+        body = _clean(body) if isinstance(body, str) else None
+        if not body:
             blank += 1
             continue
         start_s, end_s = _number(start), _number(end)
-        if start_s is None or end_s is None or end_s <= max(start_s, 0.0):
+        if start_s is None or end_s is None or end_s <= max(start_s, 0.0) or body == _INVALID:
             invalid += 1
             continue
         if start_s < 0:
             start_s, clipped = 0.0, clipped + 1
-        kept.append((start_s, end_s, " ".join(body.split())))
+        kept.append((start_s, end_s, body))
     kept.sort(key=lambda span: (span[0], span[1]))
     segments = [Segment(segment_id=f"{video_id}-s{i:04d}", video_id=video_id, start_s=s, end_s=e,
                         text=body, origin=origin) for i, (s, e, body) in enumerate(kept)]
@@ -187,11 +218,23 @@ def read_source_text(path_or_uri: str | Path, video_id: str, text_format: Format
     try:
         parsed = parse_source_text(text, video_id, fmt, origin, duration_s)
     except (ValueError, csv.Error) as error:  # JSONDecodeError is a ValueError
-        return Skip(STAGE, "bad_text_format", f"{path_or_uri} as {fmt}: {error}")
+        return Skip(STAGE, "bad_text_format", f"{path_or_uri} as {fmt}: {_describe(error)}")
+    except RecursionError:
+        return Skip(STAGE, "bad_text_format", f"{path_or_uri} as {fmt}: nested too deeply")
     if not parsed.segments:
         return Skip(STAGE, "no_segments", f"{path_or_uri}: no usable segment ({parsed.dropped_blank} blank, "
                     f"{parsed.dropped_invalid} with bad times)")
     return parsed
+
+
+def _describe(error: Exception) -> str:
+    """The parse error without the input: JSON and CSV messages name a position, never a value, but a
+    pydantic or float() message may quote one."""
+    if isinstance(error, json.JSONDecodeError):
+        return f"not JSON ({error.msg} at line {error.lineno}, column {error.colno})"
+    if isinstance(error, csv.Error):
+        return "broken CSV quoting (an unclosed or stray quote)"
+    return str(error)
 
 
 def read_source_segments(path_or_uri: str | Path, video_id: str, text_format: Format | None = None,

@@ -29,6 +29,7 @@ from curation.skips import Skip
 from curation.video.config import AcquireConfig
 from curation.video.http_fetch import fetch_http
 from curation.video.magic import VIDEO_SUFFIXES, sniff_container
+from curation.watchdog import checkpoint, remaining_s
 from schemas.records import check_safe_id
 
 STAGE = "acquire"
@@ -136,6 +137,7 @@ def _fetch_fsspec(uri: str, part: Path, cfg: AcquireConfig) -> Skip | None:
         copied = 0
         with fs.open(path, "rb") as src, part.open("wb") as out:
             while chunk := src.read(cfg.chunk_bytes):
+                checkpoint()
                 copied += len(chunk)
                 if copied > cfg.max_bytes:
                     return Skip(STAGE, "too_large", f"more than {cfg.max_bytes} bytes read")
@@ -156,16 +158,19 @@ def _fetch_youtube(uri: str, part: Path, cfg: AcquireConfig) -> Skip | None:
     out_dir = part.with_suffix(".ytdlp")
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir()
+    limit_s = cfg.timeout_s * (cfg.retries + 1) * 10
+    left_s = remaining_s()
+    limit_s = limit_s if left_s is None else max(1.0, min(limit_s, left_s))
     try:
         done = subprocess.run(youtube_command(url, out_dir, cfg), capture_output=True, text=True,
-                              timeout=cfg.timeout_s * (cfg.retries + 1) * 10, check=False)
+                              timeout=limit_s, check=False)
         files = [p for p in out_dir.iterdir() if p.is_file() and not p.name.endswith(".part")]
         if done.returncode != 0 or len(files) != 1:
             tail = (done.stderr or done.stdout).strip()[-500:]
             return Skip(STAGE, "youtube_failed", f"yt-dlp exit {done.returncode}, {len(files)} files: {tail}")
         files[0].replace(part)
     except subprocess.TimeoutExpired:
-        return Skip(STAGE, "timeout", f"yt-dlp took longer than {cfg.timeout_s * (cfg.retries + 1) * 10:g} s")
+        return Skip(STAGE, "timeout", f"yt-dlp took longer than {limit_s:g} s")
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
     return None

@@ -3,6 +3,10 @@
 Returns None when the whole body is in `part`, or a Skip. Retried: 5xx, 408, 429, timeouts, resets
 and bodies cut short; a retry after a partial body asks for the rest (`Range: bytes=N-`) and starts
 over when the server answers 200 instead of 206. Not retried: 404/410 (`http_404`), other 4xx.
+Final, as no re-run can change them: a redirect to a scheme other than http(s) such as file:// or
+ftp:// (`redirect_refused`), a redirect loop or chain longer than httpx's limit (`redirect_loop`),
+a URL that is not one (`bad_uri`). The stage's watchdog budget is checked per chunk and caps each
+read's timeout, so a server that trickles a byte a minute cannot hold a download for ever.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import httpx
 
 from curation.skips import Skip
 from curation.video.config import AcquireConfig
+from curation.watchdog import checkpoint, remaining_s
 
 STAGE = "acquire"
 _RETRY_STATUS = {408, 429, 500, 502, 503, 504}
@@ -73,6 +78,7 @@ def _fetch_once(client: httpx.Client, url: str, part: Path, cfg: AcquireConfig,
         with part.open("ab" if have else "wb") as out:
             # raw bytes as they arrive: a buffered chunk would be lost when the connection drops
             for chunk in response.iter_raw():
+                checkpoint()
                 have += len(chunk)
                 if have > cfg.max_bytes:
                     return Skip(STAGE, "too_large", f"more than {cfg.max_bytes} bytes streamed")
@@ -85,7 +91,8 @@ def _fetch_once(client: httpx.Client, url: str, part: Path, cfg: AcquireConfig,
 def fetch_http(url: str, part: Path, cfg: AcquireConfig, sleep=time.sleep) -> Skip | None:
     """Download `url` into `part` (created or replaced), retrying up to `cfg.retries` times."""
     part.unlink(missing_ok=True)
-    timeout = httpx.Timeout(cfg.timeout_s)
+    left_s = remaining_s()
+    timeout = httpx.Timeout(cfg.timeout_s if left_s is None else max(0.1, min(cfg.timeout_s, left_s)))
     last = Skip(STAGE, "http_error", "no attempt made")
     validator: dict[str, str] = {}
     # identity: byte ranges and the size cap count the bytes on the wire, never a decoded body
@@ -94,6 +101,7 @@ def fetch_http(url: str, part: Path, cfg: AcquireConfig, sleep=time.sleep) -> Sk
         for attempt in range(cfg.retries + 1):
             if attempt:
                 sleep(cfg.backoff_s * 2 ** (attempt - 1))
+            checkpoint()
             try:
                 return _fetch_once(client, url, part, cfg, validator)
             except _Retry as error:
@@ -102,6 +110,13 @@ def fetch_http(url: str, part: Path, cfg: AcquireConfig, sleep=time.sleep) -> Sk
                 last = Skip(STAGE, "timeout", f"{type(error).__name__} after {cfg.timeout_s:g} s: {url}")
             except (httpx.NetworkError, httpx.RemoteProtocolError) as error:
                 last = Skip(STAGE, "connection_reset", f"{type(error).__name__}: {error}")
-            except httpx.HTTPError as error:  # bad URL, too many redirects, ...: retrying will not help
+            except httpx.TooManyRedirects as error:
+                return Skip(STAGE, "redirect_loop", f"{url}: {error}")
+            except httpx.UnsupportedProtocol as error:
+                # httpx follows http(s) redirects only: anything else is a redirect we refuse.
+                return Skip(STAGE, "redirect_refused", f"{url}: a redirect to a scheme other than http(s): {error}")
+            except (httpx.InvalidURL, httpx.LocalProtocolError) as error:
+                return Skip(STAGE, "bad_uri", f"{type(error).__name__}: {error}")
+            except httpx.HTTPError as error:  # anything else httpx refuses: retrying will not help
                 return Skip(STAGE, "http_error", f"{type(error).__name__}: {error}")
     return Skip(last.stage, last.reason, f"{last.detail} (gave up after {cfg.retries + 1} attempts)")
