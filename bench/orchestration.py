@@ -49,7 +49,7 @@ def _patch_stages(corpus_root: Path) -> None:
     vp.detect_scenes = lambda path, vid, cfg, dur: [Scene(video_id=vid, scene_id=0, start_s=0, end_s=dur,
                                                           detector="none")]
     vp._check_frames = lambda path, dur, cfg: [0.0]
-    vp.describe_video = lambda video, path, scenes, source, client, cfg: [Segment(
+    vp.describe_video = lambda video, path, scenes, source, client, cfg, counts=None: [Segment(
         segment_id=f"{video.video_id}-s0000", video_id=video.video_id, start_s=0, end_s=60, text="x",
         origin="caption")]
     vp.generate_dialogues = dialogue

@@ -37,6 +37,31 @@ class WorkerLimits(BaseModel):
     llm: int = Field(16, ge=1, description="videos in their LLM stages at once")
 
 
+class WatchdogConfig(BaseModel):
+    """Wall-clock budgets per stage of one video (ARCHITECTURE.md, "Watchdog"). A stage over its
+    budget is quarantined as `stage_timeout` and the batch goes on. Generous on purpose: they catch
+    hangs and pathological files, not slow machines. Not in the config fingerprint."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+    acquire_s: float = Field(3600.0, gt=0, description="a download: 4 GiB (the size cap) at ~10 Mbit/s")
+    stage_base_s: float = Field(300.0, gt=0, description="probe, scenes, frames, source text: fixed part")
+    stage_per_video_s: float = Field(3.0, ge=0, description="added per second of video (a 10-min video: +1800 s)")
+    llm_stage_base_s: float = Field(1800.0, gt=0, description="descriptions, dialogues: fixed part (LLM queues)")
+    grace_s: float = Field(60.0, ge=0, description="past its budget, a stage stuck in native code is abandoned")
+    stop_grace_s: float = Field(10.0, ge=0, description="after SIGTERM/SIGINT, how long running videos get "
+                                "before the process exits")
+
+    def budget_s(self, stage: str, duration_s: float | None) -> float | None:
+        """The stage's budget for a video of `duration_s` (None before the probe knows it)."""
+        if not self.enabled:
+            return None
+        if stage == "acquire":
+            return self.acquire_s
+        base = self.llm_stage_base_s if stage in ("descriptions", "dialogues") else self.stage_base_s
+        return base + self.stage_per_video_s * max(0.0, duration_s or 0.0)
+
+
 class CorpusConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     manifest: str
@@ -54,6 +79,7 @@ class CorpusConfig(BaseModel):
     llm: LLMConfig = LLMConfig()
     dialogues: DialogueConfig = DialogueConfig()
     shards: ShardConfig = ShardConfig()
+    watchdog: WatchdogConfig = WatchdogConfig()
 
     def fingerprint(self) -> str:
         """What decides a video's result: changing it redoes videos; paths and workers do not."""

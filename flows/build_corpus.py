@@ -5,8 +5,10 @@ API) or as a deployment (`flows/serve.py`, then `prefect deployment run build-co
 
 Task granularity: one Prefect task run per batch of videos, never one per video: a task run costs
 milliseconds of API traffic and tens of thousands of them destabilise a self-hosted server
-(FACTS.md, "Measured on these 2-core machines"). Inside a batch, a bounded thread pool runs
-`flows.video_pipeline.run_video` with separate bounds for downloads, CPU and LLM work.
+(FACTS.md, "Measured on these 2-core machines"). Inside a batch, `flows.video_pool` runs
+`flows.video_pipeline.run_video` on bounded threads with separate bounds for downloads, CPU and LLM
+work, and a watchdog over every stage. SIGTERM/SIGINT stop the run within seconds
+(`flows.stopping`): exit code 128 + the signal, finished videos kept, no shards written.
 
 Resume is the project's own, not Prefect's result cache: a video whose result file exists for the
 same config fingerprint is skipped; retryable failures (crashes, network, LLM outages) are redone.
@@ -25,7 +27,6 @@ import json
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +42,20 @@ from curation.corpus.results import VideoResult, iter_results, read_result, writ
 from curation.corpus.shards import build_shards, publish
 from curation.llm.client import LLMClient, LLMConfig
 from curation.manifest import ManifestRow, read_manifest
+from curation.skips import Skip
+from curation.watchdog import STOP
 from flows.progress import RunProgress
+from flows.stopping import stop_on_signals
 from flows.summary import RunSummary
-from flows.video_pipeline import OUTPUT_REFUSED, Limits, PipelineContext, run_video
+from flows.video_pipeline import OUTPUT_REFUSED, Limits, PipelineContext
+from flows.video_pool import run_videos
 from schemas.records import Quarantine
 
 # Reasons worth another try on a re-run: the cause may be gone (a server back up, a bug fixed).
+# Final, by contrast: whatever the input itself decides, e.g. a redirect loop or a redirect to a
+# refused scheme (`redirect_loop`, `redirect_refused`), a malformed URL (`bad_uri`), a stage over
+# its watchdog budget (`stage_timeout`: the same file would hang again; delete its result file, or
+# raise `watchdog.*`, to try again).
 RETRYABLE_REASONS = {"crash", "http_error", "http_5xx", "timeout", "connection_error", "llm_failed",
                      "llm_empty", "missing_extra"}
 
@@ -79,8 +88,9 @@ def process_batch(rows: list[dict[str, Any]], config_json: str) -> dict[str, Any
 
 
 def run_batch(rows: list[dict[str, Any]], config_json: str) -> dict[str, Any]:
-    if _REFUSED.is_set():  # an earlier batch found the disk full: this one would fare no better
-        return {"done": 0, "failed": 0, "llm_usage": {}, "local": _PROGRESS is not None, "refused": None}
+    if _REFUSED.is_set() or STOP.is_set():  # the disk is full, or the run is stopping: do nothing
+        return {"done": 0, "failed": 0, "llm_usage": {}, "local": _PROGRESS is not None, "refused": None,
+                "interrupted": STOP.is_set()}
     config = CorpusConfig.model_validate_json(config_json)
     client = _client(config.llm.model_dump_json())
     usage_before = client.usage_snapshot()
@@ -90,14 +100,16 @@ def run_batch(rows: list[dict[str, Any]], config_json: str) -> dict[str, Any]:
                           on_event=_PROGRESS.on_event if _PROGRESS else (lambda e, v: None))
     results_dir = ctx.corpus_root / "work" / "results"
     workers = config.workers.downloads + config.workers.cpu + config.workers.llm
-    done = failed = 0
+    counts = {"done": 0, "failed": 0}
     refused = None
+
+    def keep(result: VideoResult) -> None:
+        store_result(results_dir, result)
+        counts["done" if result.dialogues else "failed"] += 1
+
+    complete = True
     try:
-        with ThreadPoolExecutor(max_workers=min(workers, max(1, len(rows)))) as pool:
-            for result in pool.map(lambda r: run_video(ManifestRow.model_validate(r), ctx), rows):
-                write_result(results_dir, result)
-                done += bool(result.dialogues)
-                failed += not result.dialogues
+        complete = run_videos([ManifestRow.model_validate(r) for r in rows], ctx, workers, keep)
     except OSError as error:
         if error.errno not in OUTPUT_REFUSED:
             raise
@@ -106,7 +118,20 @@ def run_batch(rows: list[dict[str, Any]], config_json: str) -> dict[str, Any]:
         _REFUSED.set()
         refused = _refusal(error)
     usage = {k: v - usage_before.get(k, 0) for k, v in client.usage_snapshot().items()}
-    return {"done": done, "failed": failed, "llm_usage": usage, "local": _PROGRESS is not None, "refused": refused}
+    return {**counts, "llm_usage": usage, "local": _PROGRESS is not None, "refused": refused,
+            "interrupted": not complete}
+
+
+def store_result(results_dir: Path, result: VideoResult) -> None:
+    """Write a video's result; one that cannot be serialised (a value no stage should have let
+    through) is replaced by a crash row naming why, so the batch and its other videos go on."""
+    try:
+        write_result(results_dir, result)
+    except (ValueError, TypeError) as error:  # PydanticSerializationError is a ValueError
+        row = Skip("results", "unstorable_result", f"{type(error).__name__}: {error}").to_quarantine(
+            result.video_id, result.video_id, "error")
+        write_result(results_dir, VideoResult(video_id=result.video_id, config_fingerprint=result.config_fingerprint,
+                                              quarantine=[row], stage_durations_s=result.stage_durations_s))
 
 
 def _refusal(error: OSError) -> dict[str, Any]:
@@ -177,7 +202,8 @@ def _run(config: CorpusConfig, console: Console) -> dict[str, Any]:
     usage: dict[str, int] = {}
     refused = None
     _REFUSED.clear()
-    with RunProgress(total=len(todo), console=console) as progress:
+    with RunProgress(total=len(todo), console=console) as progress, \
+            stop_on_signals(config.watchdog.stop_grace_s) as stop:
         _PROGRESS = progress if config.task_runner == "local" else None
         try:
             futures = [process_batch.submit([r.model_dump(mode="json") for r in batch], config_json)
@@ -193,6 +219,8 @@ def _run(config: CorpusConfig, console: Console) -> dict[str, Any]:
             _PROGRESS = None
     if refused:  # no shards or card from a partial run: the re-run writes them
         return {"output_refused": refused}
+    if stop.signum is not None:  # the same: finished videos are on disk, the re-run does the rest
+        return {"interrupted": stop.name, "exit_code": stop.exit_code}
 
     summary = RunSummary(new_this_run=len(todo), reused=len(rows) - len(todo))
     for result in iter_results(results_dir):
@@ -244,6 +272,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     overrides = dict(item.split("=", 1) for item in args.set)
     data = build_corpus(config=args.config, overrides=overrides or None)
+    if data.get("interrupted"):
+        print(f"build-corpus stopped by {data['interrupted']}: finished videos are kept; run the same command "
+              "again to do the rest and write the shards.", file=sys.stderr)
+        return int(data["exit_code"])
     refused = data.get("output_refused")
     if refused:
         # Finished videos are on disk; a re-run once there is room does only the rest.

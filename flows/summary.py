@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 STAGES = ("manifest", "acquire", "probe", "admit", "scenes", "frames", "source_text", "descriptions",
-          "dialogues")
+          "dialogues", "results")
 
 
 @dataclass
@@ -25,6 +25,9 @@ class RunSummary:
     quarantined: Counter = field(default_factory=Counter)  # (stage, reason, kind) -> count
     durations_s: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     llm_usage: Counter = field(default_factory=Counter)
+    # Per-video counters summed: what the text filter caught (`text_filter_flagged`, `_repaired`,
+    # `_quarantined` for dialogues; `captions_forbidden_text` for captions), caption failures.
+    counts: Counter = field(default_factory=Counter)
     new_this_run: int = 0
     reused: int = 0
 
@@ -35,6 +38,7 @@ class RunSummary:
         self.quarantined.update((q.stage, q.reason, q.kind) for q in result.quarantine)
         for stage, seconds in result.stage_durations_s.items():
             self.durations_s[stage] += seconds
+        self.counts.update(result.counts)
 
     def stage_rows(self) -> list[dict[str, Any]]:
         stopped = Counter()
@@ -55,6 +59,7 @@ class RunSummary:
         data["quarantined"] = self.reason_rows()
         data["durations_s"] = {k: round(v, 3) for k, v in self.durations_s.items()}
         data["llm_usage"] = dict(self.llm_usage)
+        data["counts"] = dict(sorted(self.counts.items()))
         return data
 
     def markdown(self) -> str:
@@ -63,7 +68,8 @@ class RunSummary:
             f"- manifest items: {self.videos} ({self.new_this_run} processed this run, {self.reused} reused)",
             f"- videos with at least one dialogue: {self.with_dialogues}",
             f"- dialogues: {dict(self.dialogues) or 0}",
-            f"- LLM usage: {dict(self.llm_usage) or 'none'}", "",
+            f"- LLM usage: {dict(self.llm_usage) or 'none'}",
+            f"- counts: {dict(sorted(self.counts.items())) or 'none'}", "",
             "| stage | reason | kind | count |", "|---|---|---|---|",
         ]
         lines += [f"| {r['stage']} | {r['reason']} | {r['kind']} | {r['count']} |" for r in self.reason_rows()]

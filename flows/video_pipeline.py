@@ -1,8 +1,10 @@
-"""One video through every stage, with per-stage timings and crash capture.
+"""One video through every stage, with per-stage timings, budgets and crash capture.
 
-Plain Python (no Prefect): the batch task in `build_corpus` runs this in a bounded thread pool.
-Each expensive resource has its own bound (downloads, CPU, LLM), shared by all batches of a
-process, so a download stall never starves scene detection and the LLM server stays busy.
+Plain Python (no Prefect): the batch task in `build_corpus` runs this on `flows.video_pool`'s
+threads. Each expensive resource has its own bound (downloads, CPU, LLM), shared by all batches of
+a process, so a download stall never starves scene detection and the LLM server stays busy. Each
+stage runs under its watchdog budget (`curation.watchdog`, `WatchdogConfig`), taken once it holds
+its resource slot: over budget, the video is quarantined as `stage_timeout`.
 """
 
 from __future__ import annotations
@@ -11,13 +13,14 @@ import errno
 import threading
 import time
 import traceback
+from collections import Counter
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from curation.config import CorpusConfig, WorkerLimits
+from curation.config import CorpusConfig, WatchdogConfig, WorkerLimits
 from curation.corpus.results import VideoResult
 from curation.llm.client import LLMClient
 from curation.manifest import ManifestRow
@@ -26,9 +29,10 @@ from curation.text.descriptions import describe_video
 from curation.text.dialogues import generate_dialogues
 from curation.text.source_text import clip_segments, read_source_segments
 from curation.video.acquire import acquire_video
-from curation.video.frames import decode_frames, frame_timeline
+from curation.video.frames import FrameDecodeError, decode_frames, frame_timeline
 from curation.video.probe import admit, probe_video
 from curation.video.scenes import detect_scenes
+from curation.watchdog import Budget, Interrupted, StageTimeout, stage_budget
 from schemas.records import Quarantine, Video
 
 # Write errors that say the output location is full or read-only: no later video would fare
@@ -70,15 +74,34 @@ class _Stopped(Exception):
 
 
 @dataclass
-class _Run:
+class VideoRun:
+    """One video's way through the stages; `flows.video_pool` reads `current` to find a stage stuck
+    past its budget and `abandon`s it."""
+
     video_id: str
+    watchdog: WatchdogConfig | None = None
+    duration_s: float | None = None  # known after the probe; scales the later stages' budgets
     durations_s: dict[str, float] = field(default_factory=dict)
+    current: Budget | None = None  # the running stage's budget
+    _slot: threading.BoundedSemaphore | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def stage(self, name: str, fn: Callable[..., Any], *args: Any, limit=None) -> Any:
         started = time.perf_counter()
         try:
-            with limit or nullcontext():
-                out = fn(*args)
+            with self._held(limit):
+                budget_s = self.watchdog.budget_s(name, self.duration_s) if self.watchdog else None
+                with stage_budget(name, budget_s) as budget:
+                    self.current = budget
+                    try:
+                        out = fn(*args)
+                    finally:
+                        self.current = None
+        except Interrupted:  # the run is stopping: no result, so the next run redoes the video
+            raise
+        except StageTimeout as error:
+            raise _Stopped(Skip(name, "stage_timeout", f"{error} (watchdog.* in the config sets budgets)")
+                           .to_quarantine(self.video_id, self.video_id)) from None
         except OSError as error:
             if error.errno in OUTPUT_REFUSED:  # the disk, not the video: stop the whole run
                 raise
@@ -91,6 +114,30 @@ class _Run:
             raise _Stopped(out.to_quarantine(self.video_id, self.video_id))
         return out
 
+    @contextmanager
+    def _held(self, limit: threading.BoundedSemaphore | None):
+        if limit is None:
+            yield
+            return
+        limit.acquire()
+        with self._lock:
+            self._slot = limit
+        try:
+            yield
+        finally:
+            with self._lock:
+                slot, self._slot = self._slot, None
+            if slot is not None:
+                slot.release()
+
+    def abandon(self) -> None:
+        """Give back the resource slot a stuck stage holds, so the batch keeps its full width; the
+        stuck thread then finds its slot already returned and does not return it twice."""
+        with self._lock:
+            slot, self._slot = self._slot, None
+        if slot is not None:
+            slot.release()
+
 
 def _crash(stage: str, video_id: str, error: BaseException) -> Quarantine:
     detail = f"{type(error).__name__}: {error}"
@@ -100,16 +147,20 @@ def _crash(stage: str, video_id: str, error: BaseException) -> Quarantine:
     return Skip(stage, "crash", detail).to_quarantine(video_id, video_id, "error")
 
 
-def run_video(row: ManifestRow, ctx: PipelineContext) -> VideoResult:
-    """Every stage for one video; never raises: a skip or crash becomes a quarantine row."""
+def run_video(row: ManifestRow, ctx: PipelineContext, run: VideoRun | None = None) -> VideoResult | None:
+    """Every stage for one video: a skip, crash or overrun becomes a quarantine row. None when the
+    run is stopping (SIGTERM/SIGINT): nothing is written, so the next run redoes the video. Raises
+    only for an output disk that refuses writes."""
     cfg = ctx.config
-    run = _Run(row.video_id)
+    run = run or VideoRun(row.video_id, cfg.watchdog)
     ctx.on_event("start", row.video_id)
     video: Video | None = None
     segments, scenes, dialogues, quarantine = [], [], [], []
+    counts: Counter = Counter()
     try:
         acquired = run.stage("acquire", acquire_video, row, ctx.videos_dir, cfg.acquire, limit=ctx.limits.downloads)
         probe = run.stage("probe", probe_video, acquired.path, limit=ctx.limits.cpu)
+        run.duration_s = probe.duration_s
         run.stage("admit", lambda: admit(probe, row.source, cfg.admission) or True)
         video = Video(
             video_id=row.video_id, source=row.source, uri=row.uri,
@@ -127,22 +178,27 @@ def run_video(row: ManifestRow, ctx: PipelineContext) -> VideoResult:
                                         row.text_format, row.text_origin)
             source_segments = clip_segments(source_segments, probe.duration_s)
         segments = run.stage("descriptions", describe_video, video, acquired.path, scenes, source_segments,
-                             ctx.client, cfg.descriptions, limit=ctx.limits.llm)
+                             ctx.client, cfg.descriptions, counts, limit=ctx.limits.llm)
         outcome = run.stage("dialogues", generate_dialogues, video, segments, scenes, ctx.client,
                             cfg.dialogues, limit=ctx.limits.llm)
         dialogues, quarantine = list(outcome.dialogues), list(outcome.quarantined)
+        counts.update({f"text_filter_{k}": v for k, v in outcome.text_filter.items() if v})
         if not dialogues:
             quarantine.append(Skip("dialogues", "no_valid_dialogue",
                                    f"all {len(quarantine)} generated dialogues were rejected")
                               .to_quarantine(row.video_id, row.video_id))
     except _Stopped as stopped:
         quarantine.append(stopped.row)
+    except Interrupted:
+        ctx.on_event("interrupted", row.video_id)
+        return None
     # An admitted video keeps its row, scenes and segments even when no dialogue survived: they are
     # facts about the video that the QA figures count; the trainer only follows dialogues.
     ctx.on_event("done" if dialogues else "failed", row.video_id)
     return VideoResult(
         video_id=row.video_id, config_fingerprint=ctx.fingerprint, video=video, segments=segments,
         scenes=scenes, dialogues=dialogues, quarantine=quarantine, stage_durations_s=run.durations_s,
+        counts=dict(counts),
     )
 
 
@@ -153,8 +209,8 @@ def _check_frames(path: Path, duration_s: float, cfg: CorpusConfig) -> list[floa
         return Skip("frames", "no_frames", f"no frame timestamps for a {duration_s:g} s video")
     try:
         frames = decode_frames(path, [times[0], times[-1]], 28 * 28 * 4)
-    except Exception as error:
-        return Skip("frames", "undecodable_frames", f"{type(error).__name__}: {error}")
+    except FrameDecodeError as error:  # the watchdog's exceptions pass: they are not the file's fault
+        return Skip("frames", "undecodable_frames", str(error))
     if len(frames) != 2:
         return Skip("frames", "undecodable_frames", f"decoded {len(frames)} of 2 probe frames")
     return times

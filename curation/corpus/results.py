@@ -36,6 +36,7 @@ class VideoResult(BaseModel):
     quarantine: list[Quarantine] = []
     stage_durations_s: dict[str, float] = {}
     llm_usage: dict[str, int] = {}
+    counts: dict[str, int] = {}  # e.g. what the text filter caught; summed in summary.json
 
 
 def result_path(results_dir: str | Path, video_id: str) -> Path:

@@ -143,14 +143,17 @@ def caption_scenes(video: Video, path: str | Path, scenes: list[Scene], client: 
 
 
 def describe_video(video: Video, path: str | Path, scenes: list[Scene], source_segments: list[Segment],
-                   client: LLMClient, cfg: DescriptionConfig) -> list[Segment] | Skip:
+                   client: LLMClient, cfg: DescriptionConfig, counts: Counter | None = None) -> list[Segment] | Skip:
     """The video's timestamped descriptions: the source's own segments when it has them, else one
-    caption per scene; a Skip when there is nothing to describe or every caption failed."""
+    caption per scene; a Skip when there is nothing to describe or every caption failed. `counts`
+    (when given) gets `captions_<reason>` per failed scene caption."""
     if source_segments:
         return renumber(source_segments, video.video_id, scenes)
     if not scenes:
         return Skip(STAGE, "no_scenes", "no source text and no scene to caption")
     captions = caption_scenes(video, path, scenes, client, cfg)
+    if counts is not None:
+        counts.update(f"captions_{reason}" for reason in captions.failed.values())
     if not captions.segments:
         counts = Counter(captions.failed.values())
         detail = ", ".join(f"{n} {reason}" for reason, n in sorted(counts.items()))
