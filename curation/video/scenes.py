@@ -57,7 +57,7 @@ class SceneConfig(BaseModel):
     # "refs" (curation.video.single_pass, issue 22): decode reference frames only and fully decode
     # just the frames around neighbouring reference frames that differ by `ref_change` or more.
     # `detect_scenes` itself runs "refs" as "full"; the flow's single pass runs it.
-    scan: Literal["full", "keyframes", "refs"] = "full"
+    scan: Literal["full", "keyframes", "refs"] = "refs"  # same cuts as "full" on tests/test_single_pass.py
     keyframe_change: float = Field(4.0, ge=0)  # our choice, checked against full scans in bench/scenes.py
     # = adaptive_min_content_val: a cut scores at least that, and so do the two shots around it.
     ref_change: float = Field(15.0, ge=0)

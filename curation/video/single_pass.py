@@ -205,7 +205,7 @@ class _Scan:
                 self._candidates_in_gop = 0
                 if log.usable:
                     self._run_stretches(log, stream, final=False)
-            for frame in packet.decode():
+            for frame in _decode(packet):
                 if self.first_size is None:
                     self.first_size = (frame.height, frame.width)
                     self._size = scaled_size(frame.width, frame.height, self.cfg.downscale_width)
@@ -303,6 +303,15 @@ class _Scan:
         if isinstance(found, Skip):
             return found
         return [(round(t / self.clock.time_base) + self.clock.start_pts, score) for t, score in found[0]]
+
+
+def _decode(packet: av.Packet) -> list[av.VideoFrame]:
+    # A damaged packet loses its own frame, as under the separate scan's frame-threaded decode
+    # (which reports no error for it); a file cut short is then caught by the truncation check.
+    try:
+        return packet.decode()
+    except av.error.InvalidDataError:
+        return []
 
 
 def _keep_min_gap(cuts: list[scene_stage.Cut], clock: scene_stage._Clock, min_scene_s: float,
