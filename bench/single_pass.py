@@ -55,7 +55,7 @@ if way == "today":
     frames = decode_scene_frames(path, scenes, cfg) if captions else None
     decodes = 3 if captions else 2
 else:
-    out = decode_video(path, "bench", None, SceneConfig(),
+    out = decode_video(path, "bench", None, SceneConfig(), None,
                        (lambda s: caption_frame_times(s, cfg)) if captions else None, cfg.caption_max_pixels)
     scenes, times, frames, decodes = out.scenes, out.timeline, out.captions, out.decodes
 r = resource.getrusage(resource.RUSAGE_SELF)
@@ -134,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{path.name:<26}{kind:<9}{t:>8.2f}{n:>7.2f}{n / t:>10.2f}{'yes' if same else 'NO':>6}"
                   f"{today['decodes']:>4} -> {new['decodes']}")
     for kind, values in ratios.items():
-        print(f"mean new/today, {kind} path: {sum(values) / len(values):.2f}")
+        if values:
+                print(f"mean new/today, {kind} path: {sum(values) / len(values):.2f}")
     if args.long:
         path = CACHE / "motion_600s_720p.mp4"
         if not path.exists():
