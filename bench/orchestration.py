@@ -25,6 +25,7 @@ def _patch_stages(corpus_root: Path) -> None:
     from curation.text.dialogues import DialogueOutcome
     from curation.video.acquire import AcquiredVideo
     from curation.video.probe import VideoProbe
+    from curation.video.single_pass import DecodedVideo
     from schemas import Dialogue, Provenance, ReferenceAnswer, Scene, Segment, UserTurn
 
     videos = corpus_root / "videos"
@@ -46,10 +47,9 @@ def _patch_stages(corpus_root: Path) -> None:
     vp.acquire_video = lambda row, d, cfg: AcquiredVideo(path=stub, sha256="0" * 64, bytes=16)
     vp.probe_video = lambda path: probe
     vp.admit = lambda p, source, cfg: None
-    vp.detect_scenes = lambda path, vid, cfg, dur: [Scene(video_id=vid, scene_id=0, start_s=0, end_s=dur,
-                                                          detector="none")]
-    vp._check_frames = lambda path, dur, cfg: [0.0]
-    vp.describe_video = lambda video, path, scenes, source, client, cfg, counts=None: [Segment(
+    vp.decode_video = lambda path, vid, dur, *rest: DecodedVideo(
+        [Scene(video_id=vid, scene_id=0, start_s=0, end_s=dur, detector="none")], [0.0], None)
+    vp.describe_video = lambda video, path, scenes, source, client, cfg, counts=None, decoded=None: [Segment(
         segment_id=f"{video.video_id}-s0000", video_id=video.video_id, start_s=0, end_s=60, text="x",
         origin="caption")]
     vp.generate_dialogues = dialogue

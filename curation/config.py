@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,12 +29,29 @@ from schemas.records import SCHEMA_VERSION
 PIPELINE_VERSION = "1"  # bump when a stage's output changes for the same config
 
 
+# What one video's decode pass may hold: its packets (up to single_pass.MAX_PACKET_BYTES, typically
+# 100-300 MB), the caption frames and the decoder's own buffers. Our choice, with headroom.
+MEMORY_PER_CPU_WORKER = 1 << 30
+
+
+def machine_cpu_workers() -> int:
+    """One video per usable core (each decodes single-threaded), fewer when memory is short."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return max(1, cores)
+    return max(1, min(cores, memory // MEMORY_PER_CPU_WORKER))
+
+
 class WorkerLimits(BaseModel):
     """Separate bounds for the three expensive resources inside one batch."""
 
     model_config = ConfigDict(extra="forbid")
     downloads: int = Field(8, ge=1)
-    cpu: int = Field(2, ge=1, description="probe, scene detection, frame decoding")
+    cpu: int = Field(default_factory=machine_cpu_workers, ge=1,
+                     description="videos in probe, scene detection and frame decoding at once; "
+                                 "default: the usable cores, fewer if under 1 GiB of memory each")
     llm: int = Field(16, ge=1, description="videos in their LLM stages at once")
 
 

@@ -24,6 +24,8 @@ class RunSummary:
     dialogues: Counter = field(default_factory=Counter)
     quarantined: Counter = field(default_factory=Counter)  # (stage, reason, kind) -> count
     durations_s: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    wait_s: dict[str, float] = field(default_factory=lambda: defaultdict(float))  # part of durations_s
+    cpu_s: dict[str, float] = field(default_factory=lambda: defaultdict(float))  # the cost, apart from queueing
     llm_usage: Counter = field(default_factory=Counter)
     # Per-video counters summed: what the text filter caught (`text_filter_flagged`, `_repaired`,
     # `_quarantined` for dialogues; `captions_forbidden_text` for captions), caption failures.
@@ -39,13 +41,18 @@ class RunSummary:
         for stage, seconds in result.stage_durations_s.items():
             self.durations_s[stage] += seconds
         self.counts.update(result.counts)
+        for stage, seconds in result.stage_wait_s.items():
+            self.wait_s[stage] += seconds
+        for stage, seconds in result.stage_cpu_s.items():
+            self.cpu_s[stage] += seconds
 
     def stage_rows(self) -> list[dict[str, Any]]:
         stopped = Counter()
         for (stage, _, _), n in self.quarantined.items():
             stopped[stage] += n
         return [{"stage": s, "quarantined": stopped.get(s, 0),
-                 "seconds": round(self.durations_s.get(s, 0.0), 2)} for s in STAGES
+                 "seconds": round(self.durations_s.get(s, 0.0), 2), "wait_s": round(self.wait_s.get(s, 0.0), 2),
+                 "cpu_s": round(self.cpu_s.get(s, 0.0), 2)} for s in STAGES
                 if s in stopped or s in self.durations_s]
 
     def reason_rows(self) -> list[dict[str, Any]]:
@@ -58,6 +65,8 @@ class RunSummary:
         data["dialogues"] = dict(self.dialogues)
         data["quarantined"] = self.reason_rows()
         data["durations_s"] = {k: round(v, 3) for k, v in self.durations_s.items()}
+        data["wait_s"] = {k: round(v, 3) for k, v in self.wait_s.items()}
+        data["cpu_s"] = {k: round(v, 3) for k, v in self.cpu_s.items()}
         data["llm_usage"] = dict(self.llm_usage)
         data["counts"] = dict(sorted(self.counts.items()))
         return data
@@ -80,7 +89,7 @@ class RunSummary:
                       f"[bold]with dialogues[/] {self.with_dialogues}  "
                       f"[bold]dialogues[/] {dict(self.dialogues)}  [bold]LLM[/] {dict(self.llm_usage)}")
         stages = Table(title="stages")
-        for col in ("stage", "quarantined", "seconds"):
+        for col in ("stage", "quarantined", "seconds", "wait_s", "cpu_s"):
             stages.add_column(col)
         for row in self.stage_rows():
             stages.add_row(*(str(v) for v in row.values()))

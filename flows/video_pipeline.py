@@ -25,13 +25,12 @@ from curation.corpus.results import VideoResult
 from curation.llm.client import LLMClient
 from curation.manifest import ManifestRow
 from curation.skips import Skip
-from curation.text.descriptions import describe_video
+from curation.text.descriptions import caption_frame_times, describe_video
 from curation.text.dialogues import generate_dialogues
 from curation.text.source_text import clip_segments, read_source_segments
 from curation.video.acquire import acquire_video
-from curation.video.frames import FrameDecodeError, decode_frames, frame_timeline
 from curation.video.probe import admit, probe_video
-from curation.video.scenes import detect_scenes
+from curation.video.single_pass import decode_video
 from curation.watchdog import Budget, Interrupted, StageTimeout, stage_budget
 from schemas.records import Quarantine, Video
 
@@ -85,11 +84,19 @@ class VideoRun:
     current: Budget | None = None  # the running stage's budget
     _slot: threading.BoundedSemaphore | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    # Apart from the wall time above (which includes waiting for a pool slot): the wait, and the
+    # CPU time of this thread while the stage ran. Decoders run single-threaded in this thread,
+    # so a video stage's CPU is all here; the LLM client's own thread is not.
+    wait_s: dict[str, float] = field(default_factory=dict)
+    cpu_s: dict[str, float] = field(default_factory=dict)
 
     def stage(self, name: str, fn: Callable[..., Any], *args: Any, limit=None) -> Any:
         started = time.perf_counter()
+        cpu_started = None
         try:
             with self._held(limit):
+                self.wait_s[name] = self.wait_s.get(name, 0.0) + time.perf_counter() - started
+                cpu_started = time.thread_time()
                 budget_s = self.watchdog.budget_s(name, self.duration_s) if self.watchdog else None
                 with stage_budget(name, budget_s) as budget:
                     self.current = budget
@@ -110,6 +117,8 @@ class VideoRun:
             raise _Stopped(_crash(name, self.video_id, error)) from None
         finally:
             self.durations_s[name] = self.durations_s.get(name, 0.0) + time.perf_counter() - started
+            if cpu_started is not None:
+                self.cpu_s[name] = self.cpu_s.get(name, 0.0) + time.thread_time() - cpu_started
         if isinstance(out, Skip):
             raise _Stopped(out.to_quarantine(self.video_id, self.video_id))
         return out
@@ -169,16 +178,20 @@ def run_video(row: ManifestRow, ctx: PipelineContext, run: VideoRun | None = Non
             width=probe.width, height=probe.height, codec=probe.codec, has_audio=probe.has_audio,
             licence=row.licence, metadata=dict(row.metadata),
         )
-        scenes = run.stage("scenes", detect_scenes, acquired.path, row.video_id, cfg.scenes,
-                           probe.duration_s, limit=ctx.limits.cpu)
-        run.stage("frames", _check_frames, acquired.path, probe.duration_s, cfg, limit=ctx.limits.cpu)
+        # One decode of the file (issue 22) gives the scenes, the frames check and, for a video
+        # without source text, each scene's caption frames; the later stages only read its result.
+        wants_captions = None if row.text_uri else (lambda found: caption_frame_times(found, cfg.descriptions))
+        decoded = run.stage("scenes", decode_video, acquired.path, row.video_id, probe.duration_s, cfg.scenes,
+                            cfg.frames, wants_captions, cfg.descriptions.caption_max_pixels, limit=ctx.limits.cpu)
+        scenes = decoded.scenes
+        run.stage("frames", lambda: decoded.timeline)
         source_segments = []
         if row.text_uri:
             source_segments = run.stage("source_text", read_source_segments, row.text_uri, row.video_id,
                                         row.text_format, row.text_origin)
             source_segments = clip_segments(source_segments, probe.duration_s)
         segments = run.stage("descriptions", describe_video, video, acquired.path, scenes, source_segments,
-                             ctx.client, cfg.descriptions, counts, limit=ctx.limits.llm)
+                             ctx.client, cfg.descriptions, counts, decoded.captions, limit=ctx.limits.llm)
         outcome = run.stage("dialogues", generate_dialogues, video, segments, scenes, ctx.client,
                             cfg.dialogues, limit=ctx.limits.llm)
         dialogues, quarantine = list(outcome.dialogues), list(outcome.quarantined)
@@ -198,19 +211,5 @@ def run_video(row: ManifestRow, ctx: PipelineContext, run: VideoRun | None = Non
     return VideoResult(
         video_id=row.video_id, config_fingerprint=ctx.fingerprint, video=video, segments=segments,
         scenes=scenes, dialogues=dialogues, quarantine=quarantine, stage_durations_s=run.durations_s,
-        counts=dict(counts),
+        counts=dict(counts), stage_wait_s=run.wait_s, stage_cpu_s=run.cpu_s,
     )
-
-
-def _check_frames(path: Path, duration_s: float, cfg: CorpusConfig) -> list[float] | Skip:
-    """The trainer will decode the frame timeline; prove now that its first and last frames decode."""
-    times = frame_timeline(duration_s, cfg.frames.seconds_per_frame, cfg.frames.max_frames)
-    if not times:
-        return Skip("frames", "no_frames", f"no frame timestamps for a {duration_s:g} s video")
-    try:
-        frames = decode_frames(path, [times[0], times[-1]], 28 * 28 * 4)
-    except FrameDecodeError as error:  # the watchdog's exceptions pass: they are not the file's fault
-        return Skip("frames", "undecodable_frames", str(error))
-    if len(frames) != 2:
-        return Skip("frames", "undecodable_frames", f"decoded {len(frames)} of 2 probe frames")
-    return times

@@ -34,7 +34,9 @@ class VideoResult(BaseModel):
     scenes: list[Scene] = []
     dialogues: list[Dialogue] = []
     quarantine: list[Quarantine] = []
-    stage_durations_s: dict[str, float] = {}
+    stage_durations_s: dict[str, float] = {}  # wall time, waiting for a pool slot included
+    stage_wait_s: dict[str, float] = {}  # of which waiting for a pool slot
+    stage_cpu_s: dict[str, float] = {}  # CPU time of the stage's own thread
     llm_usage: dict[str, int] = {}
     counts: dict[str, int] = {}  # e.g. what the text filter caught; summed in summary.json
 

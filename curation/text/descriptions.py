@@ -96,12 +96,17 @@ def caption_request(video: Video, scene: Scene, times_s: list[float], frames: li
                       tag=f"caption/{video.video_id}/{scene.scene_id}")
 
 
+def caption_frame_times(scenes: list[Scene], cfg: DescriptionConfig) -> dict[int, list[float]]:
+    """Each scene's caption frame times: what the flow's single decode pass keeps for captions."""
+    return {sc.scene_id: scene_frame_times(sc, cfg.frames_per_scene) for sc in scenes}
+
+
 def decode_scene_frames(path: str | Path, scenes: list[Scene], cfg: DescriptionConfig
                         ) -> dict[int, tuple[list[float], list[np.ndarray]] | str]:
     """Each scene's frame times and frames, or the reason code they could not be had. One pass
     over the file when it decodes; scene by scene when it does not, so one bad stretch costs only
     its own scenes."""
-    times = {sc.scene_id: scene_frame_times(sc, cfg.frames_per_scene) for sc in scenes}
+    times = caption_frame_times(scenes, cfg)
     flat = [t for sc in scenes for t in times[sc.scene_id]]
     try:
         frames = decode_frames(path, flat, cfg.caption_max_pixels)
@@ -119,9 +124,11 @@ def decode_scene_frames(path: str | Path, scenes: list[Scene], cfg: DescriptionC
 
 
 def caption_scenes(video: Video, path: str | Path, scenes: list[Scene], client: LLMClient,
-                   cfg: DescriptionConfig) -> Captions:
-    """One caption segment per scene that decodes and whose caption comes back; the rest counted."""
-    decoded = decode_scene_frames(path, scenes, cfg)
+                   cfg: DescriptionConfig, decoded: dict | None = None) -> Captions:
+    """One caption segment per scene that decodes and whose caption comes back; the rest counted.
+    `decoded`: the frames the flow's single decode pass already has (as `decode_scene_frames`
+    gives them); the file is read only when they are not given."""
+    decoded = decoded if decoded is not None else decode_scene_frames(path, scenes, cfg)
     failed: dict[int, str] = {sid: why for sid, why in decoded.items() if isinstance(why, str)}
     todo = [sc for sc in scenes if sc.scene_id not in failed]
     requests = [caption_request(video, sc, *decoded[sc.scene_id], cfg) for sc in todo]
@@ -143,7 +150,8 @@ def caption_scenes(video: Video, path: str | Path, scenes: list[Scene], client: 
 
 
 def describe_video(video: Video, path: str | Path, scenes: list[Scene], source_segments: list[Segment],
-                   client: LLMClient, cfg: DescriptionConfig, counts: Counter | None = None) -> list[Segment] | Skip:
+                   client: LLMClient, cfg: DescriptionConfig, counts: Counter | None = None,
+                   decoded: dict | None = None) -> list[Segment] | Skip:
     """The video's timestamped descriptions: the source's own segments when it has them, else one
     caption per scene; a Skip when there is nothing to describe or every caption failed. `counts`
     (when given) gets `captions_<reason>` per failed scene caption."""
@@ -151,7 +159,7 @@ def describe_video(video: Video, path: str | Path, scenes: list[Scene], source_s
         return renumber(source_segments, video.video_id, scenes)
     if not scenes:
         return Skip(STAGE, "no_scenes", "no source text and no scene to caption")
-    captions = caption_scenes(video, path, scenes, client, cfg)
+    captions = caption_scenes(video, path, scenes, client, cfg, decoded)
     if counts is not None:
         counts.update(f"captions_{reason}" for reason in captions.failed.values())
     if not captions.segments:

@@ -55,8 +55,13 @@ class SceneConfig(BaseModel):
     # fully decodes just the keyframe-to-keyframe spans whose ends differ by at least
     # `keyframe_change` (ContentDetector score units): far fewer frames on calm footage, but a cut
     # and cut-back inside one GOP to a look-alike shot is missed.
-    scan: Literal["full", "keyframes"] = "full"
+    # "refs" (curation.video.single_pass, issue 22): decode reference frames only and fully decode
+    # just the frames around neighbouring reference frames that differ by `ref_change` or more.
+    # `detect_scenes` itself runs "refs" as "full"; the flow's single pass runs it.
+    scan: Literal["full", "keyframes", "refs"] = "refs"  # same cuts as "full" on tests/test_single_pass.py
     keyframe_change: float = Field(4.0, ge=0)  # our choice, checked against full scans in bench/scenes.py
+    # = adaptive_min_content_val: a cut scores at least that, and so do the two shots around it.
+    ref_change: float = Field(15.0, ge=0)
 
 
 def make_detector(cfg: SceneConfig, min_scene_s: float | None = None) -> AdaptiveDetector | ContentDetector:

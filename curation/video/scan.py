@@ -1,0 +1,100 @@
+"""Frames decoded again from a video's packets kept in memory, with no second read of the file.
+
+One demux pass keeps the compressed packets (`PacketLog`, a fraction of the decoded size). Any
+frame can then be decoded later by a fresh decoder that starts at the keyframe before it and
+decodes only reference frames (FFmpeg's own `skip_frame="NONREF"`) until the frames wanted.
+Reference frames do not depend on the frames skipped, and H.264/HEVC decoding is exact, so a frame
+decoded this way is bit-identical to the one a full decode of the file gives.
+
+`ref_change` is the cheap scan's test: ContentDetector's frame score (mean of |dH|, |dS|, |dV|
+with its default weights) between two neighbouring reference frames.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable
+
+import av
+import cv2
+import numpy as np
+
+
+class PacketLog:
+    """The video stream's packets in decode order, up to `max_bytes`; `usable` says whether every
+    packet so far is kept and has a timestamp (a frame is then found by its pts)."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self.packets: list[av.Packet] = []
+        self.bytes = 0
+        self.usable = True
+        self._order: list[int] | None = None
+
+    def add(self, packet: av.Packet) -> None:
+        if not self.usable or packet.size == 0:
+            return
+        if packet.pts is None or self.bytes + packet.size > self.max_bytes:
+            self.usable, self.packets, self.bytes = False, [], 0  # frees the memory at once
+            return
+        self.packets.append(packet)
+        self.bytes += packet.size
+        self._order = None
+
+    def display_pts(self) -> list[int]:
+        """Every frame's pts in presentation order."""
+        if self._order is None:
+            self._order = sorted({p.pts for p in self.packets})
+        return self._order
+
+
+def decode_at(log: PacketLog, stream: av.video.stream.VideoStream, wanted_pts: Iterable[int]
+              ) -> dict[int, av.VideoFrame]:
+    """The frames with these pts, decoded from the logged packets; a frame that does not decode
+    (damaged packet, unknown pts) is simply absent."""
+    index = {p.pts: i for i, p in enumerate(log.packets)}
+    keys = [i for i, p in enumerate(log.packets) if p.is_keyframe]
+    wanted = {pts for pts in wanted_pts if pts in index}
+    if not wanted or not keys:
+        return {}
+    # Group by the keyframe each wanted frame is decoded from. A leading frame of an open GOP
+    # (shown before its keyframe) references the GOP before, so it starts one keyframe earlier.
+    runs: dict[int, int] = {}  # keyframe index -> last packet index to feed
+    for pts in wanted:
+        at = index[pts]
+        k = bisect.bisect_right(keys, at) - 1
+        if k < 0:
+            continue  # before the first keyframe: nothing to decode it from
+        if k > 0 and pts < log.packets[keys[k]].pts:
+            k -= 1
+        runs[keys[k]] = max(runs.get(keys[k], -1), at)
+    out: dict[int, av.VideoFrame] = {}
+    for start, stop in sorted(runs.items()):
+        out.update(_decode_run(log.packets[start:stop + 1], stream, wanted))
+    return out
+
+
+def _decode_run(packets: list[av.Packet], stream, wanted: set[int]) -> dict[int, av.VideoFrame]:
+    # A fresh single-threaded decoder per run: skip_frame then applies to exactly the packet sent
+    # next (frame threads would read it late), and an IDR keyframe needs no earlier state.
+    ctx = av.CodecContext.create(stream.codec_context.name, "r")
+    ctx.extradata = stream.codec_context.extradata
+    ctx.thread_count = 1
+    out: dict[int, av.VideoFrame] = {}
+    try:
+        for packet in packets:
+            ctx.skip_frame = "DEFAULT" if packet.pts in wanted else "NONREF"
+            out.update((f.pts, f) for f in ctx.decode(packet) if f.pts in wanted)
+        out.update((f.pts, f) for f in ctx.decode(None) if f.pts in wanted)
+    except (av.error.FFmpegError, ValueError):
+        pass  # what decoded before the damage is kept; the rest is reported absent
+    return out
+
+
+def hsv(image_bgr: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(image_bgr, cv2.COLOR_BGR2HSV).astype(np.int16)
+
+
+def ref_change(a_hsv: np.ndarray, b_hsv: np.ndarray) -> float:
+    """ContentDetector's frame score between two frames, default weights, no edges."""
+    return float(np.abs(a_hsv - b_hsv).mean())
