@@ -20,7 +20,8 @@ from training.data.corpus import read_split
 
 # Small enough that 40 videos roll over several files per (table, split).
 SMALL = ShardConfig(target_shard_bytes=6_000, batch_rows=8, validation_share=0.3)
-NAME = re.compile(r"^data/(videos|segments|scenes|dialogues|quarantine)/(train|validation|all)-\d{5}-[0-9a-f]{8}\.parquet$")
+# <table>/<split>-<bucket>-<part>-<sha8>; any split name (issue 16 adds one).
+NAME = re.compile(r"^data/(videos|segments|scenes|dialogues|quarantine)/([a-z]+)-(\d{5})-(\d{2})-([0-9a-f]{8})\.parquet$")
 
 
 def store(results_dir: Path, ids, **kwargs) -> dict[str, VideoResult]:
@@ -44,8 +45,9 @@ def check_index_matches_files(root: Path, index: dict) -> None:
     for entry in index["shards"]:
         path = root / entry["path"]
         data = path.read_bytes()
-        assert NAME.match(entry["path"]), entry["path"]
-        assert entry["sha256"] == hashlib.sha256(data).hexdigest() and entry["sha256"][:8] in entry["path"]
+        name = NAME.match(entry["path"])
+        assert name and name.group(2) == entry["split"] and int(name.group(3)) == entry["bucket"], entry["path"]
+        assert entry["sha256"] == hashlib.sha256(data).hexdigest() and entry["sha256"][:8] == name.group(5)
         assert entry["bytes"] == len(data)
         meta = pq.read_metadata(path)
         assert entry["rows"] == meta.num_rows
@@ -116,22 +118,22 @@ def test_split_is_a_pure_function_of_id_seed_and_share():
     assert all(split_of(v, large) == "validation" for v in ids if split_of(v, small) == "validation")
 
 
-def test_files_roll_at_the_target_size(tmp_path):
+def test_a_bucket_rolls_to_a_new_part_at_the_target_size(tmp_path):
     store(tmp_path / "results", ids_of(40))
-    cfg = SMALL.model_copy(update={"target_shard_bytes": 3_000})
+    cfg = SMALL.model_copy(update={"target_shard_bytes": 3_000, "buckets": 2})
     index = build_shards(tmp_path / "results", tmp_path / "corpus", cfg)
-    by_key: dict[tuple[str, str], list[dict]] = {}
+    by_key: dict[tuple[str, str, int], list[dict]] = {}
     for entry in index["shards"]:
-        by_key.setdefault((entry["table"], entry["split"]), []).append(entry)
-    assert len(by_key[("dialogues", "train")]) >= 3
+        by_key.setdefault((entry["table"], entry["split"], entry["bucket"]), []).append(entry)
+    assert len(by_key[("dialogues", "train", 0)]) >= 2
     for entries in by_key.values():
-        numbers = [int(e["path"].rsplit("/", 1)[1].split("-")[1]) for e in entries]
-        assert numbers == list(range(len(entries)))
+        parts = [int(NAME.match(e["path"]).group(4)) for e in entries]
+        assert parts == list(range(len(entries)))
         assert all(e["bytes"] >= cfg.target_shard_bytes for e in entries[:-1])  # only the last is short
-    one_file = build_shards(tmp_path / "results", tmp_path / "big", ShardConfig(validation_share=0.3))
-    assert Counter((e["table"], e["split"]) for e in one_file["shards"]) == Counter(by_key.keys())
+    one_file = build_shards(tmp_path / "results", tmp_path / "big", cfg.model_copy(update={"target_shard_bytes": 10**9}))
+    assert Counter((e["table"], e["split"], e["bucket"]) for e in one_file["shards"]) == Counter(by_key.keys())
     for key, entries in by_key.items():
-        big = next(e for e in one_file["shards"] if (e["table"], e["split"]) == key)
+        big = next(e for e in one_file["shards"] if (e["table"], e["split"], e["bucket"]) == key)
         assert big["rows"] == sum(e["rows"] for e in entries)
 
 
