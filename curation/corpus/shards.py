@@ -109,6 +109,7 @@ class _RollingWriter:
         self.tmp: Path | None = None
         self.rows_in_file = 0
         self.entries: list[dict[str, Any]] = []
+        self.written: list[str] = []  # paths of entries whose bytes were not on disk before
 
     def add(self, records: list[Record]) -> None:
         self.pending.extend(records)
@@ -153,7 +154,14 @@ class _RollingWriter:
         _fsync_file(tmp)
         sha256 = sha256_file(tmp)
         rel = f"data/{self.table}/{self._stem()}-{sha256[:8]}.parquet"
-        os.replace(tmp, self.root / rel)
+        target = self.root / rel
+        if target.is_file() and sha256_file(target) == sha256:
+            # The same bytes are there already (the bucket changed in another split): leave the
+            # file a reader may have open, and its timestamps, alone.
+            tmp.unlink()
+        else:
+            os.replace(tmp, target)
+            self.written.append(rel)
         self.entries.append({"table": self.table, "split": self.split, "bucket": self.bucket, "path": rel,
                              "rows": self.rows_in_file, "sha256": sha256, "bytes": (self.root / rel).stat().st_size})
         self.rows_in_file = 0
@@ -216,9 +224,10 @@ def layout_key(cfg: ShardConfig, bucket_count: int) -> str:
 
 
 def _write_bucket(results_dir: Path, corpus_root: Path, bucket: int, video_ids: list[str],
-                  cfg: ShardConfig) -> tuple[list[dict[str, Any]], str]:
-    """Every file of one bucket from its result files; returns the entries and the bucket's digest
-    over the results actually read (a file damaged since the catalogue saw it is left out)."""
+                  cfg: ShardConfig) -> tuple[list[dict[str, Any]], list[str], str]:
+    """Every file of one bucket from its result files; returns the entries, the paths whose bytes
+    are new, and the bucket's digest over the results actually read (a file damaged since the
+    catalogue saw it is left out)."""
     writers: dict[tuple[str, str], _RollingWriter] = {}
     lines = []
     for video_id in video_ids:
@@ -238,7 +247,8 @@ def _write_bucket(results_dir: Path, corpus_root: Path, bucket: int, video_ids: 
                     writers[key] = _RollingWriter(corpus_root, key[0], key[1], bucket, cfg)
                 writers[key].add(records)
     entries = [e for key in sorted(writers) for e in writers[key].close()]
-    return entries, _digest(lines)
+    written = [path for key in sorted(writers) for path in writers[key].written]
+    return entries, written, _digest(lines)
 
 
 def _previous_index(corpus_root: Path) -> dict[str, Any] | None:
@@ -262,8 +272,8 @@ def _intact(corpus_root: Path, entry: dict[str, Any]) -> bool:
 @dataclass
 class ShardUpdate:
     index: dict[str, Any]
-    written: list[str] = field(default_factory=list)  # files (re)written by this build
-    kept: int = 0  # files kept byte-for-byte from the previous index
+    written: list[str] = field(default_factory=list)  # files whose bytes this build wrote
+    kept: int = 0  # files left as they were (their bytes were already on disk)
     removed: list[str] = field(default_factory=list)  # files of the previous build deleted after the swap
 
 
@@ -305,10 +315,11 @@ def update_shards(results_dir: str | Path, corpus_root: str | Path, cfg: ShardCo
             update.kept += len(old)
             digests[str(bucket)] = wanted
         else:
-            entries, digests[str(bucket)] = _write_bucket(
+            entries, written, digests[str(bucket)] = _write_bucket(
                 results_dir, corpus_root, bucket, [video_id for video_id, _ in members[bucket]], cfg)
             shards += entries
-            update.written += [e["path"] for e in entries]
+            update.written += written
+            update.kept += len(entries) - len(written)
         if on_bucket:
             on_bucket(bucket, count)
     shards.sort(key=lambda e: (TABLE_ORDER.index(e["table"]), e["path"]))
