@@ -12,7 +12,17 @@ import pyarrow.parquet as pq
 import pytest
 
 from curation.corpus.results import VideoResult, write_result
-from curation.corpus.shards import ShardConfig, build_shards, publish, read_table, split_of
+from curation.corpus.shards import (
+    ALL_SPLIT,
+    DEFAULT_BUCKETS,
+    ShardConfig,
+    bucket_of,
+    build_shards,
+    publish,
+    read_table,
+    split_of,
+    update_shards,
+)
 from schemas import Dialogue, Quarantine, Video, from_table
 from schemas.arrow import TABLE_KEY, VERSION_KEY
 from tests.test_results import FIXED_TIME, make_result
@@ -166,6 +176,75 @@ def test_rebuild_after_new_results_neither_duplicates_nor_drops(tmp_path):
     expected = {d.dialogue_id for v, r in made.items() if v != "vid0003" for d in r.dialogues}
     assert set(ids) == expected | {f"vid0003-mq-{d}" for d in range(3)}
     assert sorted(read_table(root, "videos").column("video_id").to_pylist()) == ids_of(30)
+
+
+def test_adding_a_video_leaves_every_other_shard_file_byte_identical(tmp_path):
+    results, root = tmp_path / "results", tmp_path / "corpus"
+    cfg = SMALL.model_copy(update={"target_shard_bytes": 10**9, "buckets": 8})
+    store(results, ids_of(40))
+    before_index = build_shards(results, root, cfg)
+    before = files_under(root / "data")
+    new_id = "vid0040"
+    write_result(results, make_result(new_id, n_dialogues=2, quarantined=1))
+    update = update_shards(results, root, cfg)
+    after = files_under(root / "data")
+    check_index_matches_files(root, update.index)
+
+    changed = sorted(f"data/{p}" for p in after if before.get(p) != after[p])
+    assert changed == sorted(update.written)
+    # One file per table, in the new video's bucket and split (quarantine rows: split `all`).
+    assert Counter(p.split("/")[1] for p in changed) == {t: 1 for t in
+                                                          ("videos", "segments", "scenes", "dialogues", "quarantine")}
+    entries = {e["path"]: e for e in update.index["shards"]}
+    for path in changed:
+        table = path.split("/")[1]
+        assert entries[path]["bucket"] == bucket_of(new_id, 8)
+        assert entries[path]["split"] == (ALL_SPLIT if table == "quarantine" else split_of(new_id, cfg))
+    # Every other file keeps its name and bytes; the replaced ones are gone after the swap.
+    replaced = {e["path"] for e in before_index["shards"]} - set(entries)
+    assert len(replaced) == len(changed) and sorted(update.removed) == sorted(replaced)
+    assert {p: b for p, b in before.items() if f"data/{p}" not in replaced} == {
+        p: b for p, b in after.items() if f"data/{p}" not in changed}
+    assert update.kept == len(entries) - len(changed)
+    # The update equals a full build of the same results, byte for byte.
+    assert build_shards(results, tmp_path / "fresh", cfg) == update.index
+    assert files_under(tmp_path / "fresh" / "data") == after
+    # Nothing changed: nothing written, nothing removed.
+    again = update_shards(results, root, cfg)
+    assert (again.written, again.removed, again.index) == ([], [], update.index)
+
+
+def test_the_bucket_count_is_fixed_per_corpus_until_the_config_names_another(tmp_path):
+    results, root = tmp_path / "results", tmp_path / "corpus"
+    store(results, ids_of(20))
+    first = build_shards(results, root, SMALL.model_copy(update={"buckets": 4}))
+    assert first["buckets"]["count"] == 4 and {e["bucket"] for e in first["shards"]} == set(range(4))
+    assert build_shards(results, root, SMALL) == first  # no count in the config: the corpus's own
+    assert build_shards(results, tmp_path / "new", SMALL)["buckets"]["count"] == DEFAULT_BUCKETS
+    regrouped = update_shards(results, root, SMALL.model_copy(update={"buckets": 2}))
+    assert regrouped.index["buckets"]["count"] == 2 and regrouped.kept == 0
+    assert sorted(regrouped.removed) == sorted(e["path"] for e in first["shards"])
+    check_index_matches_files(root, regrouped.index)
+    # Another split is another layout: every bucket is rebuilt (files whose bytes stay are kept).
+    half = SMALL.model_copy(update={"validation_share": 0.5})
+    resplit = update_shards(results, root, half)
+    assert resplit.written and resplit.index["buckets"]["count"] == 2
+    check_index_matches_files(root, resplit.index)
+    assert {v: split_of(v, half) for v in ids_of(20)} == {
+        v: s for s in ("train", "validation") for v in read_table(root, "videos", s).column("video_id").to_pylist()}
+
+
+def test_a_kept_file_that_went_missing_is_written_again(tmp_path):
+    results, root = tmp_path / "results", tmp_path / "corpus"
+    store(results, ids_of(20))
+    cfg = SMALL.model_copy(update={"buckets": 4})
+    index = build_shards(results, root, cfg)
+    lost = next(e for e in index["shards"] if e["table"] == "dialogues")
+    (root / lost["path"]).unlink()
+    update = update_shards(results, root, cfg)
+    assert update.index == index and lost["path"] in update.written
+    assert {e["bucket"] for e in index["shards"] if e["path"] in update.written} == {lost["bucket"]}
+    check_index_matches_files(root, update.index)
 
 
 def test_crash_before_the_index_swap_leaves_the_old_corpus_readable(tmp_path, monkeypatch):
