@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import sys
 from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from curation.corpus.results import (
 from schemas.records import check_safe_id
 
 CATALOGUE_NAME = "catalogue.sqlite"
+UPSERT_BATCH = 2000
 FORMAT = "1"  # bump when the columns change: an older catalogue is dropped and rebuilt
 
 _SCHEMA = """
@@ -68,12 +70,13 @@ class CatalogueEntry:
 
     @property
     def dialogue_kinds(self) -> dict[str, int]:
-        return json.loads(self.dialogue_kinds_json)
+        return json.loads(self.dialogue_kinds_json) if self.dialogue_kinds_json != "{}" else {}
 
     @property
     def quarantine(self) -> list[tuple[str, str, str]]:
         """(stage, reason, kind) of every quarantine row the result holds."""
-        return [tuple(q) for q in json.loads(self.quarantine_json)]
+        # Most results have none; the resume check asks 52k times per run.
+        return [tuple(q) for q in json.loads(self.quarantine_json)] if self.quarantine_json != "[]" else []
 
     @property
     def stage_durations_s(self) -> dict[str, float]:
@@ -108,9 +111,9 @@ def entry_of(result: VideoResult, sha256: str) -> CatalogueEntry:
     for dialogue in result.dialogues:
         kinds[dialogue.kind] = kinds.get(dialogue.kind, 0) + 1
     return CatalogueEntry(
-        video_id=result.video_id, sha256=sha256, config_fingerprint=result.config_fingerprint,
-        dialogue_kinds_json=json.dumps(kinds, sort_keys=True),
-        quarantine_json=json.dumps([[q.stage, q.reason, q.kind] for q in result.quarantine]),
+        video_id=result.video_id, sha256=sha256, config_fingerprint=sys.intern(result.config_fingerprint),
+        dialogue_kinds_json=sys.intern(json.dumps(kinds, sort_keys=True)),
+        quarantine_json=sys.intern(json.dumps([[q.stage, q.reason, q.kind] for q in result.quarantine])),
         stage_durations_json=json.dumps(result.stage_durations_s, sort_keys=True))
 
 
@@ -118,7 +121,7 @@ def _file_key(stat: os.stat_result) -> str:
     return f"{stat.st_ino}:{stat.st_size}:{stat.st_mtime_ns}"
 
 
-def _listing(results_dir: Path) -> Iterator[tuple[str, Path, str]]:
+def _listing(results_dir: Path) -> Iterator[tuple[str, str, str]]:
     """(video_id, path, file key) of every result file where `result_path` would look for it."""
     try:
         folders = sorted(os.scandir(results_dir), key=lambda e: e.name)
@@ -140,7 +143,7 @@ def _listing(results_dir: Path) -> Iterator[tuple[str, Path, str]]:
             if result_folder_name(video_id) != folder.name:
                 continue
             try:
-                yield video_id, Path(entry.path), _file_key(entry.stat())
+                yield video_id, entry.path, _file_key(entry.stat())
             except FileNotFoundError:  # replaced or removed while listing
                 continue
 
@@ -193,21 +196,24 @@ def sync_catalogue(results_dir: str | Path) -> Catalogue:
 def _sync(con: sqlite3.Connection, root: Path) -> Catalogue:
     known: dict[str, str] = {}
     entries: dict[str, CatalogueEntry] = {}
+    intern = sys.intern  # fingerprints and most fact columns repeat across 52k rows: one copy each
     for video_id, file_key, sha256, fingerprint, kinds, quarantine, durations in con.execute(
             "select video_id, file_key, sha256, config_fingerprint, dialogue_kinds, quarantine, "
             "stage_durations_s from results"):
         known[video_id] = file_key
-        entries[video_id] = CatalogueEntry(video_id, sha256, fingerprint, kinds, quarantine, durations)
+        entries[video_id] = CatalogueEntry(video_id, sha256, intern(fingerprint), intern(kinds), intern(quarantine),
+                                           durations)
     upserts: list[tuple[str, ...]] = []
     seen: set[str] = set()
     read_files = 0
+    con.execute("begin")  # one transaction: the catalogue moves from one consistent state to the next
     for video_id, path, file_key in _listing(root):
         if known.get(video_id) == file_key:
             seen.add(video_id)
             continue
         read_files += 1
         try:
-            data = path.read_bytes()
+            data = Path(path).read_bytes()
         except OSError:
             continue
         result = parse_result(data, video_id)
@@ -217,12 +223,14 @@ def _sync(con: sqlite3.Connection, root: Path) -> Catalogue:
         entry = entries[video_id] = entry_of(result, hashlib.sha256(data).hexdigest())
         upserts.append((video_id, file_key, entry.sha256, entry.config_fingerprint, entry.dialogue_kinds_json,
                         entry.quarantine_json, entry.stage_durations_json))
+        if len(upserts) >= UPSERT_BATCH:  # bounded memory on a first sync of a large store
+            con.executemany("insert or replace into results values (?, ?, ?, ?, ?, ?, ?)", upserts)
+            upserts = []
+    known.clear()
     gone = [v for v in entries if v not in seen]
     for video_id in gone:
         del entries[video_id]
-    if upserts or gone:
-        con.execute("begin")
-        con.executemany("insert or replace into results values (?, ?, ?, ?, ?, ?, ?)", upserts)
-        con.executemany("delete from results where video_id = ?", [(v,) for v in gone])
-        con.execute("commit")
+    con.executemany("insert or replace into results values (?, ?, ?, ?, ?, ?, ?)", upserts)
+    con.executemany("delete from results where video_id = ?", [(v,) for v in gone])
+    con.execute("commit")
     return Catalogue(entries=entries, read_files=read_files)

@@ -32,6 +32,7 @@ One build per corpus at a time: a build deletes any `.tmp-` file it finds under 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -85,6 +86,12 @@ def bucket_of(video_id: str, count: int) -> int:
     return int.from_bytes(hashlib.sha256(video_id.encode()).digest()[:8], "big") % count
 
 
+@functools.cache
+def _schema(table: str) -> pa.Schema:
+    # Derived from the record class by reflection: once per table, not once per bucket file.
+    return arrow_schema(TABLES[table])
+
+
 def _fsync_file(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -99,7 +106,7 @@ class _RollingWriter:
     def __init__(self, root: Path, table: str, split: str, bucket: int, cfg: ShardConfig):
         self.root, self.table, self.split, self.bucket, self.cfg = root, table, split, bucket, cfg
         self.cls: type[Record] = TABLES[table]
-        self.schema = arrow_schema(self.cls)
+        self.schema = _schema(table)
         self.folder = root / "data" / table
         self.pending: list[Record] = []
         self.buffered: list[pa.Table] = []
