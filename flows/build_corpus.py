@@ -12,6 +12,11 @@ work, and a watchdog over every stage. SIGTERM/SIGINT stop the run within second
 
 Resume is the project's own, not Prefect's result cache: a video whose result file exists for the
 same config fingerprint is skipped; retryable failures (crashes, network, LLM outages) are redone.
+What is done comes from the results catalogue (`curation.corpus.catalogue`), which reads only
+result files it has not seen, and the shard update rewrites only the hash buckets that changed.
+
+On Dask, every worker must see `output_dir` at the same path (shared storage): a batch checks the
+flow's run marker there first (`curation.corpus.run_marker`) and refuses to run without it.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import argparse
 import functools
 import hashlib
 import json
+import socket
 import sys
 import threading
 import time
@@ -38,8 +44,10 @@ from rich.console import Console
 
 from curation.config import CorpusConfig, WorkerLimits, load_config
 from curation.corpus.card import write_dataset_card
-from curation.corpus.results import VideoResult, iter_results, read_result, write_result
-from curation.corpus.shards import build_shards, publish
+from curation.corpus.catalogue import CatalogueEntry, sync_catalogue
+from curation.corpus.results import VideoResult, write_result
+from curation.corpus.run_marker import unshared_output, write_run_marker
+from curation.corpus.shards import publish, update_shards
 from curation.llm.client import LLMClient, LLMConfig
 from curation.manifest import ManifestRow, read_manifest
 from curation.skips import Skip
@@ -74,24 +82,29 @@ def _limits(workers_json: str) -> Limits:
     return Limits.from_workers(WorkerLimits.model_validate_json(workers_json))
 
 
-def is_final(result: VideoResult, fingerprint: str) -> bool:
-    return result.config_fingerprint == fingerprint and not any(
-        q.kind == "error" or q.reason in RETRYABLE_REASONS for q in result.quarantine)
+def is_final(entry: CatalogueEntry, fingerprint: str) -> bool:
+    return entry.config_fingerprint == fingerprint and not any(
+        kind == "error" or reason in RETRYABLE_REASONS for _, reason, kind in entry.quarantine)
 
 
 @task(name="process-batch", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
-def process_batch(rows: list[dict[str, Any]], config_json: str) -> dict[str, Any]:
+def process_batch(rows: list[dict[str, Any]], config_json: str, run_token: str) -> dict[str, Any]:
     """Process one batch; results go to disk, only counts come back (pass paths, not data)."""
     # The task's function is pickled by value for Dask (the module attribute is the Task), so
     # the work lives in a plain module function that pickles by reference, globals and all.
-    return run_batch(rows, config_json)
+    return run_batch(rows, config_json, run_token)
 
 
-def run_batch(rows: list[dict[str, Any]], config_json: str) -> dict[str, Any]:
+def run_batch(rows: list[dict[str, Any]], config_json: str, run_token: str) -> dict[str, Any]:
+    nothing = {"done": 0, "failed": 0, "llm_usage": {}, "local": _PROGRESS is not None, "refused": None,
+               "interrupted": STOP.is_set()}
     if _REFUSED.is_set() or STOP.is_set():  # the disk is full, or the run is stopping: do nothing
-        return {"done": 0, "failed": 0, "llm_usage": {}, "local": _PROGRESS is not None, "refused": None,
-                "interrupted": STOP.is_set()}
+        return nothing
     config = CorpusConfig.model_validate_json(config_json)
+    # Before anything is written: results written where the flow cannot read them would be lost.
+    unshared = unshared_output(config.output_dir, run_token)
+    if unshared:
+        return nothing | {"unshared": unshared}
     client = _client(config.llm.model_dump_json())
     usage_before = client.usage_snapshot()
     ctx = PipelineContext(config=config, corpus_root=Path(config.output_dir), client=client,
@@ -185,28 +198,30 @@ def _run(config: CorpusConfig, console: Console) -> dict[str, Any]:
 
     read = read_manifest(config.manifest)
     rows = read.rows[: config.limit] if config.limit else read.rows
+    catalogue = sync_catalogue(results_dir)
     for skip in read.skips:
         result = _manifest_skip_result(skip, fingerprint)
-        if read_result(results_dir, result.video_id) is None:
+        if result.video_id not in catalogue:
             write_result(results_dir, result)
     todo = []
     for row in rows:
-        previous = read_result(results_dir, row.video_id)
+        previous = catalogue.get(row.video_id)
         if previous is None or not is_final(previous, fingerprint):
             todo.append(row)
     logger.info("%d manifest rows, %d to process, %d already finished", len(rows), len(todo),
                 len(rows) - len(todo))
+    run_token = write_run_marker(corpus_root)
 
     batches = [todo[i: i + config.batch_size] for i in range(0, len(todo), config.batch_size)]
     config_json = config.model_dump_json()
     usage: dict[str, int] = {}
-    refused = None
+    refused = unshared = None
     _REFUSED.clear()
     with RunProgress(total=len(todo), console=console) as progress, \
             stop_on_signals(config.watchdog.stop_grace_s) as stop:
         _PROGRESS = progress if config.task_runner == "local" else None
         try:
-            futures = [process_batch.submit([r.model_dump(mode="json") for r in batch], config_json)
+            futures = [process_batch.submit([r.model_dump(mode="json") for r in batch], config_json, run_token)
                        for batch in batches]
             for future in futures:
                 out = future.result()
@@ -215,20 +230,30 @@ def _run(config: CorpusConfig, console: Console) -> dict[str, Any]:
                 for key, value in out["llm_usage"].items():
                     usage[key] = usage.get(key, 0) + value
                 refused = refused or out.get("refused")
+                unshared = unshared or out.get("unshared")
         finally:
             _PROGRESS = None
     if refused:  # no shards or card from a partial run: the re-run writes them
         return {"output_refused": refused}
     if stop.signum is not None:  # the same: finished videos are on disk, the re-run does the rest
         return {"interrupted": stop.name, "exit_code": stop.exit_code}
+    if unshared:
+        return {"output_unshared": unshared | {"flow_host": socket.gethostname()}}
 
+    catalogue = sync_catalogue(results_dir)  # reads only what the batches wrote
     summary = RunSummary(new_this_run=len(todo), reused=len(rows) - len(todo))
-    for result in iter_results(results_dir):
-        summary.add(result)
+    for entry in catalogue:
+        summary.add(entry)
     summary.llm_usage.update(_add_usage(corpus_root / "work" / "llm_usage.json", usage))
     # Publishing waits for the card, so a remote copy never names a card it lacks.
-    index = build_shards(results_dir, corpus_root, config.shards.model_copy(update={"publish_url": None}))
+    shards = update_shards(results_dir, corpus_root, config.shards.model_copy(update={"publish_url": None}),
+                           catalogue=catalogue)
+    index = shards.index
+    logger.info("shards: %d files written, %d unchanged, %d removed", len(shards.written), shards.kept,
+                len(shards.removed))
     data = summary.as_dict() | {"llm_usage_this_run": usage, "seconds": round(time.perf_counter() - started, 2),
+                                "shards_this_run": {"written": shards.written, "kept": shards.kept,
+                                                    "removed": len(shards.removed)},
                                 "corpus": str(corpus_root), "config_fingerprint": fingerprint,
                                 "llm_model": config.llm.model}
     (corpus_root / "summary.json").write_text(json.dumps(data, indent=2, default=str))
@@ -283,6 +308,14 @@ def main(argv: list[str] | None = None) -> int:
               f"({refused['filename'] or 'unknown file'}). Free space or fix permissions, then run the same "
               "command again: finished videos are kept and not redone.", file=sys.stderr)
         return 3
+    unshared = data.get("output_unshared")
+    if unshared:
+        print(f"build-corpus stopped: a worker on {unshared['host']} does not see this run's output folder "
+              f"{unshared['output_dir']} (run marker there: {unshared['marker']!r}); the flow runs on "
+              f"{unshared['flow_host']}. Every Dask worker must mount output_dir at the same path as the flow "
+              "(NFS, Lustre, a shared volume). Results written where the flow can see them are kept.",
+              file=sys.stderr)
+        return 4
     return 0
 
 

@@ -1,6 +1,6 @@
 """The end-of-run summary: counts per stage, skip reasons, durations and LLM tokens.
 
-Computed from the per-video result files (the truth on disk), shown on the terminal and
+Computed from the results catalogue (what the result files on disk hold), shown on the terminal and
 published as Prefect table and markdown artifacts (keys: lowercase letters, digits, dashes).
 """
 
@@ -12,6 +12,8 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+
+from curation.corpus.catalogue import CatalogueEntry
 
 STAGES = ("manifest", "acquire", "probe", "admit", "scenes", "frames", "source_text", "descriptions",
           "dialogues", "results")
@@ -33,17 +35,17 @@ class RunSummary:
     new_this_run: int = 0
     reused: int = 0
 
-    def add(self, result: Any) -> None:
+    def add(self, entry: CatalogueEntry) -> None:
         self.videos += 1
-        self.with_dialogues += bool(result.dialogues)
-        self.dialogues.update(d.kind for d in result.dialogues)
-        self.quarantined.update((q.stage, q.reason, q.kind) for q in result.quarantine)
-        for stage, seconds in result.stage_durations_s.items():
+        self.with_dialogues += entry.with_dialogues
+        self.dialogues.update(entry.dialogue_kinds)
+        self.quarantined.update(entry.quarantine)
+        for stage, seconds in entry.stage_durations_s.items():
             self.durations_s[stage] += seconds
-        self.counts.update(result.counts)
-        for stage, seconds in result.stage_wait_s.items():
+        self.counts.update(entry.counts)
+        for stage, seconds in entry.stage_wait_s.items():
             self.wait_s[stage] += seconds
-        for stage, seconds in result.stage_cpu_s.items():
+        for stage, seconds in entry.stage_cpu_s.items():
             self.cpu_s[stage] += seconds
 
     def stage_rows(self) -> list[dict[str, Any]]:

@@ -137,6 +137,32 @@ def test_a_rebuild_deletes_the_old_builds_shards_in_the_last_commit(corpus):
         assert old not in hub.files(REPO) and new in hub.files(REPO)
 
 
+def test_after_adding_a_video_a_dry_run_lists_only_the_files_that_changed(tmp_path):
+    from curation.corpus.results import write_result
+    from curation.corpus.shards import ShardConfig, build_shards, update_shards
+    from tests.test_results import make_result
+
+    results, corpus = tmp_path / "results", tmp_path / "corpus"
+    cfg = ShardConfig(buckets=8, validation_share=0.3)
+    for i in range(30):
+        write_result(results, make_result(f"vid{i:04d}", n_dialogues=1 + i % 3, quarantined=i % 2))
+    first = build_shards(results, corpus, cfg)
+    with HubStub() as hub:
+        push_corpus(corpus, REPO, endpoint=hub.endpoint)
+        write_result(results, make_result("vid0030", quarantined=1))
+        update = update_shards(results, corpus, cfg)
+        writes = len(hub.writes())
+        dry = push_corpus(corpus, REPO, endpoint=hub.endpoint, dry_run=True)
+        assert hub.writes()[writes:] == []
+    # One shard per table (the new video's bucket), then the index that names them.
+    assert len(update.written) == 5
+    assert dry.uploaded == sorted(update.written) + ["index.json"]
+    # Files the new one replaces (none where its bucket had no rows of that split yet) go.
+    assert dry.deleted == sorted(update.removed)
+    assert len(dry.skipped_same) == len(first["shards"]) - len(update.removed)
+    assert dry.bytes == sum((corpus / p).stat().st_size for p in dry.uploaded)
+
+
 def test_the_token_is_sent_to_the_hub_and_appears_nowhere_else(corpus, caplog, capsys):
     caplog.set_level(logging.DEBUG)
     with HubStub() as hub:

@@ -12,7 +12,17 @@ import pyarrow.parquet as pq
 import pytest
 
 from curation.corpus.results import VideoResult, write_result
-from curation.corpus.shards import ShardConfig, build_shards, publish, read_table, split_of
+from curation.corpus.shards import (
+    ALL_SPLIT,
+    DEFAULT_BUCKETS,
+    ShardConfig,
+    bucket_of,
+    build_shards,
+    publish,
+    read_table,
+    split_of,
+    update_shards,
+)
 from schemas import Dialogue, Quarantine, Video, from_table
 from schemas.arrow import TABLE_KEY, VERSION_KEY
 from tests.test_results import FIXED_TIME, make_result
@@ -20,7 +30,8 @@ from training.data.corpus import read_split
 
 # Small enough that 40 videos roll over several files per (table, split).
 SMALL = ShardConfig(target_shard_bytes=6_000, batch_rows=8, validation_share=0.3)
-NAME = re.compile(r"^data/(videos|segments|scenes|dialogues|quarantine)/(train|validation|all)-\d{5}-[0-9a-f]{8}\.parquet$")
+# <table>/<split>-<bucket>-<part>-<sha8>; any split name (issue 16 adds one).
+NAME = re.compile(r"^data/(videos|segments|scenes|dialogues|quarantine)/([a-z]+)-(\d{5})-(\d{2})-([0-9a-f]{8})\.parquet$")
 
 
 def store(results_dir: Path, ids, **kwargs) -> dict[str, VideoResult]:
@@ -44,8 +55,9 @@ def check_index_matches_files(root: Path, index: dict) -> None:
     for entry in index["shards"]:
         path = root / entry["path"]
         data = path.read_bytes()
-        assert NAME.match(entry["path"]), entry["path"]
-        assert entry["sha256"] == hashlib.sha256(data).hexdigest() and entry["sha256"][:8] in entry["path"]
+        name = NAME.match(entry["path"])
+        assert name and name.group(2) == entry["split"] and int(name.group(3)) == entry["bucket"], entry["path"]
+        assert entry["sha256"] == hashlib.sha256(data).hexdigest() and entry["sha256"][:8] == name.group(5)
         assert entry["bytes"] == len(data)
         meta = pq.read_metadata(path)
         assert entry["rows"] == meta.num_rows
@@ -116,22 +128,22 @@ def test_split_is_a_pure_function_of_id_seed_and_share():
     assert all(split_of(v, large) == "validation" for v in ids if split_of(v, small) == "validation")
 
 
-def test_files_roll_at_the_target_size(tmp_path):
+def test_a_bucket_rolls_to_a_new_part_at_the_target_size(tmp_path):
     store(tmp_path / "results", ids_of(40))
-    cfg = SMALL.model_copy(update={"target_shard_bytes": 3_000})
+    cfg = SMALL.model_copy(update={"target_shard_bytes": 3_000, "buckets": 2})
     index = build_shards(tmp_path / "results", tmp_path / "corpus", cfg)
-    by_key: dict[tuple[str, str], list[dict]] = {}
+    by_key: dict[tuple[str, str, int], list[dict]] = {}
     for entry in index["shards"]:
-        by_key.setdefault((entry["table"], entry["split"]), []).append(entry)
-    assert len(by_key[("dialogues", "train")]) >= 3
+        by_key.setdefault((entry["table"], entry["split"], entry["bucket"]), []).append(entry)
+    assert len(by_key[("dialogues", "train", 0)]) >= 2
     for entries in by_key.values():
-        numbers = [int(e["path"].rsplit("/", 1)[1].split("-")[1]) for e in entries]
-        assert numbers == list(range(len(entries)))
+        parts = [int(NAME.match(e["path"]).group(4)) for e in entries]
+        assert parts == list(range(len(entries)))
         assert all(e["bytes"] >= cfg.target_shard_bytes for e in entries[:-1])  # only the last is short
-    one_file = build_shards(tmp_path / "results", tmp_path / "big", ShardConfig(validation_share=0.3))
-    assert Counter((e["table"], e["split"]) for e in one_file["shards"]) == Counter(by_key.keys())
+    one_file = build_shards(tmp_path / "results", tmp_path / "big", cfg.model_copy(update={"target_shard_bytes": 10**9}))
+    assert Counter((e["table"], e["split"], e["bucket"]) for e in one_file["shards"]) == Counter(by_key.keys())
     for key, entries in by_key.items():
-        big = next(e for e in one_file["shards"] if (e["table"], e["split"]) == key)
+        big = next(e for e in one_file["shards"] if (e["table"], e["split"], e["bucket"]) == key)
         assert big["rows"] == sum(e["rows"] for e in entries)
 
 
@@ -164,6 +176,75 @@ def test_rebuild_after_new_results_neither_duplicates_nor_drops(tmp_path):
     expected = {d.dialogue_id for v, r in made.items() if v != "vid0003" for d in r.dialogues}
     assert set(ids) == expected | {f"vid0003-mq-{d}" for d in range(3)}
     assert sorted(read_table(root, "videos").column("video_id").to_pylist()) == ids_of(30)
+
+
+def test_adding_a_video_leaves_every_other_shard_file_byte_identical(tmp_path):
+    results, root = tmp_path / "results", tmp_path / "corpus"
+    cfg = SMALL.model_copy(update={"target_shard_bytes": 10**9, "buckets": 8})
+    store(results, ids_of(40))
+    before_index = build_shards(results, root, cfg)
+    before = files_under(root / "data")
+    new_id = "vid0040"
+    write_result(results, make_result(new_id, n_dialogues=2, quarantined=1))
+    update = update_shards(results, root, cfg)
+    after = files_under(root / "data")
+    check_index_matches_files(root, update.index)
+
+    changed = sorted(f"data/{p}" for p in after if before.get(p) != after[p])
+    assert changed == sorted(update.written)
+    # One file per table, in the new video's bucket and split (quarantine rows: split `all`).
+    assert Counter(p.split("/")[1] for p in changed) == {t: 1 for t in
+                                                          ("videos", "segments", "scenes", "dialogues", "quarantine")}
+    entries = {e["path"]: e for e in update.index["shards"]}
+    for path in changed:
+        table = path.split("/")[1]
+        assert entries[path]["bucket"] == bucket_of(new_id, 8)
+        assert entries[path]["split"] == (ALL_SPLIT if table == "quarantine" else split_of(new_id, cfg))
+    # Every other file keeps its name and bytes; the replaced ones are gone after the swap.
+    replaced = {e["path"] for e in before_index["shards"]} - set(entries)
+    assert len(replaced) == len(changed) and sorted(update.removed) == sorted(replaced)
+    assert {p: b for p, b in before.items() if f"data/{p}" not in replaced} == {
+        p: b for p, b in after.items() if f"data/{p}" not in changed}
+    assert update.kept == len(entries) - len(changed)
+    # The update equals a full build of the same results, byte for byte.
+    assert build_shards(results, tmp_path / "fresh", cfg) == update.index
+    assert files_under(tmp_path / "fresh" / "data") == after
+    # Nothing changed: nothing written, nothing removed.
+    again = update_shards(results, root, cfg)
+    assert (again.written, again.removed, again.index) == ([], [], update.index)
+
+
+def test_the_bucket_count_is_fixed_per_corpus_until_the_config_names_another(tmp_path):
+    results, root = tmp_path / "results", tmp_path / "corpus"
+    store(results, ids_of(20))
+    first = build_shards(results, root, SMALL.model_copy(update={"buckets": 4}))
+    assert first["buckets"]["count"] == 4 and {e["bucket"] for e in first["shards"]} == set(range(4))
+    assert build_shards(results, root, SMALL) == first  # no count in the config: the corpus's own
+    assert build_shards(results, tmp_path / "new", SMALL)["buckets"]["count"] == DEFAULT_BUCKETS
+    regrouped = update_shards(results, root, SMALL.model_copy(update={"buckets": 2}))
+    assert regrouped.index["buckets"]["count"] == 2 and regrouped.kept == 0
+    assert sorted(regrouped.removed) == sorted(e["path"] for e in first["shards"])
+    check_index_matches_files(root, regrouped.index)
+    # Another split is another layout: every bucket is rebuilt (files whose bytes stay are kept).
+    half = SMALL.model_copy(update={"validation_share": 0.5})
+    resplit = update_shards(results, root, half)
+    assert resplit.written and resplit.index["buckets"]["count"] == 2
+    check_index_matches_files(root, resplit.index)
+    assert {v: split_of(v, half) for v in ids_of(20)} == {
+        v: s for s in ("train", "validation") for v in read_table(root, "videos", s).column("video_id").to_pylist()}
+
+
+def test_a_kept_file_that_went_missing_is_written_again(tmp_path):
+    results, root = tmp_path / "results", tmp_path / "corpus"
+    store(results, ids_of(20))
+    cfg = SMALL.model_copy(update={"buckets": 4})
+    index = build_shards(results, root, cfg)
+    lost = next(e for e in index["shards"] if e["table"] == "dialogues")
+    (root / lost["path"]).unlink()
+    update = update_shards(results, root, cfg)
+    assert update.index == index and lost["path"] in update.written
+    assert {e["bucket"] for e in index["shards"] if e["path"] in update.written} == {lost["bucket"]}
+    check_index_matches_files(root, update.index)
 
 
 def test_crash_before_the_index_swap_leaves_the_old_corpus_readable(tmp_path, monkeypatch):

@@ -41,12 +41,15 @@ class VideoResult(BaseModel):
     counts: dict[str, int] = {}  # e.g. what the text filter caught; summed in summary.json
 
 
+def result_folder_name(video_id: str) -> str:
+    return hashlib.sha1(video_id.encode()).hexdigest()[:2]
+
+
 def result_path(results_dir: str | Path, video_id: str) -> Path:
     """Where a video's result lives; refuses ids that could name a file outside `results_dir`."""
     check_safe_id(video_id)
     root = Path(results_dir).resolve()
-    shard = hashlib.sha1(video_id.encode()).hexdigest()[:2]
-    path = (root / shard / f"{video_id}{SUFFIX}").resolve()
+    path = (root / result_folder_name(video_id) / f"{video_id}{SUFFIX}").resolve()
     if root not in path.parents:
         raise ValueError(f"result path for {video_id!r} escapes {root}")
     return path
@@ -85,22 +88,30 @@ def write_result(results_dir: str | Path, result: VideoResult) -> Path:
     return path
 
 
-def _load(path: Path, video_id: str) -> VideoResult | None:
+def parse_result(data: bytes, video_id: str) -> VideoResult | None:
+    """A result file's bytes as the result of `video_id`, or None when they cannot be trusted."""
     try:
-        result = VideoResult.model_validate_json(path.read_bytes())
-    except (OSError, ValueError, ValidationError):  # absent, truncated, not JSON, not a result
+        result = VideoResult.model_validate_json(data)
+    except (ValueError, ValidationError):  # truncated, not JSON, not a result
         return None
     # A file renamed by hand (or a hash-shard mix-up) must not stand in for another video.
     return result if result.video_id == video_id else None
 
 
+def read_result_bytes(results_dir: str | Path, video_id: str) -> tuple[VideoResult, bytes] | None:
+    """The stored result and the exact bytes it was read from (their hash names the content)."""
+    try:
+        data = result_path(results_dir, video_id).read_bytes()
+    except (ValueError, OSError):  # unsafe id, absent, unreadable
+        return None
+    result = parse_result(data, video_id)
+    return None if result is None else (result, data)
+
+
 def read_result(results_dir: str | Path, video_id: str) -> VideoResult | None:
     """The stored result, or None when there is none or it cannot be trusted (then: redo the video)."""
-    try:
-        path = result_path(results_dir, video_id)
-    except ValueError:
-        return None
-    return _load(path, video_id)
+    found = read_result_bytes(results_dir, video_id)
+    return None if found is None else found[0]
 
 
 def _stored_ids(results_dir: Path) -> list[str]:

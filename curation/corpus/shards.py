@@ -1,28 +1,43 @@
-"""Parquet shards from the result store: rolling zstd files, an index, a split by video id.
+"""Parquet shards from the result store: stable hash buckets of videos, zstd files, an index.
 
-Layout: `<corpus>/data/<table>/<split>-<NNNNN>-<sha8>.parquet` plus `<corpus>/index.json`. The
-name carries the first 8 hex of the file's own sha256, so a rebuild whose content differs writes
-new names and never overwrites a file that a reader of the old index has open; identical results
-give byte-identical files, names and index (no timestamps: only parquet's `created_by`).
+Layout: `<corpus>/data/<table>/<split>-<BBBBB>-<PP>-<sha8>.parquet` plus `<corpus>/index.json`.
+Every video belongs to one bucket, `sha256(video_id) mod count` (`bucket_of`), and one split
+(`split_of`); a bucket's rows of one (table, split) go to file part 00 (a part rolls to 01, ...
+only past `target_shard_bytes`), in video-id order. The count is fixed per corpus: chosen at the
+first build (`ShardConfig.buckets`, 64 by default), stored in `index.json`, kept by every later
+build unless the config names another count. So a new or redone video rewrites only the files
+of its own bucket, one per table and split it has rows in; every other file keeps its bytes and
+name, and a push sends only what changed (the index lists each file's sha256).
 
-Crash safety, in order: each shard is written to a hidden temp name, fsynced and renamed; then
-`index.json` is written to a temp name and swapped in with `os.replace`; only then are files the
-new index does not list deleted. A crash at any point leaves the previous index and every file it
-lists intact, and the next build starts again from the result store, which holds one result per
-video: rows are neither duplicated nor dropped.
+Which buckets to rewrite: the index stores a digest per bucket, the sha256 over its members'
+`video_id result-sha256` lines (from `curation.corpus.catalogue`, no result file opened), and a
+`layout` key over everything else that decides the bytes (shard settings, bucket count, schema
+and pyarrow versions). A bucket whose digest and layout match the previous index, and whose
+listed files are all there with their sizes, is kept as listed; any other is rebuilt from its
+result files. A full rebuild and an update of the same results give byte-identical files, names
+and index (no timestamps: only parquet's `created_by`).
 
-Rows stream through: results are read one at a time and every (table, split) keeps at most one
-row group (`row_group_bytes` of Arrow memory) before writing it, so memory is bounded by
-9 streams x `row_group_bytes`, whatever the number of videos. A file rolls once its written size
-passes `target_shard_bytes`, so it may exceed the target by one compressed row group.
+The name carries the first 8 hex of the file's own sha256, so a rewrite never overwrites a file
+that a reader of the old index has open. Crash safety, in order: each new file is written to a
+hidden temp name, fsynced and renamed; then `index.json` is written to a temp name and swapped in
+with `os.replace`; only then are files the new index does not list deleted. A crash at any point
+leaves the previous index and every file it lists intact, and the next build starts again from
+the result store, which holds one result per video: rows are neither duplicated nor dropped.
+
+Rows stream through one bucket at a time: results are read one at a time and every (table,
+split) keeps at most one row group (`row_group_bytes` of Arrow memory) before writing it, so
+memory is bounded by a bucket's share of the corpus, not by the number of videos.
 One build per corpus at a time: a build deletes any `.tmp-` file it finds under `data/`.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,7 +45,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
-from curation.corpus.results import fsync_folder, iter_results
+from curation.corpus.catalogue import Catalogue, sync_catalogue
+from curation.corpus.results import fsync_folder, read_result_bytes
 from curation.hashing import sha256_file
 from schemas.arrow import arrow_schema, read_parquet, to_table
 from schemas.records import SCHEMA_VERSION, TABLES, Record
@@ -39,6 +55,9 @@ MB = 10**6
 ALL_SPLIT = "all"
 TMP_PREFIX = ".tmp-"
 INDEX_NAME = "index.json"
+DEFAULT_BUCKETS = 64  # our choice: at 52k videos ~800 per bucket, so adding one rewrites ~1/64 of the rows
+BUCKET_RULE = "sha256(video_id) mod count"
+LAYOUT_VERSION = "2"  # 2: hash buckets (1 was one rolling sequence of files per table and split)
 
 
 class ShardConfig(BaseModel):
@@ -50,6 +69,9 @@ class ShardConfig(BaseModel):
     split_seed: str = Field("", description="change to draw a different split of the same videos")
     batch_rows: int = Field(1024, ge=1, description="records turned into Arrow at once: bounds Python memory")
     publish_url: str | None = Field(None, description="fsspec URL (s3://bucket/corpus) to copy the corpus to")
+    buckets: int | None = Field(None, ge=1, le=99999, description=(
+        "hash buckets of videos; None keeps the corpus's own count (64 for a new corpus); another "
+        "number rewrites every shard once"))
 
 
 def split_of(video_id: str, cfg: ShardConfig) -> Literal["train", "validation"]:
@@ -57,6 +79,17 @@ def split_of(video_id: str, cfg: ShardConfig) -> Literal["train", "validation"]:
     digest = hashlib.sha256(f"{cfg.split_seed}|{video_id}".encode()).digest()
     fraction = int.from_bytes(digest[:8], "big") / 2**64
     return "validation" if fraction < cfg.validation_share else "train"
+
+
+def bucket_of(video_id: str, count: int) -> int:
+    """The video's bucket: a pure function of its id, independent of the split's hash and seed."""
+    return int.from_bytes(hashlib.sha256(video_id.encode()).digest()[:8], "big") % count
+
+
+@functools.cache
+def _schema(table: str) -> pa.Schema:
+    # Derived from the record class by reflection: once per table, not once per bucket file.
+    return arrow_schema(TABLES[table])
 
 
 def _fsync_file(path: Path) -> None:
@@ -68,12 +101,12 @@ def _fsync_file(path: Path) -> None:
 
 
 class _RollingWriter:
-    """One (table, split): rows in, finished shard entries out; a new file past the target size."""
+    """One (table, split, bucket): rows in, finished shard entries out; a new part past the target size."""
 
-    def __init__(self, root: Path, table: str, split: str, cfg: ShardConfig):
-        self.root, self.table, self.split, self.cfg = root, table, split, cfg
+    def __init__(self, root: Path, table: str, split: str, bucket: int, cfg: ShardConfig):
+        self.root, self.table, self.split, self.bucket, self.cfg = root, table, split, bucket, cfg
         self.cls: type[Record] = TABLES[table]
-        self.schema = arrow_schema(self.cls)
+        self.schema = _schema(table)
         self.folder = root / "data" / table
         self.pending: list[Record] = []
         self.buffered: list[pa.Table] = []
@@ -83,6 +116,7 @@ class _RollingWriter:
         self.tmp: Path | None = None
         self.rows_in_file = 0
         self.entries: list[dict[str, Any]] = []
+        self.written: list[str] = []  # paths of entries whose bytes were not on disk before
 
     def add(self, records: list[Record]) -> None:
         self.pending.extend(records)
@@ -99,6 +133,9 @@ class _RollingWriter:
         if self.buffered_bytes >= min(self.cfg.row_group_bytes, self.cfg.target_shard_bytes):
             self._write_row_group()
 
+    def _stem(self) -> str:
+        return f"{self.split}-{self.bucket:05d}-{len(self.entries):02d}"
+
     def _write_row_group(self) -> None:
         if not self.buffered:
             return
@@ -106,7 +143,7 @@ class _RollingWriter:
         self.buffered, self.buffered_bytes = [], 0
         if self.writer is None:
             self.folder.mkdir(parents=True, exist_ok=True)
-            self.tmp = self.folder / f"{TMP_PREFIX}{self.split}-{len(self.entries):05d}-{os.getpid()}.parquet.part"
+            self.tmp = self.folder / f"{TMP_PREFIX}{self._stem()}-{os.getpid()}.parquet.part"
             self.sink = pa.OSFile(str(self.tmp), "wb")
             self.writer = pq.ParquetWriter(self.sink, self.schema, compression="zstd")
         self.writer.write_table(table, row_group_size=max(1, table.num_rows))
@@ -123,9 +160,16 @@ class _RollingWriter:
         self.writer = self.sink = self.tmp = None
         _fsync_file(tmp)
         sha256 = sha256_file(tmp)
-        rel = f"data/{self.table}/{self.split}-{len(self.entries):05d}-{sha256[:8]}.parquet"
-        os.replace(tmp, self.root / rel)
-        self.entries.append({"table": self.table, "split": self.split, "path": rel,
+        rel = f"data/{self.table}/{self._stem()}-{sha256[:8]}.parquet"
+        target = self.root / rel
+        if target.is_file() and sha256_file(target) == sha256:
+            # The same bytes are there already (the bucket changed in another split): leave the
+            # file a reader may have open, and its timestamps, alone.
+            tmp.unlink()
+        else:
+            os.replace(tmp, target)
+            self.written.append(rel)
+        self.entries.append({"table": self.table, "split": self.split, "bucket": self.bucket, "path": rel,
                              "rows": self.rows_in_file, "sha256": sha256, "bytes": (self.root / rel).stat().st_size})
         self.rows_in_file = 0
 
@@ -138,6 +182,7 @@ class _RollingWriter:
 
 _RESULT_FIELDS: dict[str, str] = {"videos": "video", "segments": "segments", "scenes": "scenes",
                                   "dialogues": "dialogues", "quarantine": "quarantine"}
+TABLE_ORDER = list(_RESULT_FIELDS)
 
 
 def _write_index(corpus_root: Path, index: dict[str, Any]) -> Path:
@@ -173,54 +218,142 @@ def _delete_unlisted(corpus_root: Path, index: dict[str, Any]) -> list[str]:
     return removed
 
 
-def build_shards(results_dir: str | Path, corpus_root: str | Path, cfg: ShardConfig | None = None) -> dict[str, Any]:
-    """Rewrite the corpus's shards and index from every stored result; returns the new index."""
-    cfg = cfg or ShardConfig()
-    corpus_root = Path(corpus_root)
-    corpus_root.mkdir(parents=True, exist_ok=True)
+def _digest(lines: list[str]) -> str:
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
+
+
+def layout_key(cfg: ShardConfig, bucket_count: int) -> str:
+    """Everything but the results that decides a shard's bytes; another key rewrites every file."""
+    settings = cfg.model_dump(mode="json", exclude={"publish_url", "buckets"})
+    blob = json.dumps({"settings": settings, "buckets": bucket_count, "by": BUCKET_RULE,
+                       "versions": [LAYOUT_VERSION, SCHEMA_VERSION, pa.__version__]}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _write_bucket(results_dir: Path, corpus_root: Path, bucket: int, video_ids: list[str],
+                  cfg: ShardConfig) -> tuple[list[dict[str, Any]], list[str], str]:
+    """Every file of one bucket from its result files; returns the entries, the paths whose bytes
+    are new, and the bucket's digest over the results actually read (a file damaged since the
+    catalogue saw it is left out)."""
     writers: dict[tuple[str, str], _RollingWriter] = {}
-    results = with_dialogues = 0
-    fingerprints: set[str] = set()
-
-    def writer_for(table: str, split: str) -> _RollingWriter:
-        key = (table, split)
-        if key not in writers:
-            writers[key] = _RollingWriter(corpus_root, table, split, cfg)
-        return writers[key]
-
-    for result in iter_results(results_dir):
-        results += 1
-        with_dialogues += bool(result.dialogues)
-        fingerprints.add(result.config_fingerprint)
-        split = split_of(result.video_id, cfg)
+    lines = []
+    for video_id in video_ids:
+        found = read_result_bytes(results_dir, video_id)
+        if found is None:
+            continue
+        result, data = found
+        lines.append(f"{video_id} {hashlib.sha256(data).hexdigest()}")
+        split = split_of(video_id, cfg)
         for table, attr in _RESULT_FIELDS.items():
             value = getattr(result, attr)
             records = [value] if isinstance(value, Record) else list(value or [])
             if records:
                 # Quarantine rows describe the build, not training data: one split for all of them.
-                writer_for(table, ALL_SPLIT if table == "quarantine" else split).add(records)
+                key = (table, ALL_SPLIT if table == "quarantine" else split)
+                if key not in writers:
+                    writers[key] = _RollingWriter(corpus_root, key[0], key[1], bucket, cfg)
+                writers[key].add(records)
+    entries = [e for key in sorted(writers) for e in writers[key].close()]
+    written = [path for key in sorted(writers) for path in writers[key].written]
+    return entries, written, _digest(lines)
 
-    table_order = list(_RESULT_FIELDS)
-    split_order = ["train", "validation", ALL_SPLIT]
+
+def _previous_index(corpus_root: Path) -> dict[str, Any] | None:
+    try:
+        index = read_index(corpus_root)
+    except CorpusError:
+        return None
+    buckets = index.get("buckets")
+    return index if isinstance(buckets, dict) and isinstance(buckets.get("count"), int) else None
+
+
+def _intact(corpus_root: Path, entry: dict[str, Any]) -> bool:
+    # Size, not hash: the name carries the hash, and re-hashing every kept file would cost what
+    # the stable layout saves. A file damaged to the same size is not what this guards against.
+    try:
+        return (corpus_root / entry["path"]).stat().st_size == entry["bytes"]
+    except (OSError, KeyError, TypeError):
+        return False
+
+
+@dataclass
+class ShardUpdate:
+    index: dict[str, Any]
+    written: list[str] = field(default_factory=list)  # files whose bytes this build wrote
+    kept: int = 0  # files left as they were (their bytes were already on disk)
+    removed: list[str] = field(default_factory=list)  # files of the previous build deleted after the swap
+
+
+def update_shards(results_dir: str | Path, corpus_root: str | Path, cfg: ShardConfig | None = None,
+                  catalogue: Catalogue | None = None,
+                  on_bucket: Callable[[int, int], None] | None = None) -> ShardUpdate:
+    """Bring the corpus's shards and index in line with the stored results, rewriting only the
+    buckets whose results changed; `catalogue` is synced here when the caller has none."""
+    cfg = cfg or ShardConfig()
+    results_dir, corpus_root = Path(results_dir), Path(corpus_root)
+    corpus_root.mkdir(parents=True, exist_ok=True)
+    catalogue = catalogue if catalogue is not None else sync_catalogue(results_dir)
+    previous = _previous_index(corpus_root)
+    count = cfg.buckets or (previous["buckets"]["count"] if previous else DEFAULT_BUCKETS)
+    layout = layout_key(cfg, count)
+    reusable = previous if previous and previous.get("layout") == layout else None
+    old_digests = reusable["buckets"].get("digests", {}) if reusable else {}
+    old_entries: dict[int, list[dict[str, Any]]] = {}
+    for entry in reusable["shards"] if reusable else []:
+        old_entries.setdefault(entry.get("bucket"), []).append(entry)
+
+    members: dict[int, list[tuple[str, str]]] = {}
+    results = with_dialogues = 0
+    fingerprints: set[str] = set()
+    for entry in catalogue:  # sorted by video id: each bucket's members stay in row order
+        members.setdefault(bucket_of(entry.video_id, count), []).append((entry.video_id, entry.sha256))
+        results += 1
+        with_dialogues += entry.with_dialogues
+        fingerprints.add(entry.config_fingerprint)
+
+    update = ShardUpdate(index={})
     shards: list[dict[str, Any]] = []
-    for key in sorted(writers, key=lambda k: (table_order.index(k[0]), split_order.index(k[1]))):
-        shards.extend(writers[key].close())
+    digests: dict[str, str] = {}
+    for bucket in sorted(members):
+        wanted = _digest([f"{video_id} {sha256}" for video_id, sha256 in members[bucket]])
+        old = old_entries.get(bucket, [])
+        if old_digests.get(str(bucket)) == wanted and all(_intact(corpus_root, e) for e in old):
+            shards += old
+            update.kept += len(old)
+            digests[str(bucket)] = wanted
+        else:
+            entries, written, digests[str(bucket)] = _write_bucket(
+                results_dir, corpus_root, bucket, [video_id for video_id, _ in members[bucket]], cfg)
+            shards += entries
+            update.written += written
+            update.kept += len(entries) - len(written)
+        if on_bucket:
+            on_bucket(bucket, count)
+    shards.sort(key=lambda e: (TABLE_ORDER.index(e["table"]), e["path"]))
     rows: dict[str, int] = {}
     for entry in shards:
         rows[entry["table"]] = rows.get(entry["table"], 0) + entry["rows"]
-    index = {
+    update.index = {
         "schema_version": SCHEMA_VERSION,
         "created_from": {"results": results, "results_with_dialogues": with_dialogues,
                          "config_fingerprints": sorted(fingerprints), "rows": rows},
         "split": {"validation_share": cfg.validation_share, "split_seed": cfg.split_seed,
                   "by": "sha256(split_seed|video_id)"},
+        "buckets": {"count": count, "by": BUCKET_RULE, "digests": digests},
+        "layout": layout,
         "shards": shards,
     }
-    _write_index(corpus_root, index)
-    _delete_unlisted(corpus_root, index)
+    _write_index(corpus_root, update.index)
+    update.removed = _delete_unlisted(corpus_root, update.index)
     if cfg.publish_url:
         publish(corpus_root, cfg.publish_url)
-    return index
+    return update
+
+
+def build_shards(results_dir: str | Path, corpus_root: str | Path, cfg: ShardConfig | None = None,
+                 catalogue: Catalogue | None = None) -> dict[str, Any]:
+    """Shards and index for every stored result (only changed buckets rewritten); returns the index."""
+    return update_shards(results_dir, corpus_root, cfg, catalogue).index
 
 
 class CorpusError(ValueError):

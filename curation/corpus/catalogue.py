@@ -1,0 +1,252 @@
+"""The catalogue of stored results: what is done, with which fingerprint, what was quarantined.
+
+One SQLite file, `<results_dir>/catalogue.sqlite`, with a row per readable result file: the
+file's identity on disk (inode, size, mtime in ns), the sha256 of its bytes, its config
+fingerprint, and the few facts the flow needs without opening it (dialogue kinds, quarantine
+triples, per-stage wall, wait and CPU seconds, and the per-video counters the summary sums). The result files stay the truth and the resume marker; the
+catalogue is a cache of them that `sync_catalogue` brings up to date by listing the store
+(names and `stat`, no reads) and reading only the files it has not seen in that exact state.
+A result rewritten by `write_result` is a new inode (temp file + rename), so a changed file is
+always re-read; a damaged one reads as absent, as in `curation.corpus.results`.
+
+Only the flow's own process writes it (workers write result files, never the catalogue), one
+transaction per sync, so a crash leaves the previous state and the next sync catches up. A
+catalogue SQLite cannot open or read is deleted and rebuilt from the files: it holds nothing
+the files do not. It uses SQLite's default rollback journal, which works on network
+filesystems that honour locks for a single writer (WAL needs shared memory, which NFS lacks).
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import sqlite3
+import sys
+from collections.abc import Iterator
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+
+from curation.corpus.results import (
+    SUFFIX,
+    TMP_PREFIX,
+    VideoResult,
+    parse_result,
+    result_folder_name,
+)
+from schemas.records import check_safe_id
+
+CATALOGUE_NAME = "catalogue.sqlite"
+UPSERT_BATCH = 2000
+FORMAT = "2"  # bump when the columns change: an older catalogue is dropped and rebuilt
+
+_SCHEMA = """
+create table if not exists meta (key text primary key, value text not null);
+create table if not exists results (
+    video_id text primary key,
+    file_key text not null,
+    sha256 text not null,
+    config_fingerprint text not null,
+    dialogue_kinds text not null,
+    quarantine text not null,
+    stage_stats text not null
+) without rowid;
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogueEntry:
+    """One result as the catalogue knows it; the JSON columns are decoded on demand (the flow's
+    resume check needs only the fingerprint and the quarantine)."""
+
+    video_id: str
+    sha256: str
+    config_fingerprint: str
+    dialogue_kinds_json: str
+    quarantine_json: str
+    stage_stats_json: str  # {"durations_s", "wait_s", "cpu_s", "counts"}
+
+    @property
+    def dialogue_kinds(self) -> dict[str, int]:
+        return json.loads(self.dialogue_kinds_json) if self.dialogue_kinds_json != "{}" else {}
+
+    @property
+    def quarantine(self) -> list[tuple[str, str, str]]:
+        """(stage, reason, kind) of every quarantine row the result holds."""
+        # Most results have none; the resume check asks 52k times per run.
+        return [tuple(q) for q in json.loads(self.quarantine_json)] if self.quarantine_json != "[]" else []
+
+    def _stats(self, key: str) -> dict:
+        return json.loads(self.stage_stats_json).get(key, {})
+
+    @property
+    def stage_durations_s(self) -> dict[str, float]:
+        return self._stats("durations_s")
+
+    @property
+    def stage_wait_s(self) -> dict[str, float]:
+        return self._stats("wait_s")
+
+    @property
+    def stage_cpu_s(self) -> dict[str, float]:
+        return self._stats("cpu_s")
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return self._stats("counts")
+
+    @property
+    def with_dialogues(self) -> bool:
+        return self.dialogue_kinds_json != "{}"
+
+
+@dataclass
+class Catalogue:
+    entries: dict[str, CatalogueEntry]
+    read_files: int = 0  # result files this sync had to open (the rest were known by their stat)
+
+    def get(self, video_id: str) -> CatalogueEntry | None:
+        return self.entries.get(video_id)
+
+    def __contains__(self, video_id: str) -> bool:
+        return video_id in self.entries
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __iter__(self) -> Iterator[CatalogueEntry]:
+        """Entries sorted by video id (the shards' row order)."""
+        return (self.entries[v] for v in sorted(self.entries))
+
+
+def entry_of(result: VideoResult, sha256: str) -> CatalogueEntry:
+    kinds: dict[str, int] = {}
+    for dialogue in result.dialogues:
+        kinds[dialogue.kind] = kinds.get(dialogue.kind, 0) + 1
+    return CatalogueEntry(
+        video_id=result.video_id, sha256=sha256, config_fingerprint=sys.intern(result.config_fingerprint),
+        dialogue_kinds_json=sys.intern(json.dumps(kinds, sort_keys=True)),
+        quarantine_json=sys.intern(json.dumps([[q.stage, q.reason, q.kind] for q in result.quarantine])),
+        stage_stats_json=json.dumps({"durations_s": result.stage_durations_s, "wait_s": result.stage_wait_s,
+                                     "cpu_s": result.stage_cpu_s, "counts": result.counts}, sort_keys=True))
+
+
+def _file_key(stat: os.stat_result) -> str:
+    return f"{stat.st_ino}:{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def _listing(results_dir: Path) -> Iterator[tuple[str, str, str]]:
+    """(video_id, path, file key) of every result file where `result_path` would look for it."""
+    try:
+        folders = sorted(os.scandir(results_dir), key=lambda e: e.name)
+    except FileNotFoundError:
+        return
+    for folder in folders:
+        if not folder.is_dir():
+            continue
+        for entry in os.scandir(folder.path):
+            name = entry.name
+            if not name.endswith(SUFFIX) or name.startswith(TMP_PREFIX):
+                continue
+            video_id = name[: -len(SUFFIX)]
+            try:
+                check_safe_id(video_id)
+            except ValueError:
+                continue
+            # A file in the wrong hash folder is not what `read_result` reads: not a result.
+            if result_folder_name(video_id) != folder.name:
+                continue
+            try:
+                yield video_id, entry.path, _file_key(entry.stat())
+            except FileNotFoundError:  # replaced or removed while listing
+                continue
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    con = sqlite3.connect(path, isolation_level=None)
+    con.executescript(_SCHEMA)
+    stored = con.execute("select value from meta where key = 'format'").fetchone()
+    if stored is None or stored[0] != FORMAT:
+        con.executescript("begin; delete from results; "
+                          f"insert or replace into meta values ('format', '{FORMAT}'); commit;")
+    return con
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    try:
+        return _connect(path)
+    except sqlite3.DatabaseError as error:
+        _raise_if_disk_refused(error, path)
+        # Damaged (or not SQLite at all): it only caches the files, so start it again.
+        for leftover in (path, path.with_name(path.name + "-journal")):
+            leftover.unlink(missing_ok=True)
+        return _connect(path)
+
+
+def _raise_if_disk_refused(error: sqlite3.Error, path: Path) -> None:
+    # The flow stops cleanly on ENOSPC (an OSError); SQLite reports a full disk in its own words.
+    if "disk is full" in str(error) or "disk I/O error" in str(error):
+        raise OSError(errno.ENOSPC, f"No space left on device ({error})", str(path)) from None
+
+
+def sync_catalogue(results_dir: str | Path) -> Catalogue:
+    """Bring the catalogue in line with the result files and return every entry.
+
+    Reads only files that are new or changed since the last sync; an absent results folder is an
+    empty store (nothing is created for it).
+    """
+    root = Path(results_dir)
+    if not root.is_dir():
+        return Catalogue(entries={})
+    path = root / CATALOGUE_NAME
+    with closing(_open(path)) as con:
+        try:
+            return _sync(con, root)
+        except sqlite3.OperationalError as error:
+            _raise_if_disk_refused(error, path)
+            raise
+
+
+def _sync(con: sqlite3.Connection, root: Path) -> Catalogue:
+    known: dict[str, str] = {}
+    entries: dict[str, CatalogueEntry] = {}
+    intern = sys.intern  # fingerprints and most fact columns repeat across 52k rows: one copy each
+    for video_id, file_key, sha256, fingerprint, kinds, quarantine, durations in con.execute(
+            "select video_id, file_key, sha256, config_fingerprint, dialogue_kinds, quarantine, "
+            "stage_stats from results"):
+        known[video_id] = file_key
+        entries[video_id] = CatalogueEntry(video_id, sha256, intern(fingerprint), intern(kinds), intern(quarantine),
+                                           durations)
+    upserts: list[tuple[str, ...]] = []
+    seen: set[str] = set()
+    read_files = 0
+    con.execute("begin")  # one transaction: the catalogue moves from one consistent state to the next
+    for video_id, path, file_key in _listing(root):
+        if known.get(video_id) == file_key:
+            seen.add(video_id)
+            continue
+        read_files += 1
+        try:
+            data = Path(path).read_bytes()
+        except OSError:
+            continue
+        result = parse_result(data, video_id)
+        if result is None:  # damaged: absent, so the video is redone
+            continue
+        seen.add(video_id)
+        entry = entries[video_id] = entry_of(result, hashlib.sha256(data).hexdigest())
+        upserts.append((video_id, file_key, entry.sha256, entry.config_fingerprint, entry.dialogue_kinds_json,
+                        entry.quarantine_json, entry.stage_stats_json))
+        if len(upserts) >= UPSERT_BATCH:  # bounded memory on a first sync of a large store
+            con.executemany("insert or replace into results values (?, ?, ?, ?, ?, ?, ?)", upserts)
+            upserts = []
+    known.clear()
+    gone = [v for v in entries if v not in seen]
+    for video_id in gone:
+        del entries[video_id]
+    con.executemany("insert or replace into results values (?, ?, ?, ?, ?, ?, ?)", upserts)
+    con.executemany("delete from results where video_id = ?", [(v,) for v in gone])
+    con.execute("commit")
+    return Catalogue(entries=entries, read_files=read_files)
