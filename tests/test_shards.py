@@ -12,15 +12,24 @@ import pyarrow.parquet as pq
 import pytest
 
 from curation.corpus.results import VideoResult, write_result
-from curation.corpus.shards import ShardConfig, build_shards, publish, read_table, split_of
+from curation.corpus.shards import (
+    SPLITS,
+    ShardConfig,
+    assign_splits,
+    build_shards,
+    publish,
+    read_table,
+    split_fraction,
+    split_of,
+)
 from schemas import Dialogue, Quarantine, Video, from_table
 from schemas.arrow import TABLE_KEY, VERSION_KEY
 from tests.test_results import FIXED_TIME, make_result
 from training.data.corpus import read_split
 
 # Small enough that 40 videos roll over several files per (table, split).
-SMALL = ShardConfig(target_shard_bytes=6_000, batch_rows=8, validation_share=0.3)
-NAME = re.compile(r"^data/(videos|segments|scenes|dialogues|quarantine)/(train|validation|all)-\d{5}-[0-9a-f]{8}\.parquet$")
+SMALL = ShardConfig(target_shard_bytes=6_000, batch_rows=8, validation_share=0.3, rl_share=0.2)
+NAME = re.compile(r"^data/(videos|segments|scenes|dialogues|quarantine)/(train|validation|rl|all)-\d{5}-[0-9a-f]{8}\.parquet$")
 
 
 def store(results_dir: Path, ids, **kwargs) -> dict[str, VideoResult]:
@@ -89,16 +98,18 @@ def test_a_videos_rows_never_straddle_splits(tmp_path):
     build_shards(tmp_path / "results", root, SMALL)
     for table in ("videos", "segments", "scenes", "dialogues"):
         seen: dict[str, set[str]] = {}
-        for split in ("train", "validation"):
+        for split in SPLITS:
             for video_id in read_table(root, table, split).column("video_id").to_pylist():
                 seen.setdefault(video_id, set()).add(split)
         assert all(splits == {split_of(v, SMALL)} for v, splits in seen.items()), table
         assert len(seen) == 40
     counts = Counter(split_of(v, SMALL) for v in ids_of(40))
-    assert counts["validation"] > 0 and counts["train"] > counts["validation"]
-    # the trainer's reader sees the same split
-    train = read_split(root, "train")
+    assert counts["validation"] > 0 and counts["rl"] > 0 and counts["train"] > counts["validation"]
+    # the trainer's reader sees the same splits: SFT's train never holds an rl video
+    train, rl = read_split(root, "train"), read_split(root, "rl")
     assert {d.video_id for d in train.dialogues} == {v for v in ids_of(40) if split_of(v, SMALL) == "train"}
+    assert {d.video_id for d in rl.dialogues} == {v for v in ids_of(40) if split_of(v, SMALL) == "rl"}
+    assert not {d.video_id for d in train.dialogues} & {d.video_id for d in rl.dialogues}
 
 
 def test_split_is_a_pure_function_of_id_seed_and_share():
@@ -109,11 +120,52 @@ def test_split_is_a_pure_function_of_id_seed_and_share():
     assert 0.02 < share < 0.09  # default 5%
     reseeded = ShardConfig(split_seed="other")
     assert [split_of(v, cfg) for v in ids] != [split_of(v, reseeded) for v in ids]
-    assert {split_of(v, ShardConfig(validation_share=0.0)) for v in ids} == {"train"}
-    assert {split_of(v, ShardConfig(validation_share=1.0)) for v in ids} == {"validation"}
+    assert {split_of(v, ShardConfig(validation_share=0.0, rl_share=0.0)) for v in ids} == {"train"}
+    assert {split_of(v, ShardConfig(validation_share=1.0, rl_share=0.0)) for v in ids} == {"validation"}
     # growing the validation share only moves videos from train to validation, never back
     small, large = ShardConfig(validation_share=0.05), ShardConfig(validation_share=0.2)
     assert all(split_of(v, large) == "validation" for v in ids if split_of(v, small) == "validation")
+
+
+def test_rl_split_is_disjoint_stable_and_sized_per_source():
+    ids = ids_of(20_000)
+    cfg = ShardConfig()
+    splits = [split_of(v, cfg) for v in ids]
+    assert splits == [split_of(v, ShardConfig()) for v in ids]  # stable
+    share = Counter(splits)["rl"] / len(ids)
+    assert 0.03 < share < 0.042  # default 3.6%: FACTS.md's 1,900 of ~52.8k videos
+    # adding the rl split kept every validation video where it was (bands at opposite ends)
+    no_rl = ShardConfig(rl_share=0.0)
+    assert [v for v, s in zip(ids, splits, strict=True) if s == "validation"] == [v for v in ids if split_of(v, no_rl) == "validation"]
+    paper = ShardConfig(rl_share_by_source={"web": 0.03, "ego": 0.157})
+    assert 0.14 < Counter(split_of(v, paper, "ego") for v in ids)["rl"] / len(ids) < 0.175
+    assert 0.025 < Counter(split_of(v, paper, "web") for v in ids)["rl"] / len(ids) < 0.035
+    with pytest.raises(ValueError, match="rl share"):
+        ShardConfig(validation_share=0.5, rl_share=0.6)
+
+
+def test_a_tiny_corpus_gets_a_video_in_every_split_by_rank():
+    cfg = ShardConfig()
+    four = [(v, "sample") for v in ids_of(4)]
+    assert set(split_of(v, cfg) for v, _ in four) != set(SPLITS)  # by hash alone a split is empty
+    ranked = assign_splits(four, cfg)
+    assert Counter(ranked.values()) == {"train": 2, "validation": 1, "rl": 1}
+    order = [v for _, v in sorted((split_fraction(v, cfg), v) for v, _ in four)]
+    assert (ranked[order[0]], ranked[order[-1]]) == ("validation", "rl")  # the ends of the hash order
+    assert assign_splits(four, cfg) == ranked
+    assert Counter(assign_splits(four[:2], cfg).values()) == Counter(split_of(v, cfg) for v, _ in four[:2])
+    assert "rl" not in assign_splits(four, ShardConfig(rl_share=0.0)).values()
+    many = [(v, "web") for v in ids_of(400)]
+    assert assign_splits(many, cfg) == {v: split_of(v, cfg) for v, _ in many}  # a real corpus: hash alone
+
+
+def test_build_applies_the_tiny_corpus_rule_only_to_videos_with_dialogues(tmp_path):
+    made = store(tmp_path / "results", ids_of(4))
+    write_result(tmp_path / "results", make_result("novid", n_dialogues=0, quarantined=1))
+    index = build_shards(tmp_path / "results", tmp_path / "corpus", ShardConfig())
+    assert index["split"]["ranked_small_corpus"] is True
+    by_split = {s: {d.video_id for d in read_split(tmp_path / "corpus", s).dialogues} for s in SPLITS}
+    assert all(by_split.values()) and set().union(*by_split.values()) == set(made)
 
 
 def test_files_roll_at_the_target_size(tmp_path):
@@ -128,7 +180,7 @@ def test_files_roll_at_the_target_size(tmp_path):
         numbers = [int(e["path"].rsplit("/", 1)[1].split("-")[1]) for e in entries]
         assert numbers == list(range(len(entries)))
         assert all(e["bytes"] >= cfg.target_shard_bytes for e in entries[:-1])  # only the last is short
-    one_file = build_shards(tmp_path / "results", tmp_path / "big", ShardConfig(validation_share=0.3))
+    one_file = build_shards(tmp_path / "results", tmp_path / "big", ShardConfig(validation_share=0.3, rl_share=0.2))
     assert Counter((e["table"], e["split"]) for e in one_file["shards"]) == Counter(by_key.keys())
     for key, entries in by_key.items():
         big = next(e for e in one_file["shards"] if (e["table"], e["split"]) == key)

@@ -28,9 +28,9 @@ from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from curation.corpus.results import fsync_folder, iter_results
+from curation.corpus.results import fsync_folder, iter_results, stored_ids
 from curation.hashing import sha256_file
 from schemas.arrow import arrow_schema, read_parquet, to_table
 from schemas.records import SCHEMA_VERSION, TABLES, Record
@@ -45,18 +45,76 @@ class ShardConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     target_shard_bytes: int = Field(256 * MB, gt=0, description="roll to a new file past this size")  # issue 5: about 256 MB
     row_group_bytes: int = Field(100 * MB, gt=0)  # FACTS.md: Hub row groups about 100 MB (viewer fails over ~286 MiB)
-    # our choice: no published SFT validation share; 5% of videos (the RL split is ~10% of prompts, FACTS.md)
+    # our choice: no published SFT validation share; 5% of videos
     validation_share: float = Field(0.05, ge=0.0, le=1.0)
+    # FACTS.md: 1,500 web + 400 egocentric of ~52.8k videos (3.6%) held out of SFT for RL.
+    rl_share: float = Field(0.036, ge=0.0, le=1.0)
+    # Per `Video.source` overrides of `rl_share`; the paper's own per-source shares are about
+    # {web: 0.03, ego: 0.157} (1,500 of 50,228 and 400 of 2,543).
+    rl_share_by_source: dict[str, float] = {}
     split_seed: str = Field("", description="change to draw a different split of the same videos")
+    small_corpus_videos: int = Field(1000, ge=0, description="up to this many results, every split with a share "
+                                     "gets at least one video with dialogues (see assign_splits)")
     batch_rows: int = Field(1024, ge=1, description="records turned into Arrow at once: bounds Python memory")
     publish_url: str | None = Field(None, description="fsspec URL (s3://bucket/corpus) to copy the corpus to")
 
 
-def split_of(video_id: str, cfg: ShardConfig) -> Literal["train", "validation"]:
-    """Deterministic per video, so all of a video's rows (and dialogues) land in one split."""
+    @model_validator(mode="after")
+    def _shares_fit(self) -> ShardConfig:
+        for source, share in {"": self.rl_share, **self.rl_share_by_source}.items():
+            if not 0.0 <= share <= 1.0 - self.validation_share:
+                raise ValueError(f"rl share {share} of source {source!r} must lie in [0, 1 - validation_share]")
+        return self
+
+    def rl_share_of(self, source: str | None) -> float:
+        return self.rl_share_by_source.get(source or "", self.rl_share)
+
+
+Split = Literal["train", "validation", "rl"]
+SPLITS: tuple[Split, ...] = ("train", "validation", "rl")
+
+
+def split_fraction(video_id: str, cfg: ShardConfig) -> float:
     digest = hashlib.sha256(f"{cfg.split_seed}|{video_id}".encode()).digest()
-    fraction = int.from_bytes(digest[:8], "big") / 2**64
-    return "validation" if fraction < cfg.validation_share else "train"
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def split_of(video_id: str, cfg: ShardConfig, source: str | None = None) -> Split:
+    """Deterministic per video, so all of a video's rows (and dialogues) land in one split.
+
+    One hash fraction f in [0, 1): validation below `validation_share`, rl at or above
+    1 - (the source's rl share), train between. The bands sit at opposite ends so growing one
+    share only takes videos from train, and adding the rl split kept every validation video."""
+    fraction = split_fraction(video_id, cfg)
+    if fraction < cfg.validation_share:
+        return "validation"
+    return "rl" if fraction >= 1.0 - cfg.rl_share_of(source) else "train"
+
+
+def assign_splits(videos: list[tuple[str, str | None]], cfg: ShardConfig) -> dict[str, Split]:
+    """The split of each (video_id, source) with dialogues: `split_of`, unless that leaves a split
+    whose share is positive without a video while there are enough videos for every such split
+    (a tiny corpus, such as the sample's 4). Then the videos go by rank of the same fraction:
+    the lowest `max(1, round(k * validation_share))` to validation, the highest
+    `max(1, round(k * mean rl share))` to rl, the rest (at least one) to train."""
+    splits = {video_id: split_of(video_id, cfg, source) for video_id, source in videos}
+    k = len(videos)
+    mean_rl = sum(cfg.rl_share_of(source) for _, source in videos) / k if k else 0.0
+    wanted = {"validation": cfg.validation_share > 0, "rl": mean_rl > 0,
+              "train": cfg.validation_share + mean_rl < 1}
+    if all(split in splits.values() for split, on in wanted.items() if on) or k < sum(wanted.values()):
+        return splits
+    ranked = sorted((split_fraction(video_id, cfg), video_id) for video_id, _ in videos)
+    n_val = max(1, round(k * cfg.validation_share)) if wanted["validation"] else 0
+    n_rl = max(1, round(k * mean_rl)) if wanted["rl"] else 0
+    while wanted["train"] and n_val + n_rl >= k:  # train keeps one video: shrink the larger band
+        if n_val >= n_rl:
+            n_val -= 1
+        else:
+            n_rl -= 1
+    for rank, (_, video_id) in enumerate(ranked):
+        splits[video_id] = "validation" if rank < n_val else "rl" if rank >= k - n_rl else "train"
+    return splits
 
 
 def _fsync_file(path: Path) -> None:
@@ -188,11 +246,20 @@ def build_shards(results_dir: str | Path, corpus_root: str | Path, cfg: ShardCon
             writers[key] = _RollingWriter(corpus_root, table, split, cfg)
         return writers[key]
 
+    # A small corpus is read twice: once for the videos with dialogues (the tiny-corpus rule of
+    # `assign_splits` needs them all), once to write. A large one is split by hash alone.
+    assigned: dict[str, Split] = {}
+    ranked = False
+    if len(stored_ids(results_dir)) <= cfg.small_corpus_videos:
+        with_text = [(r.video_id, r.video.source if r.video else None) for r in iter_results(results_dir) if r.dialogues]
+        assigned = assign_splits(with_text, cfg)
+        ranked = any(assigned[v] != split_of(v, cfg, source) for v, source in with_text)
     for result in iter_results(results_dir):
         results += 1
         with_dialogues += bool(result.dialogues)
         fingerprints.add(result.config_fingerprint)
-        split = split_of(result.video_id, cfg)
+        split = assigned.get(result.video_id) or split_of(result.video_id, cfg,
+                                                          result.video.source if result.video else None)
         for table, attr in _RESULT_FIELDS.items():
             value = getattr(result, attr)
             records = [value] if isinstance(value, Record) else list(value or [])
@@ -201,7 +268,7 @@ def build_shards(results_dir: str | Path, corpus_root: str | Path, cfg: ShardCon
                 writer_for(table, ALL_SPLIT if table == "quarantine" else split).add(records)
 
     table_order = list(_RESULT_FIELDS)
-    split_order = ["train", "validation", ALL_SPLIT]
+    split_order = [*SPLITS, ALL_SPLIT]
     shards: list[dict[str, Any]] = []
     for key in sorted(writers, key=lambda k: (table_order.index(k[0]), split_order.index(k[1]))):
         shards.extend(writers[key].close())
@@ -212,8 +279,9 @@ def build_shards(results_dir: str | Path, corpus_root: str | Path, cfg: ShardCon
         "schema_version": SCHEMA_VERSION,
         "created_from": {"results": results, "results_with_dialogues": with_dialogues,
                          "config_fingerprints": sorted(fingerprints), "rows": rows},
-        "split": {"validation_share": cfg.validation_share, "split_seed": cfg.split_seed,
-                  "by": "sha256(split_seed|video_id)"},
+        "split": {"validation_share": cfg.validation_share, "rl_share": cfg.rl_share,
+                  "rl_share_by_source": dict(sorted(cfg.rl_share_by_source.items())), "split_seed": cfg.split_seed,
+                  "by": "sha256(split_seed|video_id)", "ranked_small_corpus": ranked},
         "shards": shards,
     }
     _write_index(corpus_root, index)
