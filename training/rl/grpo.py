@@ -1,8 +1,9 @@
 """Multi-turn GRPO with the PAUC reward: data, model, optimizer, loop, checkpoint — top to bottom.
 
 `python -m training.run grpo --config FILE [--model PATH] [--preset tiny] [key=value ...]`.
-Per step: a batch of episodes; `rollouts_per_episode` streamed rollouts of each (training.rl.rollout,
-KV cache kept across turns); the four-term reward of each rollout (training.rl.reward, one judge
+Data: the `rl` split's dialogues as RL prompts (training.data.rl_prompts: 20-60 s stretches, the
+dialogue before each fed with its reference replies). Per step: a batch of prompts;
+`rollouts_per_episode` streamed rollouts of each (training.rl.rollout, KV cache kept across turns); the four-term reward of each rollout (training.rl.reward, one judge
 batch per step); group-normalised advantages; one update epoch over the rollouts with gradient
 accumulation (training.rl.grpo_loss). Multi-GPU and FSDP come from `accelerate launch`, as in SFT.
 
@@ -14,6 +15,8 @@ Departures from the published code (MMDuet2 release / verl), and why:
 - The token mean is taken over the whole optimizer step (all micro-batches and processes), not as
   a mean of micro-batch means.
 - A reward-hacking guard (alert or stop) replaces stopping the run by hand.
+- RL prompts are built at load time from one rule over the corpus (the published run read a
+  precomputed verl parquet table); their context replies reach the reward from the prompt itself.
 - Rollouts come from the trainer's own HF model (no SGLang engine); the optional vLLM backend
   belongs to training.rl.rollout.
 - A group in which the policy sampled a vision/template special token (`<|image_pad|>` with no
