@@ -68,3 +68,31 @@ def test_second_run_reuses_everything_and_writes_identical_shards(sample_corpus,
     assert summary["llm_usage_this_run"].get("calls", 0) == 0
     after = {s["path"]: s["sha256"] for s in _index(sample_corpus)["shards"]}
     assert after == before
+
+
+def test_the_sample_has_a_video_in_every_split_and_grpo_reads_the_rl_split(sample_corpus, tmp_path):
+    from training.rl.grpo import GRPOConfig, train_grpo
+
+    index = _index(sample_corpus)
+    by_split = {}
+    for shard in index["shards"]:
+        if shard["table"] == "dialogues":
+            by_split.setdefault(shard["split"], set()).update(
+                r["video_id"] for r in pq.read_table(sample_corpus / shard["path"]).to_pylist())
+    assert set(by_split) == {"train", "validation", "rl"} and all(len(v) >= 1 for v in by_split.values())
+    assert sum(len(v) for v in by_split.values()) == len(GOOD)  # disjoint by video
+    assert index["split"]["ranked_small_corpus"] is True  # 4 videos: the tiny-corpus rule decided
+
+    seen = []
+
+    def reward(rollouts, references):
+        seen.extend(references)
+        return [{"reward_total": float(i % 2)} for i in range(len(rollouts))]
+
+    cfg = GRPOConfig(corpus=str(sample_corpus), output_dir=str(tmp_path / "grpo"), preset="tiny",
+                     max_pixels=56 * 56, episodes={"max_frames": 4}, max_new_tokens_per_turn=4,
+                     micro_batch_rollouts=4, max_steps=1)
+    summary = train_grpo(cfg, reward_fn=reward)
+    assert summary["data"]["split"] == "rl" and summary["data"]["prompts_train"] >= 1
+    rl_questions = {r.question_id.rsplit("-q", 1)[0].rsplit("-d", 1)[0] for refs in seen for r in refs}
+    assert seen and rl_questions <= by_split["rl"]

@@ -108,3 +108,62 @@ def test_sample_video_frames_follow_the_published_timeline(samples_dir: Path):
     assert not isinstance(pixels, Skip) and len(pixels) == len(times)
     assert all(p.dtype.name == "uint8" and p.shape[2] == 3 and p.shape[0] * p.shape[1] <= 56 * 56
                for p in pixels)
+
+
+def sample_bikes(**overrides) -> Dialogue:
+    """bikes-d1 of the sample corpus: a mid-video question whose immediate reply ("nothing so
+    far") and answer ("a bicycle") share the last turn of a 10 s clip at 2 s per frame."""
+    row = dialogue_row(dialogue_id="bikes-d1", kind="multi_question", user_turns=[
+        {"question_id": "bikes-d1-q0", "time_s": 0.0, "text": "Who is walking along here?"},
+        {"question_id": "bikes-d1-q2", "time_s": 7.5, "text": "What is chained up near the bollards?"}],
+        references=[
+        {"question_id": "bikes-d1-q0", "question": "Who is walking along here?",
+         "answer": "A man in a dark suit walks between the parked cars.", "reply_span": [1.2, 3.0]},
+        {"question_id": "bikes-d1-q2", "question": "What is chained up near the bollards?",
+         "answer": "Nothing has been chained up so far.", "reply_span": [7.5, 8.5], "immediate": True},
+        {"question_id": "bikes-d1-q2", "question": "What is chained up near the bollards?",
+         "answer": "A bicycle is locked to a railing.", "reply_span": [7.5, 10.0]}], **overrides)
+    return Dialogue.model_validate(row)
+
+
+def test_an_immediate_reply_never_shares_a_turn_with_the_answer_that_contradicts_it():
+    from curation.video.frames import frame_timeline
+
+    ep = build_episode(sample_bikes(), "v.mp4", EpisodeConfig(), frame_timeline)
+    assert [t.time_s for t in ep.turns] == [2.0, 6.0, 8.0]  # 10 s at 2 s per frame: three turns
+    assert ep.turns[2].reply == "A bicycle is locked to a railing."
+    assert not any("so far" in t.reply and "bicycle" in t.reply for t in ep.turns)
+    assert (ep.superseded_answers, ep.merged_answers, ep.moved_answers, ep.dropped_answers) == (1, 0, 0, 0)
+
+
+def test_a_colliding_answer_moves_inside_its_window_before_anything_merges():
+    row = dialogue_row(references=[
+        {"question_id": "bikes-mq-0-q0", "question": "Who walks past the cars?", "answer": "A man.",
+         "reply_span": [0.0, 4.0]},
+        {"question_id": "bikes-mq-0-q0", "question": "Who walks past the cars?", "answer": "A woman.",
+         "reply_span": [3.5, 4.0]},
+        {"question_id": "bikes-mq-0-q1", "question": "What is behind the bollards?", "answer": "A bike.",
+         "reply_span": [6.0, 10.0]},
+        {"question_id": "bikes-mq-0-q1", "question": "What is behind the bollards?", "answer": "A bench.",
+         "reply_span": [9.0, 9.5]}])
+    dialogue = Dialogue.model_validate(row)
+    ep = build_episode(dialogue, "v.mp4", EpisodeConfig(seconds_per_frame=1.0, frames_per_turn=1), every_s(1.0))
+    replies = {t.time_s: t.reply for t in ep.turns if not t.is_silent}
+    # "A man." steps back inside [0, 4] so "A woman." keeps 4 s; "A bike." steps back from 10 s
+    # to 8 s, inside [6, 10], so "A bench." gets 9 s: every answer inside its window, in order.
+    assert replies == {3.0: "A man.", 4.0: "A woman.", 8.0: "A bike.", 9.0: "A bench."}
+    assert (ep.moved_answers, ep.merged_answers, ep.superseded_answers, ep.late_answers) == (2, 0, 0, 0)
+    # turns at 4, 8, 10 s: the man's and the woman's windows share one turn and merge in order;
+    # the bike still steps back, and the bench (no turn inside [9, 9.5]) is late at 10 s
+    coarse = build_episode(dialogue, "v.mp4", EpisodeConfig(), every_s(2.0))
+    assert [t.reply for t in coarse.turns] == ["A man. A woman.", "A bike.", "A bench."]
+    assert (coarse.moved_answers, coarse.merged_answers, coarse.late_answers) == (1, 1, 1)
+    # every reference is on a turn of its own, merged into one, superseded, or dropped: counted
+    counted = coarse.merged_answers + coarse.superseded_answers + coarse.dropped_answers
+    assert sum(not t.is_silent for t in coarse.turns) == len(dialogue.references) - counted
+
+
+
+def test_the_frame_cap_follows_the_interval_unless_set():
+    assert EpisodeConfig().frame_cap == 90 and EpisodeConfig(seconds_per_frame=1.0).frame_cap == 180
+    assert EpisodeConfig(seconds_per_frame=1.0, max_frames=8).frame_cap == 8

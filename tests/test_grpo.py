@@ -186,7 +186,7 @@ def corpus(tmp_path_factory):
     from tests.conftest import dialogue_row
     from tests.sample_corpus import build_corpus
 
-    return build_corpus(tmp_path_factory.mktemp("grpo-corpus"), {"train": [dialogue_row()]}, ["bikes"])
+    return build_corpus(tmp_path_factory.mktemp("grpo-corpus"), {"rl": [dialogue_row()]}, ["bikes"])
 
 
 def tiny_config(corpus, out, **overrides) -> GRPOConfig:
@@ -236,6 +236,28 @@ def test_grpo_raises_the_reward_and_resumes_where_it_stopped(corpus, tmp_path):
     assert [k for k in before if torch.equal(before[k], after[k])] == []
 
 
+def test_grpo_reads_rl_stretches_and_their_context_replies_reach_the_reward(corpus, tmp_path):
+    from training.rl.grpo import train_grpo
+    from training.rl.judge import OfflineJudge
+    from training.rl.reward import RewardConfig, compute_rewards
+
+    seen = []
+
+    def reward(rollouts, references):
+        seen.extend(rollouts)
+        breakdowns = compute_rewards(rollouts, references, OfflineJudge(), RewardConfig())
+        return [b.as_log() for b in breakdowns]
+
+    # 8 s streamed (4 frames at 2 s) cut into 4 s stretches: turns at 2 s and 6 s, one per stretch
+    prompts = {"stretch_s": 4, "min_stretch_s": 2, "max_stretch_s": 6}
+    summary = train_grpo(tiny_config(corpus, tmp_path / "run", max_steps=2, prompts=prompts), reward_fn=reward)
+    assert summary["data"]["split"] == "rl" and summary["data"]["prompts_train"] == 2
+    by_context = {r.context_replies for r in seen}
+    # the second stretch was fed the first's reference reply; the reward saw it as an earlier reply
+    assert by_context == {(), ("A man in a dark suit.",)}
+    assert all(len(r.turns) == 1 for r in seen)  # only the stretch's own turn is generated
+
+
 @pytest.mark.slow
 def test_grpo_raises_the_reward_over_twelve_steps(corpus, tmp_path):
     from training.rl.grpo import train_grpo
@@ -267,7 +289,7 @@ def test_rollout_log_probs_match_the_trainers_recomputation(corpus, tmp_path):
         token_logprobs,
     )
 
-    split = read_split(corpus, "train")
+    split = read_split(corpus, "rl")
     dialogue = split.dialogues[0]
     path = prepare_tiny_checkpoint([dialogue.references[0].answer, "NO REPLY"], tmp_path / "tiny")
     tokenizer, model = load_tokenizer(str(path)), load_model(str(path))

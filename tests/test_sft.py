@@ -188,3 +188,71 @@ def test_a_checkpoint_without_chat_template_is_refused_by_name(tmp_path):
     tokenizer.save_pretrained(tmp_path / "base")
     with pytest.raises(ChatTemplateError, match="base.*no chat template"):
         load_tokenizer(str(tmp_path / "base"))
+
+
+def write_offline(folder: Path, samples_dir: Path) -> Path:
+    """Video QA / caption rows in the published messages/images shape, with bad rows among them."""
+    from PIL import Image
+
+    from curation.video.frames import decode_frames
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, frame in enumerate(decode_frames(samples_dir / "videos" / "bikes.mp4", [1.0, 5.0], 56 * 56)):
+        Image.fromarray(frame).save(folder / f"f{i}.jpg")
+    rows = [
+        {"messages": [{"role": "user", "content": "<image><image>What passes by?"},
+                      {"role": "assistant", "content": "A taxi and a van."}], "images": ["f0.jpg", "f1.jpg"]},
+        {"messages": [{"role": "system", "content": "Describe videos."},
+                      {"role": "user", "content": "<image>Caption this clip."},
+                      {"role": "assistant", "content": "A street with parked cars."}], "images": [{"path": "f1.jpg"}]},
+        {"messages": [{"role": "user", "content": "<image>Gone?"}, {"role": "assistant", "content": "Yes."}],
+         "images": ["missing.jpg"]},
+        {"messages": [{"role": "user", "content": "<image><image>Two pads, one image"},
+                      {"role": "assistant", "content": "No."}], "images": ["f0.jpg"]},
+        {"messages": [{"role": "user", "content": "<video>Clip?"}, {"role": "assistant", "content": "No."}],
+         "videos": ["clip.mp4"]},
+    ]
+    path = folder / "offline.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows) + "not json\n")
+    return path
+
+
+def test_offline_examples_carry_labels_only_on_the_answers(tmp_path, samples_dir):
+    pytest.importorskip("curation.video.frames")
+    from collections import Counter
+
+    from training.data.chat_template import IGNORE_INDEX, TemplateConfig, TurnRenderer
+    from training.data.offline import OfflineEncoder, OfflineSource, read_offline
+    from training.model import load_image_processor, load_tokenizer, prepare_tiny_checkpoint
+
+    path = write_offline(tmp_path / "offline", samples_dir)
+    skipped = Counter()
+    items = read_offline(OfflineSource(path=str(path)), skipped)
+    assert len(items) == 3 and skipped == {"offline_bad_row": 1, "offline_image_count_mismatch": 1,
+                                           "offline_videos_unsupported": 1}
+    texts = ["What passes by?", "A taxi and a van.", "Caption this clip.", "A street with parked cars."]
+    model = prepare_tiny_checkpoint(texts, tmp_path / "tiny")
+    tokenizer = load_tokenizer(str(model))
+    encoder = OfflineEncoder(TurnRenderer(tokenizer), load_image_processor(str(model), 56 * 56), TemplateConfig())
+    first, second, missing = (encoder(item) for item in items)
+    for encoded, answer in ((first, "A taxi and a van."), (second, "A street with parked cars.")):
+        labelled = [t for t in encoded.labels if t != IGNORE_INDEX]
+        assert tokenizer.decode(labelled).replace(" ", "") == (answer + "<|im_end|>").replace(" ", "")
+    assert len(first.image_grid_thw) == 2 and len(second.image_grid_thw) == 1
+    assert "Describe videos." in tokenizer.decode(second.input_ids)  # the row's own system prompt
+    assert missing.reason == "offline_image_unreadable"
+
+
+def test_sft_mixes_offline_data_at_the_configured_ratio(corpus, tmp_path, samples_dir):
+    pytest.importorskip("curation.video.frames")
+    path = write_offline(tmp_path / "offline", samples_dir)
+    # 3 dialogues at 2/3 offline examples each: 2 drawn from the 3 usable rows, by a seeded draw
+    summary = train(config(corpus, tmp_path / "run", max_steps=5, max_dialogues=3,
+                           offline=[{"path": str(path), "ratio": 2 / 3, "name": "qa"}]))
+    data = summary["data"]
+    assert data["offline"] == {"qa": {"available": 3, "wanted": 2, "used": 2}}
+    assert data["offline_skipped"]["offline_bad_row"] == 1
+    assert data["episodes"] == 3 and 0 < data["no_reply_share"] < 1
+    order = [json.loads(line)["items"] for line in (tmp_path / "run" / "data_order.jsonl").read_text().splitlines()]
+    assert sorted(i for items in order for i in items) == [0, 1, 2, 3, 4]  # 3 episodes + 2 offline rows
+    assert len(summary["losses"]) + sum(summary["skipped"].values()) == 5

@@ -15,11 +15,14 @@ from curation.corpus.results import VideoResult, write_result
 from curation.corpus.shards import (
     ALL_SPLIT,
     DEFAULT_BUCKETS,
+    SPLITS,
     ShardConfig,
+    assign_splits,
     bucket_of,
     build_shards,
     publish,
     read_table,
+    split_fraction,
     split_of,
     update_shards,
 )
@@ -29,7 +32,7 @@ from tests.test_results import FIXED_TIME, make_result
 from training.data.corpus import read_split
 
 # Small enough that 40 videos roll over several files per (table, split).
-SMALL = ShardConfig(target_shard_bytes=6_000, batch_rows=8, validation_share=0.3)
+SMALL = ShardConfig(target_shard_bytes=6_000, batch_rows=8, validation_share=0.3, rl_share=0.2)
 # <table>/<split>-<bucket>-<part>-<sha8>; any split name (issue 16 adds one).
 NAME = re.compile(r"^data/(videos|segments|scenes|dialogues|quarantine)/([a-z]+)-(\d{5})-(\d{2})-([0-9a-f]{8})\.parquet$")
 
@@ -101,16 +104,18 @@ def test_a_videos_rows_never_straddle_splits(tmp_path):
     build_shards(tmp_path / "results", root, SMALL)
     for table in ("videos", "segments", "scenes", "dialogues"):
         seen: dict[str, set[str]] = {}
-        for split in ("train", "validation"):
+        for split in SPLITS:
             for video_id in read_table(root, table, split).column("video_id").to_pylist():
                 seen.setdefault(video_id, set()).add(split)
         assert all(splits == {split_of(v, SMALL)} for v, splits in seen.items()), table
         assert len(seen) == 40
     counts = Counter(split_of(v, SMALL) for v in ids_of(40))
-    assert counts["validation"] > 0 and counts["train"] > counts["validation"]
-    # the trainer's reader sees the same split
-    train = read_split(root, "train")
+    assert counts["validation"] > 0 and counts["rl"] > 0 and counts["train"] > counts["validation"]
+    # the trainer's reader sees the same splits: SFT's train never holds an rl video
+    train, rl = read_split(root, "train"), read_split(root, "rl")
     assert {d.video_id for d in train.dialogues} == {v for v in ids_of(40) if split_of(v, SMALL) == "train"}
+    assert {d.video_id for d in rl.dialogues} == {v for v in ids_of(40) if split_of(v, SMALL) == "rl"}
+    assert not {d.video_id for d in train.dialogues} & {d.video_id for d in rl.dialogues}
 
 
 def test_split_is_a_pure_function_of_id_seed_and_share():
@@ -121,11 +126,52 @@ def test_split_is_a_pure_function_of_id_seed_and_share():
     assert 0.02 < share < 0.09  # default 5%
     reseeded = ShardConfig(split_seed="other")
     assert [split_of(v, cfg) for v in ids] != [split_of(v, reseeded) for v in ids]
-    assert {split_of(v, ShardConfig(validation_share=0.0)) for v in ids} == {"train"}
-    assert {split_of(v, ShardConfig(validation_share=1.0)) for v in ids} == {"validation"}
+    assert {split_of(v, ShardConfig(validation_share=0.0, rl_share=0.0)) for v in ids} == {"train"}
+    assert {split_of(v, ShardConfig(validation_share=1.0, rl_share=0.0)) for v in ids} == {"validation"}
     # growing the validation share only moves videos from train to validation, never back
     small, large = ShardConfig(validation_share=0.05), ShardConfig(validation_share=0.2)
     assert all(split_of(v, large) == "validation" for v in ids if split_of(v, small) == "validation")
+
+
+def test_rl_split_is_disjoint_stable_and_sized_per_source():
+    ids = ids_of(20_000)
+    cfg = ShardConfig()
+    splits = [split_of(v, cfg) for v in ids]
+    assert splits == [split_of(v, ShardConfig()) for v in ids]  # stable
+    share = Counter(splits)["rl"] / len(ids)
+    assert 0.03 < share < 0.042  # default 3.6%: FACTS.md's 1,900 of ~52.8k videos
+    # adding the rl split kept every validation video where it was (bands at opposite ends)
+    no_rl = ShardConfig(rl_share=0.0)
+    assert [v for v, s in zip(ids, splits, strict=True) if s == "validation"] == [v for v in ids if split_of(v, no_rl) == "validation"]
+    paper = ShardConfig(rl_share_by_source={"web": 0.03, "ego": 0.157})
+    assert 0.14 < Counter(split_of(v, paper, "ego") for v in ids)["rl"] / len(ids) < 0.175
+    assert 0.025 < Counter(split_of(v, paper, "web") for v in ids)["rl"] / len(ids) < 0.035
+    with pytest.raises(ValueError, match="rl share"):
+        ShardConfig(validation_share=0.5, rl_share=0.6)
+
+
+def test_a_tiny_corpus_gets_a_video_in_every_split_by_rank():
+    cfg = ShardConfig()
+    four = [(v, "sample") for v in ids_of(4)]
+    assert set(split_of(v, cfg) for v, _ in four) != set(SPLITS)  # by hash alone a split is empty
+    ranked = assign_splits(four, cfg)
+    assert Counter(ranked.values()) == {"train": 2, "validation": 1, "rl": 1}
+    order = [v for _, v in sorted((split_fraction(v, cfg), v) for v, _ in four)]
+    assert (ranked[order[0]], ranked[order[-1]]) == ("validation", "rl")  # the ends of the hash order
+    assert assign_splits(four, cfg) == ranked
+    assert Counter(assign_splits(four[:2], cfg).values()) == Counter(split_of(v, cfg) for v, _ in four[:2])
+    assert "rl" not in assign_splits(four, ShardConfig(rl_share=0.0)).values()
+    many = [(v, "web") for v in ids_of(400)]
+    assert assign_splits(many, cfg) == {v: split_of(v, cfg) for v, _ in many}  # a real corpus: hash alone
+
+
+def test_build_applies_the_tiny_corpus_rule_only_to_videos_with_dialogues(tmp_path):
+    made = store(tmp_path / "results", ids_of(4))
+    write_result(tmp_path / "results", make_result("novid", n_dialogues=0, quarantined=1))
+    index = build_shards(tmp_path / "results", tmp_path / "corpus", ShardConfig())
+    assert index["split"]["ranked_small_corpus"] is True
+    by_split = {s: {d.video_id for d in read_split(tmp_path / "corpus", s).dialogues} for s in SPLITS}
+    assert all(by_split.values()) and set().union(*by_split.values()) == set(made)
 
 
 def test_a_bucket_rolls_to_a_new_part_at_the_target_size(tmp_path):
@@ -231,7 +277,7 @@ def test_the_bucket_count_is_fixed_per_corpus_until_the_config_names_another(tmp
     assert resplit.written and resplit.index["buckets"]["count"] == 2
     check_index_matches_files(root, resplit.index)
     assert {v: split_of(v, half) for v in ids_of(20)} == {
-        v: s for s in ("train", "validation") for v in read_table(root, "videos", s).column("video_id").to_pylist()}
+        v: s for s in SPLITS for v in read_table(root, "videos", s).column("video_id").to_pylist()}
 
 
 def test_a_kept_file_that_went_missing_is_written_again(tmp_path):

@@ -27,11 +27,14 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
+from curation.video.frames import frame_timeline
 from training import checkpoints
 from training.data.chat_template import DEFAULT_SYSTEM_PROMPT, TemplateConfig, TurnRenderer
 from training.data.corpus import read_split, splits_of
 from training.data.dataset import CollateEpisodes, EpisodeDataset, batch_order
 from training.data.episodes import EpisodeConfig
+from training.data.offline import IMAGE, OfflineDataset, OfflineEncoder, OfflineSource, mix_offline
+from training.data.summary import episode_summary
 from training.model import (
     corpus_texts,
     load_image_processor,
@@ -67,6 +70,8 @@ class SFTConfig(BaseModel):
     max_dialogues: int | None = Field(None, ge=1)
     max_eval_dialogues: int | None = Field(64, ge=1)
     extra_corpora: list[ExtraCorpus] = []
+    # FACTS.md: 25k video QA + 25k captions mixed in (messages/images JSONL; training.data.offline)
+    offline: list[OfflineSource] = []
     model: str = "Qwen/Qwen2.5-VL-3B-Instruct"  # FACTS.md: base model
     preset: Literal["tiny"] | None = None  # "tiny": random tiny Qwen2.5-VL, no download
     output_dir: str = "runs/sft"
@@ -159,8 +164,14 @@ def train(cfg: SFTConfig) -> dict:
     items = [(d, s.video_path(d.video_id)) for s in splits for d in s.dialogues]
     if not items:
         raise ValueError(f"{cfg.corpus}: split {cfg.split!r} has no dialogues")
+    offline_items, offline_summary = mix_offline(cfg.offline, len(items), cfg.seed)
+    data_summary = {"split": cfg.split, **episode_summary([d for d, _ in items], cfg.episodes, frame_timeline),
+                    **offline_summary}
+    accelerator.print("data " + json.dumps(data_summary))
     # tiny preset: a tokenizer trained on this corpus's text, built once per run dir
-    cfg = checkpoints.resolve_tiny_preset(cfg, corpus_texts(items, cfg.template.system_prompt), accelerator, out)
+    texts = corpus_texts(items, cfg.template.system_prompt) + [
+        m.content.replace(IMAGE, "") for it in offline_items for m in it.example.messages]
+    cfg = checkpoints.resolve_tiny_preset(cfg, texts, accelerator, out)
     tokenizer = load_tokenizer(cfg.model)
     image_processor = load_image_processor(cfg.model, cfg.max_pixels)
     renderer = TurnRenderer(tokenizer, cfg.template.system_prompt, cfg.template.image_pad_token)
@@ -169,6 +180,9 @@ def train(cfg: SFTConfig) -> dict:
         return EpisodeDataset(pairs, cfg.episodes, renderer, image_processor, cfg.template, cfg.max_pixels)
 
     train_set = dataset_of(items)
+    if offline_items:
+        encoder = OfflineEncoder(renderer, image_processor, cfg.template)
+        train_set = torch.utils.data.ConcatDataset([train_set, OfflineDataset(offline_items, encoder)])
     eval_set = None
     if cfg.eval_split and cfg.eval_split in splits_of(cfg.corpus):
         held_out = read_split(cfg.corpus, cfg.eval_split, cfg.max_eval_dialogues)
@@ -246,7 +260,7 @@ def train(cfg: SFTConfig) -> dict:
 
     # --- final checkpoint -------------------------------------------------------------------
     accelerator.wait_for_everyone()
-    summary = {"steps": state["step"], "losses": losses, "skipped": state["skipped"],
+    summary = {"steps": state["step"], "losses": losses, "skipped": state["skipped"], "data": data_summary,
                "eval_loss": evaluate() if eval_set is not None else None}
     checkpoints.save_final(accelerator, model, tokenizer, image_processor, out, summary)
     if accelerator.is_main_process:

@@ -21,7 +21,7 @@ from schemas.arrow import arrow_schema
 from schemas.records import TABLES
 
 TABLE_ORDER = ("dialogues", "videos", "scenes", "segments", "quarantine")
-SPLIT_ORDER = ("train", "validation", "test", "all")
+SPLIT_ORDER = ("train", "validation", "rl", "test", "all")
 # Licence ids the Hub accepts in `license:` (lowercase SPDX-like); anything else is `other`.
 HUB_LICENCES = {
     "apache-2.0", "mit", "cc0-1.0", "cc-by-2.0", "cc-by-2.5", "cc-by-3.0", "cc-by-4.0", "cc-by-sa-3.0",

@@ -2,7 +2,7 @@
 
 One SQLite file, `<results_dir>/catalogue.sqlite`, with a row per readable result file: the
 file's identity on disk (inode, size, mtime in ns), the sha256 of its bytes, its config
-fingerprint, and the few facts the flow needs without opening it (dialogue kinds, quarantine
+fingerprint, and the few facts the flow needs without opening it (source, dialogue kinds, quarantine
 triples, per-stage wall, wait and CPU seconds, and the per-video counters the summary sums). The result files stay the truth and the resume marker; the
 catalogue is a cache of them that `sync_catalogue` brings up to date by listing the store
 (names and `stat`, no reads) and reading only the files it has not seen in that exact state.
@@ -40,7 +40,7 @@ from schemas.records import check_safe_id
 
 CATALOGUE_NAME = "catalogue.sqlite"
 UPSERT_BATCH = 2000
-FORMAT = "2"  # bump when the columns change: an older catalogue is dropped and rebuilt
+FORMAT = "3"  # bump when the columns change: an older catalogue is dropped and rebuilt
 
 _SCHEMA = """
 create table if not exists meta (key text primary key, value text not null);
@@ -49,6 +49,7 @@ create table if not exists results (
     file_key text not null,
     sha256 text not null,
     config_fingerprint text not null,
+    source text not null,
     dialogue_kinds text not null,
     quarantine text not null,
     stage_stats text not null
@@ -64,6 +65,7 @@ class CatalogueEntry:
     video_id: str
     sha256: str
     config_fingerprint: str
+    source: str  # the video's `source` ('' before the probe): its split share may depend on it
     dialogue_kinds_json: str
     quarantine_json: str
     stage_stats_json: str  # {"durations_s", "wait_s", "cpu_s", "counts"}
@@ -127,6 +129,7 @@ def entry_of(result: VideoResult, sha256: str) -> CatalogueEntry:
         kinds[dialogue.kind] = kinds.get(dialogue.kind, 0) + 1
     return CatalogueEntry(
         video_id=result.video_id, sha256=sha256, config_fingerprint=sys.intern(result.config_fingerprint),
+        source=sys.intern(result.video.source if result.video else ""),
         dialogue_kinds_json=sys.intern(json.dumps(kinds, sort_keys=True)),
         quarantine_json=sys.intern(json.dumps([[q.stage, q.reason, q.kind] for q in result.quarantine])),
         stage_stats_json=json.dumps({"durations_s": result.stage_durations_s, "wait_s": result.stage_wait_s,
@@ -213,12 +216,12 @@ def _sync(con: sqlite3.Connection, root: Path) -> Catalogue:
     known: dict[str, str] = {}
     entries: dict[str, CatalogueEntry] = {}
     intern = sys.intern  # fingerprints and most fact columns repeat across 52k rows: one copy each
-    for video_id, file_key, sha256, fingerprint, kinds, quarantine, durations in con.execute(
-            "select video_id, file_key, sha256, config_fingerprint, dialogue_kinds, quarantine, "
+    for video_id, file_key, sha256, fingerprint, source, kinds, quarantine, stats in con.execute(
+            "select video_id, file_key, sha256, config_fingerprint, source, dialogue_kinds, quarantine, "
             "stage_stats from results"):
         known[video_id] = file_key
-        entries[video_id] = CatalogueEntry(video_id, sha256, intern(fingerprint), intern(kinds), intern(quarantine),
-                                           durations)
+        entries[video_id] = CatalogueEntry(video_id, sha256, intern(fingerprint), intern(source), intern(kinds),
+                                           intern(quarantine), stats)
     upserts: list[tuple[str, ...]] = []
     seen: set[str] = set()
     read_files = 0
@@ -237,16 +240,16 @@ def _sync(con: sqlite3.Connection, root: Path) -> Catalogue:
             continue
         seen.add(video_id)
         entry = entries[video_id] = entry_of(result, hashlib.sha256(data).hexdigest())
-        upserts.append((video_id, file_key, entry.sha256, entry.config_fingerprint, entry.dialogue_kinds_json,
+        upserts.append((video_id, file_key, entry.sha256, entry.config_fingerprint, entry.source, entry.dialogue_kinds_json,
                         entry.quarantine_json, entry.stage_stats_json))
         if len(upserts) >= UPSERT_BATCH:  # bounded memory on a first sync of a large store
-            con.executemany("insert or replace into results values (?, ?, ?, ?, ?, ?, ?)", upserts)
+            con.executemany("insert or replace into results values (?, ?, ?, ?, ?, ?, ?, ?)", upserts)
             upserts = []
     known.clear()
     gone = [v for v in entries if v not in seen]
     for video_id in gone:
         del entries[video_id]
-    con.executemany("insert or replace into results values (?, ?, ?, ?, ?, ?, ?)", upserts)
+    con.executemany("insert or replace into results values (?, ?, ?, ?, ?, ?, ?, ?)", upserts)
     con.executemany("delete from results where video_id = ?", [(v,) for v in gone])
     con.execute("commit")
     return Catalogue(entries=entries, read_files=read_files)

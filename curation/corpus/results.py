@@ -129,6 +129,11 @@ def _stored_ids(results_dir: Path) -> list[str]:
     return sorted(set(ids))
 
 
+def stored_ids(results_dir: str | Path) -> list[str]:
+    """Ids with a result file (readable or not), sorted; cheap: file names only."""
+    return _stored_ids(Path(results_dir))
+
+
 def iter_results(results_dir: str | Path) -> Iterator[VideoResult]:
     """Every readable result, one at a time, sorted by video id (the shards' row order)."""
     root = Path(results_dir)

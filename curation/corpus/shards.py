@@ -43,7 +43,7 @@ from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from curation.corpus.catalogue import Catalogue, sync_catalogue
 from curation.corpus.results import fsync_folder, read_result_bytes
@@ -64,9 +64,16 @@ class ShardConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     target_shard_bytes: int = Field(256 * MB, gt=0, description="roll to a new file past this size")  # issue 5: about 256 MB
     row_group_bytes: int = Field(100 * MB, gt=0)  # FACTS.md: Hub row groups about 100 MB (viewer fails over ~286 MiB)
-    # our choice: no published SFT validation share; 5% of videos (the RL split is ~10% of prompts, FACTS.md)
+    # our choice: no published SFT validation share; 5% of videos
     validation_share: float = Field(0.05, ge=0.0, le=1.0)
+    # FACTS.md: 1,500 web + 400 egocentric of ~52.8k videos (3.6%) held out of SFT for RL.
+    rl_share: float = Field(0.036, ge=0.0, le=1.0)
+    # Per `Video.source` overrides of `rl_share`; the paper's own per-source shares are about
+    # {web: 0.03, ego: 0.157} (1,500 of 50,228 and 400 of 2,543).
+    rl_share_by_source: dict[str, float] = {}
     split_seed: str = Field("", description="change to draw a different split of the same videos")
+    small_corpus_videos: int = Field(1000, ge=0, description="up to this many results, every split with a share "
+                                     "gets at least one video with dialogues (see assign_splits)")
     batch_rows: int = Field(1024, ge=1, description="records turned into Arrow at once: bounds Python memory")
     publish_url: str | None = Field(None, description="fsspec URL (s3://bucket/corpus) to copy the corpus to")
     buckets: int | None = Field(None, ge=1, le=99999, description=(
@@ -74,11 +81,62 @@ class ShardConfig(BaseModel):
         "number rewrites every shard once"))
 
 
-def split_of(video_id: str, cfg: ShardConfig) -> Literal["train", "validation"]:
-    """Deterministic per video, so all of a video's rows (and dialogues) land in one split."""
+    @model_validator(mode="after")
+    def _shares_fit(self) -> ShardConfig:
+        for source, share in {"": self.rl_share, **self.rl_share_by_source}.items():
+            if not 0.0 <= share <= 1.0 - self.validation_share:
+                raise ValueError(f"rl share {share} of source {source!r} must lie in [0, 1 - validation_share]")
+        return self
+
+    def rl_share_of(self, source: str | None) -> float:
+        return self.rl_share_by_source.get(source or "", self.rl_share)
+
+
+Split = Literal["train", "validation", "rl"]
+SPLITS: tuple[Split, ...] = ("train", "validation", "rl")
+
+
+def split_fraction(video_id: str, cfg: ShardConfig) -> float:
     digest = hashlib.sha256(f"{cfg.split_seed}|{video_id}".encode()).digest()
-    fraction = int.from_bytes(digest[:8], "big") / 2**64
-    return "validation" if fraction < cfg.validation_share else "train"
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def split_of(video_id: str, cfg: ShardConfig, source: str | None = None) -> Split:
+    """Deterministic per video, so all of a video's rows (and dialogues) land in one split.
+
+    One hash fraction f in [0, 1): validation below `validation_share`, rl at or above
+    1 - (the source's rl share), train between. The bands sit at opposite ends so growing one
+    share only takes videos from train, and adding the rl split kept every validation video."""
+    fraction = split_fraction(video_id, cfg)
+    if fraction < cfg.validation_share:
+        return "validation"
+    return "rl" if fraction >= 1.0 - cfg.rl_share_of(source) else "train"
+
+
+def assign_splits(videos: list[tuple[str, str | None]], cfg: ShardConfig) -> dict[str, Split]:
+    """The split of each (video_id, source) with dialogues: `split_of`, unless that leaves a split
+    whose share is positive without a video while there are enough videos for every such split
+    (a tiny corpus, such as the sample's 4). Then the videos go by rank of the same fraction:
+    the lowest `max(1, round(k * validation_share))` to validation, the highest
+    `max(1, round(k * mean rl share))` to rl, the rest (at least one) to train."""
+    splits = {video_id: split_of(video_id, cfg, source) for video_id, source in videos}
+    k = len(videos)
+    mean_rl = sum(cfg.rl_share_of(source) for _, source in videos) / k if k else 0.0
+    wanted = {"validation": cfg.validation_share > 0, "rl": mean_rl > 0,
+              "train": cfg.validation_share + mean_rl < 1}
+    if all(split in splits.values() for split, on in wanted.items() if on) or k < sum(wanted.values()):
+        return splits
+    ranked = sorted((split_fraction(video_id, cfg), video_id) for video_id, _ in videos)
+    n_val = max(1, round(k * cfg.validation_share)) if wanted["validation"] else 0
+    n_rl = max(1, round(k * mean_rl)) if wanted["rl"] else 0
+    while wanted["train"] and n_val + n_rl >= k:  # train keeps one video: shrink the larger band
+        if n_val >= n_rl:
+            n_val -= 1
+        else:
+            n_rl -= 1
+    for rank, (_, video_id) in enumerate(ranked):
+        splits[video_id] = "validation" if rank < n_val else "rl" if rank >= k - n_rl else "train"
+    return splits
 
 
 def bucket_of(video_id: str, count: int) -> int:
@@ -230,20 +288,20 @@ def layout_key(cfg: ShardConfig, bucket_count: int) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _write_bucket(results_dir: Path, corpus_root: Path, bucket: int, video_ids: list[str],
+def _write_bucket(results_dir: Path, corpus_root: Path, bucket: int, splits: dict[str, Split],
                   cfg: ShardConfig) -> tuple[list[dict[str, Any]], list[str], str]:
     """Every file of one bucket from its result files; returns the entries, the paths whose bytes
     are new, and the bucket's digest over the results actually read (a file damaged since the
     catalogue saw it is left out)."""
     writers: dict[tuple[str, str], _RollingWriter] = {}
     lines = []
-    for video_id in video_ids:
+    for video_id in splits:
         found = read_result_bytes(results_dir, video_id)
         if found is None:
             continue
         result, data = found
-        lines.append(f"{video_id} {hashlib.sha256(data).hexdigest()}")
-        split = split_of(video_id, cfg)
+        split = splits[video_id]
+        lines.append(f"{video_id} {hashlib.sha256(data).hexdigest()} {split}")
         for table, attr in _RESULT_FIELDS.items():
             value = getattr(result, attr)
             records = [value] if isinstance(value, Record) else list(value or [])
@@ -302,11 +360,17 @@ def update_shards(results_dir: str | Path, corpus_root: str | Path, cfg: ShardCo
     for entry in reusable["shards"] if reusable else []:
         old_entries.setdefault(entry.get("bucket"), []).append(entry)
 
-    members: dict[int, list[tuple[str, str]]] = {}
+    # A small corpus gets every split a video by rank (`assign_splits`); a large one by hash alone.
+    assigned: dict[str, Split] = {}
+    if len(catalogue) <= cfg.small_corpus_videos:
+        assigned = assign_splits([(e.video_id, e.source) for e in catalogue if e.with_dialogues], cfg)
+    ranked = any(split != split_of(v, cfg, catalogue.get(v).source) for v, split in assigned.items())
+    members: dict[int, list[tuple[str, str, Split]]] = {}
     results = with_dialogues = 0
     fingerprints: set[str] = set()
     for entry in catalogue:  # sorted by video id: each bucket's members stay in row order
-        members.setdefault(bucket_of(entry.video_id, count), []).append((entry.video_id, entry.sha256))
+        split = assigned.get(entry.video_id) or split_of(entry.video_id, cfg, entry.source)
+        members.setdefault(bucket_of(entry.video_id, count), []).append((entry.video_id, entry.sha256, split))
         results += 1
         with_dialogues += entry.with_dialogues
         fingerprints.add(entry.config_fingerprint)
@@ -315,7 +379,8 @@ def update_shards(results_dir: str | Path, corpus_root: str | Path, cfg: ShardCo
     shards: list[dict[str, Any]] = []
     digests: dict[str, str] = {}
     for bucket in sorted(members):
-        wanted = _digest([f"{video_id} {sha256}" for video_id, sha256 in members[bucket]])
+        # The split is part of the digest: on a small corpus a new video can move another's split.
+        wanted = _digest([f"{video_id} {sha256} {split}" for video_id, sha256, split in members[bucket]])
         old = old_entries.get(bucket, [])
         if old_digests.get(str(bucket)) == wanted and all(_intact(corpus_root, e) for e in old):
             shards += old
@@ -323,7 +388,7 @@ def update_shards(results_dir: str | Path, corpus_root: str | Path, cfg: ShardCo
             digests[str(bucket)] = wanted
         else:
             entries, written, digests[str(bucket)] = _write_bucket(
-                results_dir, corpus_root, bucket, [video_id for video_id, _ in members[bucket]], cfg)
+                results_dir, corpus_root, bucket, {v: split for v, _, split in members[bucket]}, cfg)
             shards += entries
             update.written += written
             update.kept += len(entries) - len(written)
@@ -337,8 +402,9 @@ def update_shards(results_dir: str | Path, corpus_root: str | Path, cfg: ShardCo
         "schema_version": SCHEMA_VERSION,
         "created_from": {"results": results, "results_with_dialogues": with_dialogues,
                          "config_fingerprints": sorted(fingerprints), "rows": rows},
-        "split": {"validation_share": cfg.validation_share, "split_seed": cfg.split_seed,
-                  "by": "sha256(split_seed|video_id)"},
+        "split": {"validation_share": cfg.validation_share, "rl_share": cfg.rl_share,
+                  "rl_share_by_source": dict(sorted(cfg.rl_share_by_source.items())), "split_seed": cfg.split_seed,
+                  "by": "sha256(split_seed|video_id)", "ranked_small_corpus": ranked},
         "buckets": {"count": count, "by": BUCKET_RULE, "digests": digests},
         "layout": layout,
         "shards": shards,

@@ -45,6 +45,7 @@ from curation.video.frames import (
     decode_frames,
     frame_timeline,
     smart_resize,
+    video_duration_s,
 )
 from curation.video.scan import PacketLog, decode_at, hsv, ref_change
 from curation.video.scenes import SceneConfig, build_scenes, make_detector, scaled_size
@@ -103,7 +104,7 @@ def decode_video(path: str | Path, video_id: str, duration_s: float | None, scen
         stream.thread_count = max(0, threads)
         rate = Fraction(stream.average_rate or stream.guessed_rate or 25)
         clock = scene_stage._Clock(rate, Fraction(stream.time_base or 1 / rate), stream.start_time or 0)
-        stated_s = container.duration / av.time_base if container.duration is not None else None
+        stated_s = video_duration_s(container, stream)  # the video stream's own, as the scene pass reads it
         log = PacketLog(max_packet_bytes)
         scan = _Scan(cfg, clock)
         try:

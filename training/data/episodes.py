@@ -8,7 +8,9 @@ after it. Each reference answer sits at one turn inside its reply window: the la
 default (FACTS.md: "each answer sits at the end of its segment's span"), the first one with
 `answer_position="start"` (the issue's wording). An `immediate` reply (the summary given when a
 mid-video question arrives) sits at the question's own turn. Every other turn's target is the
-literal `NO REPLY`.
+literal `NO REPLY`. Two answers that land on one turn are resolved by one rule (`place_answers`:
+move, else supersede an immediate reply of the same question, else merge in order), so no
+target joins "nothing yet" with the answer that contradicts it.
 
 Frame pixels are not decoded here (`decode_episode_frames` does it with the one frame decoder of
 `curation.video.frames`), so building and checking an episode's timeline is cheap and pure.
@@ -24,17 +26,25 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from curation.skips import Skip
-from schemas import NO_REPLY, Dialogue
+from schemas import NO_REPLY, Dialogue, ReferenceAnswer
 
 STAGE = "episodes"
+MAX_VIDEO_S = 180.0  # FACTS.md: both published frame caps (90 at 2 s, 180 at 1 s) cover about 180 s
 
 
 class EpisodeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    seconds_per_frame: float = Field(2.0, gt=0)  # FACTS.md: frames every 2 s by default (1 s selectable)
-    max_frames: int = Field(90, ge=1)  # FACTS.md: 90 frames at 2 s/frame (180 at 1 s/frame)
+    # FACTS.md: frames every 2 s by default; 1 s (`episodes.seconds_per_frame=1`) was the decisive
+    # factor in the paper's SFT ablation.
+    seconds_per_frame: float = Field(2.0, gt=0)
+    # None: as many frames as cover MAX_VIDEO_S (FACTS.md: 90 frames at 2 s/frame, 180 at 1 s/frame)
+    max_frames: int | None = Field(None, ge=1)
     frames_per_turn: int = Field(2, ge=1)  # FACTS.md: 2 frames per user turn in the published data
     answer_position: Literal["end", "start"] = "end"  # FACTS.md: SFT answers sit at the window's end
+
+    @property
+    def frame_cap(self) -> int:
+        return self.max_frames or max(1, round(MAX_VIDEO_S / self.seconds_per_frame))
 
 
 @dataclass(frozen=True)
@@ -60,9 +70,11 @@ class Episode:
     video_path: str
     turns: tuple[Turn, ...]
     dropped_questions: tuple[str, ...] = ()  # asked after the last turn (frame cap): not streamed
-    dropped_answers: int = 0  # references whose window lies after the last turn
-    merged_answers: int = 0  # references that landed on a turn already holding a reply
+    dropped_answers: int = 0  # references whose window or question lies after the last turn
+    merged_answers: int = 0  # joined after the reply of a turn they could not move off
     late_answers: int = 0  # windows holding no turn time: answered at the first turn after them
+    moved_answers: int = 0  # to another turn inside the window, off a turn already holding a reply
+    superseded_answers: int = 0  # immediate replies replaced by their own question's answer
 
     @property
     def frame_times_s(self) -> list[float]:
@@ -93,16 +105,79 @@ def first_turn_at_or_after(turn_times_s: list[float], time_s: float) -> int | No
     return None
 
 
+def turns_inside(turn_times_s: list[float], span_s: tuple[float, float]) -> list[int]:
+    start_s, end_s = span_s
+    return [i for i, t in enumerate(turn_times_s) if start_s - 1e-6 <= t <= end_s + 1e-6]
+
+
 def choose_answer_turn(turn_times_s: list[float], span_s: tuple[float, float],
                        position: str) -> int | None:
     """The turn that carries an answer with window [s, e]: the last (or first) turn inside it.
     If no turn time falls inside (a window shorter than a turn), the first turn after it opens:
     the turn whose frames show the window, answered late rather than dropped (counted)."""
-    start_s, end_s = span_s
-    inside = [i for i, t in enumerate(turn_times_s) if start_s - 1e-6 <= t <= end_s + 1e-6]
+    inside = turns_inside(turn_times_s, span_s)
     if inside:
         return inside[-1] if position == "end" else inside[0]
-    return first_turn_at_or_after(turn_times_s, start_s)
+    return first_turn_at_or_after(turn_times_s, span_s[0])
+
+
+@dataclass
+class _Placed:
+    turn: int
+    ref: ReferenceAnswer
+
+
+@dataclass
+class PlacementCounts:
+    moved: int = 0
+    merged: int = 0
+    superseded: int = 0
+    late: int = 0
+
+
+def place_answers(refs: list[ReferenceAnswer], turn_times_s: list[float], asked_turn: dict[str, int],
+                  position: str) -> tuple[list[_Placed], PlacementCounts]:
+    """Every reference on a turn, in time order (window start, an immediate reply first, window
+    end), never earlier than its question's turn or than the answer before it. When an answer's
+    turn already holds the previous answer, one rule decides:
+    1. move: the answer takes the next free turn inside its own window; failing that, the previous
+       answer steps back to a free turn inside its window (after the one before it), so both keep
+       their order and stay inside their windows;
+    2. supersede: what cannot move and lands on its own question's immediate reply replaces it (the
+       reply says what was shown *before* the answer; joined, the target would contradict itself);
+    3. merge: anything else is joined after the turn's reply, in order (answers to other questions,
+       or successive windows of one question that a 4 s turn cannot tell apart)."""
+    placed: list[_Placed] = []
+    counts = PlacementCounts()
+    for ref in refs:
+        asked = asked_turn[ref.question_id]
+        turn = asked if ref.immediate else choose_answer_turn(turn_times_s, ref.reply_span, position)
+        if turn is None:
+            continue
+        turn = max(turn, asked)
+        if placed and turn <= placed[-1].turn:  # the previous answer holds this turn or a later one
+            holder = placed[-1]
+            later = [i for i in turns_inside(turn_times_s, ref.reply_span) if i > holder.turn]
+            before = placed[-2].turn if len(placed) > 1 else -1
+            earlier = [i for i in turns_inside(turn_times_s, holder.ref.reply_span)
+                       if max(before, asked_turn[holder.ref.question_id] - 1) < i < turn]
+            if later:
+                turn = later[0]
+                counts.moved += 1
+            elif earlier:
+                holder.turn = earlier[-1]
+                counts.moved += 1
+            else:
+                turn = holder.turn
+        counts.late += turn_times_s[turn] > ref.reply_span[1] + 1e-6
+        if placed and turn == placed[-1].turn:
+            if placed[-1].ref.immediate and placed[-1].ref.question_id == ref.question_id:
+                placed[-1] = _Placed(turn, ref)
+                counts.superseded += 1
+                continue
+            counts.merged += 1
+        placed.append(_Placed(turn, ref))
+    return placed, counts
 
 
 def build_episode(dialogue: Dialogue, video_path: str | Path, config: EpisodeConfig,
@@ -110,12 +185,10 @@ def build_episode(dialogue: Dialogue, video_path: str | Path, config: EpisodeCon
     """The turn timeline and targets of one dialogue. `frame_timeline(duration_s,
     seconds_per_frame, max_frames)` is `curation.video.frames.frame_timeline` (passed in so the
     timeline has one implementation)."""
-    frame_times = list(frame_timeline(dialogue.duration_s, config.seconds_per_frame, config.max_frames))
+    frame_times = list(frame_timeline(dialogue.duration_s, config.seconds_per_frame, config.frame_cap))
     groups = split_turns(frame_times, config.frames_per_turn)
     turn_times = [g[-1] for g in groups]
     questions: list[list[str]] = [[] for _ in groups]
-    replies: list[list[str]] = [[] for _ in groups]
-    answered: list[list[str]] = [[] for _ in groups]
     dropped_q: list[str] = []
     asked_turn: dict[str, int] = {}
     for user_turn in sorted(dialogue.user_turns, key=lambda u: u.time_s):
@@ -125,32 +198,24 @@ def build_episode(dialogue: Dialogue, video_path: str | Path, config: EpisodeCon
             continue
         questions[i].append(user_turn.text)
         asked_turn[user_turn.question_id] = i
-    dropped_a = merged = late = 0
-    for ref in sorted(dialogue.references, key=lambda r: (r.reply_span[0], r.reply_span[1])):
-        if ref.question_id not in asked_turn:
-            dropped_a += 1
-            continue
-        if ref.immediate:
-            i = asked_turn[ref.question_id]
-        else:
-            i = choose_answer_turn(turn_times, ref.reply_span, config.answer_position)
-        if i is None:
-            dropped_a += 1
-            continue
-        i = max(i, asked_turn[ref.question_id])  # never answer before the question is seen
-        late += turn_times[i] > ref.reply_span[1] + 1e-6
-        merged += bool(replies[i])
-        replies[i].append(ref.answer)
-        answered[i].append(ref.question_id)
+    refs = sorted((r for r in dialogue.references if r.question_id in asked_turn),
+                  key=lambda r: (r.reply_span[0], not r.immediate, r.reply_span[1]))
+    placed, counts = place_answers(refs, turn_times, asked_turn, config.answer_position)
+    replies: list[list[str]] = [[] for _ in groups]
+    answered: list[list[str]] = [[] for _ in groups]
+    for p in placed:
+        replies[p.turn].append(p.ref.answer)
+        answered[p.turn].append(p.ref.question_id)
     turns = tuple(
         Turn(index=i, time_s=turn_times[i], frame_times_s=groups[i], questions=tuple(questions[i]),
-             # Two answers on one turn are joined: the target stays one reply per turn.
              reply=" ".join(replies[i]) if replies[i] else NO_REPLY, question_ids=tuple(answered[i]))
         for i in range(len(groups))
     )
     return Episode(dialogue_id=dialogue.dialogue_id, video_id=dialogue.video_id,
                    video_path=str(video_path), turns=turns, dropped_questions=tuple(dropped_q),
-                   dropped_answers=dropped_a, merged_answers=merged, late_answers=late)
+                   dropped_answers=len(dialogue.references) - len(placed) - counts.superseded,
+                   merged_answers=counts.merged, late_answers=counts.late, moved_answers=counts.moved,
+                   superseded_answers=counts.superseded)
 
 
 def decode_episode_frames(episode: Episode, max_pixels: int,

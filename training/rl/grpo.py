@@ -1,8 +1,9 @@
 """Multi-turn GRPO with the PAUC reward: data, model, optimizer, loop, checkpoint — top to bottom.
 
 `python -m training.run grpo --config FILE [--model PATH] [--preset tiny] [key=value ...]`.
-Per step: a batch of episodes; `rollouts_per_episode` streamed rollouts of each (training.rl.rollout,
-KV cache kept across turns); the four-term reward of each rollout (training.rl.reward, one judge
+Data: the `rl` split's dialogues as RL prompts (training.data.rl_prompts: 20-60 s stretches, the
+dialogue before each fed with its reference replies). Per step: a batch of prompts;
+`rollouts_per_episode` streamed rollouts of each (training.rl.rollout, KV cache kept across turns); the four-term reward of each rollout (training.rl.reward, one judge
 batch per step); group-normalised advantages; one update epoch over the rollouts with gradient
 accumulation (training.rl.grpo_loss). Multi-GPU and FSDP come from `accelerate launch`, as in SFT.
 
@@ -14,6 +15,8 @@ Departures from the published code (MMDuet2 release / verl), and why:
 - The token mean is taken over the whole optimizer step (all micro-batches and processes), not as
   a mean of micro-batch means.
 - A reward-hacking guard (alert or stop) replaces stopping the run by hand.
+- RL prompts are built at load time from one rule over the corpus (the published run read a
+  precomputed verl parquet table); their context replies reach the reward from the prompt itself.
 - Rollouts come from the trainer's own HF model (no SGLang engine); the optional vLLM backend
   belongs to training.rl.rollout.
 - A group in which the policy sampled a vision/template special token (`<|image_pad|>` with no
@@ -47,7 +50,9 @@ from training.data.chat_template import (
 )
 from training.data.corpus import read_split
 from training.data.dataset import batch_order
-from training.data.episodes import EpisodeConfig, build_episode
+from training.data.episodes import EpisodeConfig
+from training.data.rl_prompts import RLPromptConfig, RLStretch, build_rl_prompts, stretch_episode
+from training.data.summary import episode_summary
 from training.model import (
     corpus_texts,
     load_image_processor,
@@ -86,8 +91,9 @@ RewardFn = Callable[[list[RewardRollout], list[Sequence]], list[dict[str, float]
 class GRPOConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     corpus: str = "corpus"
-    split: str = "train"  # the corpus split held out for RL (FACTS.md: 1,500 web + 400 ego videos)
+    split: str = "rl"  # the corpus split held out of SFT for RL (FACTS.md: 1,500 web + 400 ego videos)
     max_dialogues: int | None = Field(None, ge=1)
+    prompts: RLPromptConfig = RLPromptConfig()  # 20-60 s stretches with the dialogue before as context
     model: str = "runs/sft/final"  # FACTS.md: RL starts from the SFT checkpoint
     preset: Literal["tiny"] | None = None
     output_dir: str = "runs/grpo"
@@ -96,7 +102,6 @@ class GRPOConfig(BaseModel):
     temperature: float = Field(1.2, gt=0)  # FACTS.md: temperature 1.2
     top_k: int = Field(10, ge=0)  # FACTS.md: top-k 10 (0 = off)
     max_new_tokens_per_turn: int = Field(100, ge=1)  # FACTS.md: at most 100 new tokens per turn
-    context_turns: int = Field(0, ge=0, description="leading turns fed with their reference replies")
     learning_rate: float = Field(1e-6, gt=0)  # FACTS.md: RL lr 1e-6
     kl_coef: float = Field(0.0, ge=0)  # FACTS.md: KL loss off; 0.005 (low-var KL) when on
     # FACTS.md: entropy coefficient 0 (the only value wired: a bonus would need the logits kept).
@@ -116,6 +121,9 @@ class GRPOConfig(BaseModel):
     lora: LoraSettings = LoraSettings()
     seed: int = 0
     save_every_steps: int = Field(100, ge=1)
+    # FACTS.md: validation decoding is greedy; on the RL split's held-out videos (prompts.validation_share)
+    validate_every_steps: int = Field(0, ge=0, description="0: only after the last step")
+    max_validation_prompts: int | None = Field(64, ge=1)
     resume: bool = True
     judge: Literal["offline", "openai"] = "offline"  # offline: token-overlap approximation
     judge_endpoint: JudgeConfig = JudgeConfig()
@@ -131,11 +139,10 @@ def load_config(path: str | None, overrides: list[str], **flags) -> GRPOConfig:
     return checkpoints.load_config(GRPOConfig, path, overrides, **flags)
 
 
-def reward_rollout(rollout) -> RewardRollout:
-    """A streamed rollout as the reward reads it: generated turns with their times; context turns
-    (fed with reference replies) count as earlier replies for repetition and prefix."""
-    return RewardRollout(tuple(Turn(t, x) for t, x in rollout.replies()),
-                         tuple(t.text for t in rollout.turns if t.forced))
+def reward_rollout(rollout, stretch: RLStretch) -> RewardRollout:
+    """A streamed rollout as the reward reads it: generated turns with their times; the stretch's
+    context replies (fed as the dialogue before it) count as earlier replies for repetition and prefix."""
+    return RewardRollout(tuple(Turn(t, x) for t, x in rollout.replies()), stretch.context_replies)
 
 
 def judged_reward(judge, cfg: RewardConfig) -> RewardFn:
@@ -156,35 +163,56 @@ def full_weights(accelerator, model):
 
 
 def collect_rollouts(cfg: GRPOConfig, accelerator, model, bits: ProcessorBits, items, indices: list[int],
-                     step: int, forbidden: set[int], count_skip) -> tuple[list, list]:
-    """A group of rollouts per episode, sampled by the current policy (seeded by step and item, so a
-    resumed run samples what an uninterrupted one would), with the references each is scored on."""
-    rollouts, references = [], []
+                     step: int, forbidden: set[int], count_skip, greedy: bool = False) -> tuple[list, list, list]:
+    """A group of rollouts per RL prompt, sampled by the current policy (seeded by step and item, so
+    a resumed run samples what an uninterrupted one would): the rollouts, the reward's view of each
+    (the prompt's context replies as earlier replies) and the references each is scored on.
+    `greedy`: one rollout per prompt at temperature 0 (validation)."""
+    rollouts, judged, references = [], [], []
     for index in indices:
-        dialogue, video_path = items[index]
+        stretch, video_path = items[index]
         if video_path is None:
             count_skip("video_missing")
             continue
-        episode = build_episode(dialogue, video_path, cfg.episodes, frame_timeline)
-        if not episode.turns:
+        prompt = stretch_episode(stretch, video_path, cfg.episodes, frame_timeline)
+        if len(prompt.episode.turns) <= prompt.context_turns:
             count_skip("no_frames")
             continue
-        rcfg = RolloutConfig(n=cfg.rollouts_per_episode, temperature=cfg.temperature, top_k=cfg.top_k,
-                             max_new_tokens_per_turn=cfg.max_new_tokens_per_turn,
-                             context_turns=cfg.context_turns, seed=cfg.seed * 1_000_003 + step * 1_009 + index)
+        rcfg = RolloutConfig(n=1 if greedy else cfg.rollouts_per_episode, temperature=0.0 if greedy else cfg.temperature,
+                             top_k=cfg.top_k, max_new_tokens_per_turn=cfg.max_new_tokens_per_turn,
+                             context_turns=prompt.context_turns, seed=cfg.seed * 1_000_003 + step * 1_009 + index)
         with full_weights(accelerator, model):
-            group = rollout_group(accelerator.unwrap_model(model), bits, episode, rcfg)
+            group = rollout_group(accelerator.unwrap_model(model), bits, prompt.episode, rcfg)
         if isinstance(group, Skip):
             count_skip(group.reason)
         elif any(sampled_forbidden(r, forbidden) for r in group):
             count_skip("sampled_special_token")
         else:
-            # windows that closed within the context turns were shown, not generated: not scored
-            first_s = episode.turns[min(cfg.context_turns, len(episode.turns) - 1)].time_s
-            scored = [r for r in dialogue.references if r.reply_span[1] >= first_s]
             rollouts += group
-            references += [scored] * len(group)
-    return rollouts, references
+            judged += [reward_rollout(r, stretch) for r in group]
+            references += [prompt.references] * len(group)
+    return rollouts, judged, references
+
+
+def validate(cfg: GRPOConfig, accelerator, model, bits: ProcessorBits, items, forbidden: set[int],
+             reward_fn: RewardFn) -> dict[str, float]:
+    """Greedy rollouts of the validation prompts (each process every `world`-th), mean reward terms."""
+    world, rank = accelerator.num_processes, accelerator.process_index
+    skipped: dict[str, int] = {}
+
+    def count(reason: str) -> None:
+        skipped[reason] = skipped.get(reason, 0) + 1
+
+    _, judged, references = collect_rollouts(cfg, accelerator, model, bits, items, list(range(rank, len(items), world)),
+                                             0, forbidden, count, greedy=True)
+    from accelerate.utils import gather_object
+
+    terms = reward_fn(judged, references) if judged else []
+    terms = gather_object(terms) if world > 1 else terms
+    out = {"prompts": float(len(terms)), "skipped": float(sum(skipped.values()))}
+    for key in sorted({k for t in terms for k in t}):
+        out[key] = sum(t[key] for t in terms) / len(terms)
+    return out
 
 
 def update_epoch(cfg: GRPOConfig, accelerator, model, ref_model, optimizer, rollouts: list,
@@ -246,12 +274,18 @@ def train_grpo(cfg: GRPOConfig, reward_fn: RewardFn | None = None) -> dict:
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
 
-    # --- data: dialogues (episodes are built per step), the tokenizer, the reward -------------------
+    # --- data: RL prompts (stretches with context; episodes are built per step), tokenizer, reward -
     split = read_split(cfg.corpus, cfg.split, cfg.max_dialogues)
-    items = [(d, split.video_path(d.video_id)) for d in split.dialogues]
+    prompts = build_rl_prompts(split.dialogues, cfg.prompts, cfg.episodes, frame_timeline)
+    items = [(p, split.video_path(p.dialogue.video_id)) for p in prompts.train]
+    val_items = [(p, split.video_path(p.dialogue.video_id)) for p in prompts.validation][:cfg.max_validation_prompts]
+    data_summary = {"split": cfg.split, **prompts.summary(),
+                    **episode_summary(split.dialogues, cfg.episodes, frame_timeline)}
+    accelerator.print("data " + json.dumps(data_summary))
     if not items:
-        raise ValueError(f"{cfg.corpus}: split {cfg.split!r} has no dialogues")
-    cfg = checkpoints.resolve_tiny_preset(cfg, corpus_texts(items, cfg.template.system_prompt), accelerator, out)
+        raise ValueError(f"{cfg.corpus}: split {cfg.split!r} has no RL prompts ({data_summary})")
+    texts = corpus_texts([(p.dialogue, path) for p, path in items], cfg.template.system_prompt)
+    cfg = checkpoints.resolve_tiny_preset(cfg, texts, accelerator, out)
     tokenizer = load_tokenizer(cfg.model)
     image_processor = load_image_processor(cfg.model, cfg.max_pixels)
     renderer = TurnRenderer(tokenizer, cfg.template.system_prompt, cfg.template.image_pad_token)
@@ -294,9 +328,8 @@ def train_grpo(cfg: GRPOConfig, reward_fn: RewardFn | None = None) -> dict:
             state.update(epoch=state["epoch"] + 1, batch=0)
             continue
         indices = mine[state["batch"]]
-        rollouts, references = collect_rollouts(cfg, accelerator, model, bits, items, indices, state["step"],
-                                                forbidden, count_skip)
-        judged = [reward_rollout(r) for r in rollouts]
+        rollouts, judged, references = collect_rollouts(cfg, accelerator, model, bits, items, indices, state["step"],
+                                                        forbidden, count_skip)
         terms = reward_fn(judged, references) if rollouts else []  # one judge batch for the step
         advantages = group_advantages([t["reward_total"] for t in terms], cfg.rollouts_per_episode,
                                       cfg.advantage_eps) if terms else []
@@ -317,13 +350,20 @@ def train_grpo(cfg: GRPOConfig, reward_fn: RewardFn | None = None) -> dict:
             if cfg.guard.action == "stop":
                 stopped = f"{message}; training stopped, checkpoint {checkpoints.save_checkpoint(accelerator, out, state)}"
                 break
+        if val_items and cfg.validate_every_steps and state["step"] % cfg.validate_every_steps == 0:
+            validation = validate(cfg, accelerator, model, bits, val_items, forbidden, reward_fn)
+            accelerator.print("validation " + json.dumps(validation))
+            for key, value in validation.items():
+                if writer:
+                    writer.add_scalar(f"val/{key}", value, state["step"])
         if state["step"] % cfg.save_every_steps == 0 or state["step"] >= total_steps:
             checkpoints.save_checkpoint(accelerator, out, state)
 
     # --- final model ------------------------------------------------------------------------
     accelerator.wait_for_everyone()
+    validation = validate(cfg, accelerator, model, bits, val_items, forbidden, reward_fn) if val_items else None
     summary = {"steps": state["step"], "skipped": state["skipped"], "stopped": stopped,
-               "history": state["history"]}
+               "history": state["history"], "data": data_summary, "validation": validation}
     checkpoints.save_final(accelerator, model, tokenizer, image_processor, out, summary)
     if accelerator.is_main_process:
         writer.close()
