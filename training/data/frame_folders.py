@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from curation.skips import Skip
-from curation.video.frames import END_SLACK_S, smart_resize
+from curation.video.frames import END_SLACK_S, PATCH_FACTOR, smart_resize
 
 STAGE = "frame_folders"
 JPEG_QUALITY = 2  # ffmpeg's -q:v scale (2 = near lossless); the release does not state its own
@@ -106,8 +106,22 @@ def extract_frame_folder(video: Path, folder: Path, times_s: Sequence[float], se
     return paths
 
 
+def resolve_frame(frames_root: Path, image: str) -> Path:
+    """A frame path from an outside file (frame input, released data), always inside `frames_root`:
+    as given when it lies there, else its last two parts (clip folder / frame file: released
+    files may carry the authors' absolute paths)."""
+    root = frames_root.resolve()
+    path = (root / image).resolve()
+    if path.is_relative_to(root) and path.is_file():
+        return path
+    tail = Path(*Path(image).parts[-2:]) if len(Path(image).parts) >= 2 else Path(Path(image).name)
+    path = (root / tail).resolve()
+    return path if path.is_relative_to(root) else root / "<outside>"
+
+
 def load_frame_files(paths: Sequence[Path], max_pixels: int) -> list[np.ndarray] | Skip:
-    """RGB uint8 arrays of image files, resized by `smart_resize` when not already at that size."""
+    """RGB uint8 arrays of image files, resized by `smart_resize` unless already on Qwen's patch
+    grid within `max_pixels`."""
     from PIL import Image, UnidentifiedImageError
 
     frames = []
@@ -119,7 +133,11 @@ def load_frame_files(paths: Sequence[Path], max_pixels: int) -> list[np.ndarray]
                 rgb = image.convert("RGB")
         except (UnidentifiedImageError, OSError) as error:
             return Skip(STAGE, "frame_unreadable", f"{path}: {type(error).__name__}: {error}")
-        h, w = smart_resize(rgb.height, rgb.width, max_pixels)
+        # A frame already on the patch grid within the budget is kept as it is: smart_resize is not
+        # idempotent below its pixel floor, and the exporter's frames come out of it.
+        on_grid = rgb.height % PATCH_FACTOR == 0 and rgb.width % PATCH_FACTOR == 0
+        h, w = (rgb.height, rgb.width) if on_grid and rgb.height * rgb.width <= max_pixels else \
+            smart_resize(rgb.height, rgb.width, max_pixels)
         if (h, w) != (rgb.height, rgb.width):
             rgb = rgb.resize((w, h), Image.Resampling.BILINEAR)
         frames.append(np.asarray(rgb))

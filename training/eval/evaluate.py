@@ -45,7 +45,7 @@ from training.data.episodes import (
     build_episode,
     decode_episode_frames,
 )
-from training.data.frame_folders import load_frame_files
+from training.data.frame_folders import load_frame_files, resolve_frame
 from training.eval.proactive_format import (
     FrameInputRecord,
     GoldRecord,
@@ -142,18 +142,6 @@ def predict_record(record: GoldRecord, video: Path, model, renderer: TurnRendere
                           StreamConfig(max_new_tokens_per_turn=cfg.max_new_tokens_per_turn))
     line = prediction_line(record.question_id, [(t.time_s, t.text) for t in result.turns if t.text])
     return line, [t.latency_s for t in result.turns]
-
-
-def resolve_frame(frames_root: Path, image: str) -> Path:
-    """A frame-input image path, always inside `frames_root`: as given when it lies there, else its
-    last two parts (clip folder / frame file: released files carry the authors' absolute paths)."""
-    root = frames_root.resolve()
-    path = (root / image).resolve()
-    if path.is_relative_to(root) and path.is_file():
-        return path
-    tail = Path(*Path(image).parts[-2:]) if len(Path(image).parts) >= 2 else Path(Path(image).name)
-    path = (root / tail).resolve()
-    return path if path.is_relative_to(root) else root / "<outside>"
 
 
 def predict_frame_input(record: FrameInputRecord, frames_root: Path, model, renderer: TurnRenderer,

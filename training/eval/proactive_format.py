@@ -48,6 +48,7 @@ class GoldRecord:
     question: str
     answers: tuple[GoldAnswer, ...]
     category: str = ""
+    question_time_s: float = 0.0  # the benchmark asks at 0; our exported multi-question records later
     # Later user turns (TV's `Subtitle: (Speaker:)text`), fed as text after that turn's frames.
     timed_texts: tuple[tuple[float, str], ...] = ()
 
@@ -90,7 +91,8 @@ def parse_gold_record(row: dict[str, Any], category: str = "") -> GoldRecord:
             raise ValueError("a user turn's time is not finite")
         return GoldRecord(qid, str(row.get("video", "")), float(row.get("duration", 0.0)),
                           str(user_turns[0]["content"]), tuple(answers),
-                          str(row.get("category") or row.get("dataset_name") or category), timed)
+                          str(row.get("category") or row.get("dataset_name") or category),
+                          float(user_turns[0].get("time", 0.0)), timed)
     except (KeyError, TypeError, AttributeError) as error:
         raise ValueError(f"gold record {qid}: malformed ({type(error).__name__}: {error})") from None
     except ValueError as error:
@@ -202,7 +204,7 @@ def dialogue_to_gold(dialogue: Dialogue, category: str = "") -> list[dict[str, A
 def gold_to_dialogue(record: GoldRecord, model: str = "ProactiveVideoQA") -> Dialogue:
     """A single-question Dialogue whose reference windows are the gold related spans. Its ids are
     safe internal names of the outside ones (`safe_id_for`); the outside id stays on the record."""
-    asked_s = 0.0
+    asked_s = record.question_time_s
     qid = safe_id_for(record.question_id)
     video_id = safe_id_for(Path(record.video).stem or record.question_id)
     refs = [ReferenceAnswer(question_id=qid, question=record.question, answer=a.content,

@@ -48,6 +48,8 @@ from training.data.chat_template import (
 from training.data.corpus import read_split
 from training.data.dataset import batch_order
 from training.data.episodes import EpisodeConfig, build_episode
+from training.data.frame_folders import load_frame_files
+from training.data.mmduet2 import ReleasedEpisode, read_verl_rl
 from training.model import (
     corpus_texts,
     load_image_processor,
@@ -87,6 +89,13 @@ class GRPOConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     corpus: str = "corpus"
     split: str = "train"  # the corpus split held out for RL (FACTS.md: 1,500 web + 400 ego videos)
+    # A released MMDuet2 verl RL parquet (training.data.mmduet2): its rows are the RL prompts, with
+    # their own context turns and references, instead of the corpus split. The user-turn side file
+    # is `data_user_turns` (default: `<name>-user_turns.json` beside it); frame paths are relative to
+    # `data_frames_root` (default: the parquet's folder).
+    data: str | None = None
+    data_user_turns: str | None = None
+    data_frames_root: str | None = None
     max_dialogues: int | None = Field(None, ge=1)
     model: str = "runs/sft/final"  # FACTS.md: RL starts from the SFT checkpoint
     preset: Literal["tiny"] | None = None
@@ -155,33 +164,60 @@ def full_weights(accelerator, model):
     return contextlib.nullcontext()
 
 
+def prepare_item(cfg: GRPOConfig, bits: ProcessorBits, item):
+    """(episode, frames or None = decode from its video, context turns, references) of a corpus
+    item or a released RL row, or why it cannot be rolled out."""
+    if isinstance(item, ReleasedEpisode):
+        frames = load_frame_files(item.frame_paths, bits.max_pixels)
+        if isinstance(frames, Skip):
+            return frames
+        return item.episode, frames, item.context_turns, list(item.references)
+    dialogue, video_path = item
+    if video_path is None:
+        return Skip("episodes", "video_missing", dialogue.dialogue_id)
+    episode = build_episode(dialogue, video_path, cfg.episodes, frame_timeline)
+    if not episode.turns:
+        return Skip("episodes", "no_frames", dialogue.dialogue_id)
+    return episode, None, cfg.context_turns, list(dialogue.references)
+
+
+def dialogue_items(cfg: GRPOConfig) -> list:
+    """The RL prompts: rows of the released parquet named by `data`, else the corpus split."""
+    if cfg.data:
+        episodes, counts = read_verl_rl(Path(cfg.data), Path(cfg.data_user_turns) if cfg.data_user_turns else None,
+                                        Path(cfg.data_frames_root) if cfg.data_frames_root else None,
+                                        cfg.episodes.seconds_per_frame)
+        if counts.skipped:
+            print(f"{cfg.data}: {counts.read} rows read, skipped {counts.skipped}")
+        return episodes[:cfg.max_dialogues]
+    split = read_split(cfg.corpus, cfg.split, cfg.max_dialogues)
+    return [(d, split.video_path(d.video_id)) for d in split.dialogues]
+
+
 def collect_rollouts(cfg: GRPOConfig, accelerator, model, bits: ProcessorBits, items, indices: list[int],
                      step: int, forbidden: set[int], count_skip) -> tuple[list, list]:
     """A group of rollouts per episode, sampled by the current policy (seeded by step and item, so a
     resumed run samples what an uninterrupted one would), with the references each is scored on."""
     rollouts, references = [], []
     for index in indices:
-        dialogue, video_path = items[index]
-        if video_path is None:
-            count_skip("video_missing")
+        prepared = prepare_item(cfg, bits, items[index])
+        if isinstance(prepared, Skip):
+            count_skip(prepared.reason)
             continue
-        episode = build_episode(dialogue, video_path, cfg.episodes, frame_timeline)
-        if not episode.turns:
-            count_skip("no_frames")
-            continue
+        episode, frames, context_turns, all_references = prepared
         rcfg = RolloutConfig(n=cfg.rollouts_per_episode, temperature=cfg.temperature, top_k=cfg.top_k,
                              max_new_tokens_per_turn=cfg.max_new_tokens_per_turn,
-                             context_turns=cfg.context_turns, seed=cfg.seed * 1_000_003 + step * 1_009 + index)
+                             context_turns=context_turns, seed=cfg.seed * 1_000_003 + step * 1_009 + index)
         with full_weights(accelerator, model):
-            group = rollout_group(accelerator.unwrap_model(model), bits, episode, rcfg)
+            group = rollout_group(accelerator.unwrap_model(model), bits, episode, rcfg, frames)
         if isinstance(group, Skip):
             count_skip(group.reason)
         elif any(sampled_forbidden(r, forbidden) for r in group):
             count_skip("sampled_special_token")
         else:
             # windows that closed within the context turns were shown, not generated: not scored
-            first_s = episode.turns[min(cfg.context_turns, len(episode.turns) - 1)].time_s
-            scored = [r for r in dialogue.references if r.reply_span[1] >= first_s]
+            first_s = episode.turns[min(context_turns, len(episode.turns) - 1)].time_s
+            scored = [r for r in all_references if r.reply_span[1] >= first_s]
             rollouts += group
             references += [scored] * len(group)
     return rollouts, references
@@ -247,10 +283,9 @@ def train_grpo(cfg: GRPOConfig, reward_fn: RewardFn | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
 
     # --- data: dialogues (episodes are built per step), the tokenizer, the reward -------------------
-    split = read_split(cfg.corpus, cfg.split, cfg.max_dialogues)
-    items = [(d, split.video_path(d.video_id)) for d in split.dialogues]
+    items = dialogue_items(cfg)
     if not items:
-        raise ValueError(f"{cfg.corpus}: split {cfg.split!r} has no dialogues")
+        raise ValueError(f"{cfg.data or cfg.corpus}: {'no usable row' if cfg.data else f'split {cfg.split!r} has no dialogues'}")
     cfg = checkpoints.resolve_tiny_preset(cfg, corpus_texts(items, cfg.template.system_prompt), accelerator, out)
     tokenizer = load_tokenizer(cfg.model)
     image_processor = load_image_processor(cfg.model, cfg.max_pixels)
