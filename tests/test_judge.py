@@ -114,8 +114,17 @@ def test_reward_through_the_llm_judge_drops_the_failed_call(endpoint):
 
 
 @pytest.mark.parametrize(("text", "scale", "expected"), [
-    ("4", 5, 4), (" 3.\n", 3, 3), ("Score: 2", 5, 2), ("<think>hmm</think>1", 5, 1),
-    ("4", 3, None), ("0", 5, None), ("four", 5, None), ("4 because", 5, None), ("", 5, None),
+    # bare digits
+    ("4", 5, 4), (" 3.\n", 3, 3), ("Score: 2", 5, 2), ("<think>hmm</think>1", 5, 1), ("**3**", 3, 3),
+    # a digit with words: the benchmark reads the first character
+    ("2 (partially covered)", 3, 2), ("3 - mostly covered", 3, 3), ("4 because", 5, 4),
+    ("1. Incorrect: the reply names the wrong person.", 3, 1), ('"2" partially', 3, 2),
+    # a digit in a sentence
+    ("The score is 2.", 3, 2), ("I would rate it 3 out of 3.", 3, 3), ("Rating: partially covered, 2/3", 3, 2),
+    ("<think>the reply misses the door, maybe 1 or 2</think>The predicted answer deserves a 2.", 3, 2),
+    # failed judgements
+    ("4", 3, None), ("0", 5, None), ("four", 5, None), ("", 5, None), ("10", 5, None),
+    ("Between 1 and 2.", 3, None), ("It scores 2.5", 3, None),
 ])
 def test_parse_score(text, scale, expected):
     assert parse_score(text, scale) == expected

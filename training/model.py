@@ -120,6 +120,13 @@ def load_trainable_model(name_or_path: str, freeze_vision: bool, train_merger: b
 
 
 def corpus_texts(items, system_prompt: str) -> list[str]:
-    """The text the tiny preset's tokenizer is trained on: the system prompt, questions, answers."""
-    return [system_prompt] + [t for d, _ in items for t in
-                              [u.text for u in d.user_turns] + [r.answer for r in d.references]]
+    """The text the tiny preset's tokenizer is trained on: the system prompt, questions, answers.
+    Items are (dialogue, video path) pairs or released episodes (anything with `.episode`)."""
+    texts = [system_prompt]
+    for item in items:
+        if hasattr(item, "episode"):
+            texts += [x for turn in item.episode.turns for x in (*turn.questions, turn.reply)]
+        else:
+            dialogue, _ = item
+            texts += [u.text for u in dialogue.user_turns] + [r.answer for r in dialogue.references]
+    return texts

@@ -65,6 +65,11 @@ class LoraSettings(BaseModel):
 class SFTConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     corpus: str = "corpus"
+    # A released MMDuet2 ms-swift SFT JSONL (training.data.mmduet2): trained on instead of the
+    # corpus split (extra corpora still mix in; no held-out loss). Frame paths are relative to
+    # `data_frames_root` (default: the file's folder); frame interval: the file's `N_sec_per_frame`.
+    data: str | None = None
+    data_frames_root: str | None = None
     split: str = "train"
     eval_split: str | None = "validation"  # evaluated only when the index has it
     max_dialogues: int | None = Field(None, ge=1)
@@ -150,6 +155,19 @@ def optimizer_and_schedule(cfg: SFTConfig, model, total_steps: int):
     return optimizer, scheduler
 
 
+def released_items(cfg: SFTConfig) -> list:
+    """Episodes of the released SFT file named by `data` (none when unset); skipped lines are printed."""
+    if not cfg.data:
+        return []
+    from training.data.mmduet2 import read_swift_sft
+
+    episodes, counts = read_swift_sft(Path(cfg.data), Path(cfg.data_frames_root) if cfg.data_frames_root else None,
+                                      cfg.episodes.seconds_per_frame)
+    if counts.skipped:
+        print(f"{cfg.data}: {counts.read} lines read, skipped {counts.skipped}")
+    return episodes[:cfg.max_dialogues]
+
+
 def train(cfg: SFTConfig) -> dict:
     from torch.utils.tensorboard import SummaryWriter
     from tqdm.auto import tqdm
@@ -159,13 +177,13 @@ def train(cfg: SFTConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
 
     # --- data -------------------------------------------------------------------------------
-    splits = [read_split(cfg.corpus, cfg.split, cfg.max_dialogues)]
+    splits = [] if cfg.data else [read_split(cfg.corpus, cfg.split, cfg.max_dialogues)]
     splits += [read_split(x.path, x.split, x.max_dialogues) for x in cfg.extra_corpora]
-    items = [(d, s.video_path(d.video_id)) for s in splits for d in s.dialogues]
+    items = released_items(cfg) + [(d, s.video_path(d.video_id)) for s in splits for d in s.dialogues]
     if not items:
-        raise ValueError(f"{cfg.corpus}: split {cfg.split!r} has no dialogues")
+        raise ValueError(f"{cfg.data or cfg.corpus}: {'no usable line' if cfg.data else f'split {cfg.split!r} has no dialogues'}")
     offline_items, offline_summary = mix_offline(cfg.offline, len(items), cfg.seed)
-    data_summary = {"split": cfg.split, **episode_summary([d for d, _ in items], cfg.episodes, frame_timeline),
+    data_summary = {"split": cfg.split, **episode_summary([it[0] for it in items if isinstance(it, tuple)], cfg.episodes, frame_timeline),
                     **offline_summary}
     accelerator.print("data " + json.dumps(data_summary))
     # tiny preset: a tokenizer trained on this corpus's text, built once per run dir
@@ -184,7 +202,7 @@ def train(cfg: SFTConfig) -> dict:
         encoder = OfflineEncoder(renderer, image_processor, cfg.template)
         train_set = torch.utils.data.ConcatDataset([train_set, OfflineDataset(offline_items, encoder)])
     eval_set = None
-    if cfg.eval_split and cfg.eval_split in splits_of(cfg.corpus):
+    if cfg.eval_split and not cfg.data and cfg.eval_split in splits_of(cfg.corpus):
         held_out = read_split(cfg.corpus, cfg.eval_split, cfg.max_eval_dialogues)
         eval_set = dataset_of([(d, held_out.video_path(d.video_id)) for d in held_out.dialogues])
     collate = CollateEpisodes(tokenizer.pad_token_id)

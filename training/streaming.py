@@ -17,7 +17,8 @@ Departures from the published code (FACTS.md): a reply cut at the token cap is c
 `<|im_end|>` in the same turn and keeps the turn's time (the public RL loop started another
 assistant turn with no new frame, shifting reply times); the closing token is not a sampled one,
 so it carries no policy loss. A forced "I must reply." prefix is fed, not sampled, and is left out
-of the reply text.
+of the reply text. A `skip_inference` turn (ProactiveVideoQA's frame-input flag) is fed without
+the assistant generation prompt and gets no reply; the next user turn follows it directly.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class StreamTurn:
     text: str = ""
     must_reply: bool = False
     forced_reply: str | None = None
+    skip_inference: bool = False  # feed the turn, generate nothing after it
 
 
 @dataclass
@@ -132,6 +134,7 @@ class StreamingSession:
         self.cache = None
         self.fed = 0  # tokens already in the cache
         self.turns: list[TurnReply] = []
+        self.trailing_suffix = 0  # tokens after the last reply's `<|im_end|>` (dropped by result())
         # Tokens a reply must never contain: an image pad with no image behind it breaks the
         # stream's M-RoPE positions; the others open turns or vision spans (HF's suppress_tokens).
         self.banned = torch.tensor(banned_token_ids(renderer.tokenizer), dtype=torch.long)
@@ -179,7 +182,8 @@ class StreamingSession:
 
     # -------------------------------------------------------------- one turn
     @torch.no_grad()
-    def step(self, turn: StreamTurn) -> TurnReply:
+    def step(self, turn: StreamTurn) -> TurnReply | None:
+        """Feed one user turn; its reply, or None for a `skip_inference` turn."""
         started = time.perf_counter()
         pixel_values = grid_thw = None
         counts: list[int] = []
@@ -195,6 +199,11 @@ class StreamingSession:
             self.cache, self.fed = None, 0
             pixel_values = torch.cat(self.pixels) if self.pixels else None
             grid_thw = torch.cat(self.grids) if self.grids else None
+        if turn.skip_inference:
+            self._append(self.renderer.user_turn_ids(counts, turn.text, generate=False), grids, sampled=False)
+            self._forward(self.fed, self._to_device(pixel_values), self._to_device(grid_thw))
+            self.trailing_suffix = 0
+            return None
         self._append(self.renderer.user_turn_ids(counts, turn.text), grids, sampled=False)
         if turn.forced_reply is not None:
             ids, _ = self.renderer.assistant_turn(turn.forced_reply)
@@ -202,6 +211,7 @@ class StreamingSession:
             self._forward(self.fed, self._to_device(pixel_values), self._to_device(grid_thw))
             reply = TurnReply(turn.time_s, turn.forced_reply, [], False, time.perf_counter() - started, True)
             self.turns.append(reply)
+            self.trailing_suffix = len(self.renderer.assistant_suffix_ids())  # the fed reply ends with it
             return reply
         self._append(prefix, [], sampled=False)
         logits = self._forward(self.fed, self._to_device(pixel_values), self._to_device(grid_thw))
@@ -218,7 +228,9 @@ class StreamingSession:
         if cut:
             self._append([eos], [], sampled=False)  # closes the turn; not a policy action
         # The closing newline enters the cache with the next turn's tokens.
-        self._append(self.renderer.assistant_suffix_ids(), [], sampled=False)
+        suffix = self.renderer.assistant_suffix_ids()
+        self._append(suffix, [], sampled=False)
+        self.trailing_suffix = len(suffix)
         text = self.renderer.tokenizer.decode([t for t in generated if t != eos], skip_special_tokens=True)
         reply = TurnReply(turn.time_s, text.strip(), generated, cut, time.perf_counter() - started)
         self.turns.append(reply)
@@ -229,7 +241,7 @@ class StreamingSession:
 
     def result(self) -> StreamResult:
         # The trailing newline after the last reply belongs to no turn's loss; drop it.
-        end = len(self.ids) - len(self.renderer.assistant_suffix_ids()) if self.turns else len(self.ids)
+        end = len(self.ids) - self.trailing_suffix
         dim = self.pixels[0].shape[-1] if self.pixels else 0
         return StreamResult(
             turns=list(self.turns),

@@ -10,6 +10,7 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+import ffmpeg
 import imageio_ffmpeg
 
 # Visually distinct lavfi sources, so every boundary between two of them is a hard cut.
@@ -23,25 +24,23 @@ def ffmpeg_exe() -> str:
 
 def make_video(path: str | Path, scene_lengths_s: Sequence[float], size: tuple[int, int] = (320, 240),
                fps: int = 25, audio: bool = False, crf: int = 30) -> list[float]:
-    """Write an H.264 MP4 whose scenes have the given lengths; returns the cut times in seconds."""
+    """Write an H.264 MP4 whose scenes have the given lengths; returns the cut times in seconds.
+    The command line is built with ffmpeg-python and run on the binary imageio-ffmpeg ships."""
     width, height = size
-    inputs: list[str] = []
+    scenes = []
     for i, length in enumerate(scene_lengths_s):
         source = SOURCES[i % len(SOURCES)]
         sep = ":" if "=" in source else "="
         # -t as an input option: not every lavfi source has a duration option.
-        inputs += ["-t", f"{length}", "-f", "lavfi", "-i", f"{source}{sep}size={width}x{height}:rate={fps}"]
-    n = len(scene_lengths_s)
-    chain = "".join(f"[{i}:v]" for i in range(n)) + f"concat=n={n}:v=1:a=0,format=yuv420p[v]"
-    cmd = [ffmpeg_exe(), "-y", "-loglevel", "error", *inputs]
-    maps = ["-map", "[v]"]
+        scenes.append(ffmpeg.input(f"{source}{sep}size={width}x{height}:rate={fps}", f="lavfi", t=f"{length}"))
+    video = ffmpeg.concat(*scenes, v=1, a=0).filter("format", "yuv420p")
+    streams, options = [video], {}
     if audio:
-        total = sum(scene_lengths_s)
-        cmd += ["-t", f"{total}", "-f", "lavfi", "-i", "sine=frequency=440"]
-        maps += ["-map", f"{n}:a", "-c:a", "aac", "-b:a", "32k"]
-    cmd += ["-filter_complex", chain, *maps, "-c:v", "libx264", "-preset", "veryfast",
-            "-crf", str(crf), "-g", str(fps * 2), "-movflags", "+faststart", str(path)]
-    subprocess.run(cmd, check=True)
+        streams.append(ffmpeg.input("sine=frequency=440", f="lavfi", t=f"{sum(scene_lengths_s)}").audio)
+        options = {"acodec": "aac", "b:a": "32k"}
+    out = ffmpeg.output(*streams, str(path), vcodec="libx264", preset="veryfast", crf=crf, g=fps * 2,
+                        movflags="+faststart", **options).global_args("-loglevel", "error")
+    subprocess.run(ffmpeg.compile(out, cmd=ffmpeg_exe(), overwrite_output=True), check=True)
     cuts, t = [], 0.0
     for length in scene_lengths_s[:-1]:
         t += length

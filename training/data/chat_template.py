@@ -117,12 +117,13 @@ class TurnRenderer:
     def system_ids(self) -> list[int]:
         return self.encode(self.render(self._system))
 
-    def user_turn_text(self, n_images: int, text: str) -> str:
-        return self._delta(self._system + [user_message(n_images, text)], gen=True)
+    def user_turn_text(self, n_images: int, text: str, generate: bool = True) -> str:
+        return self._delta(self._system + [user_message(n_images, text)], gen=generate)
 
-    def user_turn_ids(self, image_token_counts: list[int], text: str = "") -> list[int]:
-        """A user turn with its frames and text, ending with the assistant generation prompt."""
-        ids = self.encode(self.user_turn_text(len(image_token_counts), text))
+    def user_turn_ids(self, image_token_counts: list[int], text: str = "", generate: bool = True) -> list[int]:
+        """A user turn with its frames and text, ending with the assistant generation prompt
+        (`generate=False`: without it, for a turn that is fed and not answered)."""
+        ids = self.encode(self.user_turn_text(len(image_token_counts), text, generate))
         return self.expand_images(ids, image_token_counts)
 
     def assistant_turn_text(self, reply: str) -> str:

@@ -23,10 +23,15 @@ from training.data.chat_template import (
     encode_episode,
 )
 from training.data.episodes import STAGE, EpisodeConfig, build_episode, decode_episode_frames
+from training.data.frame_folders import load_frame_files
+from training.data.mmduet2 import ReleasedEpisode
 
 
 class EpisodeDataset(torch.utils.data.Dataset):
-    def __init__(self, items: list[tuple[Dialogue, Path | None]], episode_config: EpisodeConfig,
+    """Items are (dialogue, video path) from a corpus, or episodes read from released MMDuet2 files
+    (`training.data.mmduet2.ReleasedEpisode`), whose frames are image files."""
+
+    def __init__(self, items: list[tuple[Dialogue, Path | None] | ReleasedEpisode], episode_config: EpisodeConfig,
                  renderer: TurnRenderer, image_processor, template_config: TemplateConfig,
                  max_pixels: int):
         self.items = items
@@ -42,7 +47,13 @@ class EpisodeDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> EncodedEpisode | Skip:
         from curation.video.frames import decode_frames, frame_timeline  # the one frame decoder
 
-        dialogue, video_path = self.items[index]
+        item = self.items[index]
+        if isinstance(item, ReleasedEpisode):
+            frames = load_frame_files(item.frame_paths, self.max_pixels)
+            if isinstance(frames, Skip):
+                return frames
+            return encode_episode(item.episode, frames, self.renderer, self.image_processor, self.template_config)
+        dialogue, video_path = item
         if video_path is None:
             return Skip(STAGE, "video_missing", f"{dialogue.dialogue_id}: no video row or path")
         episode = build_episode(dialogue, video_path, self.episode_config, frame_timeline)

@@ -18,7 +18,7 @@ Frame pixels are not decoded here (`decode_episode_frames` does it with the one 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -75,6 +75,7 @@ class Episode:
     late_answers: int = 0  # windows holding no turn time: answered at the first turn after them
     moved_answers: int = 0  # to another turn inside the window, off a turn already holding a reply
     superseded_answers: int = 0  # immediate replies replaced by their own question's answer
+    dropped_texts: int = 0  # timed texts (subtitles) after the last turn: not streamed
 
     @property
     def frame_times_s(self) -> list[float]:
@@ -216,6 +217,22 @@ def build_episode(dialogue: Dialogue, video_path: str | Path, config: EpisodeCon
                    dropped_answers=len(dialogue.references) - len(placed) - counts.superseded,
                    merged_answers=counts.merged, late_answers=counts.late, moved_answers=counts.moved,
                    superseded_answers=counts.superseded)
+
+
+def add_timed_texts(episode: Episode, texts: list[tuple[float, str]]) -> Episode:
+    """The episode with each (time_s, text) (TV subtitles) placed like a question: as text after
+    the frames of the first turn at or after its time, after the questions already there."""
+    turn_times = [t.time_s for t in episode.turns]
+    extra: list[list[str]] = [[] for _ in episode.turns]
+    dropped = 0
+    for time_s, text in sorted(texts, key=lambda x: x[0]):
+        i = first_turn_at_or_after(turn_times, time_s)
+        if i is None:
+            dropped += 1
+        else:
+            extra[i].append(text)
+    turns = tuple(replace(t, questions=t.questions + tuple(extra[t.index])) for t in episode.turns)
+    return replace(episode, turns=turns, dropped_texts=episode.dropped_texts + dropped)
 
 
 def decode_episode_frames(episode: Episode, max_pixels: int,

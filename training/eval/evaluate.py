@@ -1,18 +1,29 @@
 """`python -m training.run eval`: stream a ProactiveVideoQA-format set through a model, write predictions.
 
-    python -m training.run eval (--model PATH | --preset tiny) --data GOLD.jsonl --videos DIR \
+    python -m training.run eval (--model PATH | --preset tiny) --data GOLD [GOLD ...] --videos DIR \
         --out predictions.jsonl [--seconds-per-frame 2 --max-frames 90]
+    python -m training.run eval (--model PATH | --preset tiny) --frame-input FRAME_INPUT.json \
+        --out predictions.jsonl [--frames-root DIR] [--seconds-per-frame 2]
 
+`--data` takes gold files (JSON list or JSONL) or folders holding the benchmark's `<TASK>/anno.json`.
 Each gold record (one question, asked at t = 0) becomes a single-question episode
 (`training.eval.proactive_format.gold_to_dialogue` -> `training.data.episodes.build_episode`, the same
-timeline and chat template as training) and is streamed turn by turn with the KV cache kept,
-greedy (FACTS.md: the public evaluation loop). One prediction line per question id,
-`{question_id, model_response_list: [{role, content, time}]}` with `NO REPLY` turns removed, is
-appended and flushed as soon as it is done; ids already in the output file are skipped (resume).
-Per-turn decision latency (median, p95) is printed and written to `<out stem>.latency.json`.
+timeline and chat template as training); TV's `Subtitle:` turns enter as text after the frames of
+the first turn at or after their time. It is streamed turn by turn with the KV cache kept, greedy
+(FACTS.md: the public evaluation loop). `--frame-input` feeds the benchmark's per-turn format
+instead: each turn's listed frame files (paths relative to `--frames-root`, default the file's
+folder), `skip_inference` turns fed without a reply, `must_reply` turns forced to start with
+`I must reply.`; a turn's time is its last frame's index times `--seconds-per-frame`.
 
-A record whose video is missing or undecodable, or that does not form an episode, is skipped and
-counted by reason (no prediction line: `score` then counts the question at the no-reply score).
+One prediction line per question id, `{question_id, model_response_list: [{role, content, time}]}`
+with `NO REPLY` turns removed, is appended and flushed as soon as it is done, under the ORIGINAL
+question id (ids are keys, never file names: only the internal Dialogue gets a safe name); ids
+already in the output file are skipped (resume). Per-turn decision latency (median, p95) is printed
+and written to `<out stem>.latency.json`.
+
+A record whose video (or a frame file) is missing or undecodable, or that does not form an
+episode, is skipped and counted by reason (no prediction line: `score` then counts the question at
+the no-reply score).
 """
 
 from __future__ import annotations
@@ -27,9 +38,31 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from curation.skips import Skip
 from training.data.chat_template import DEFAULT_SYSTEM_PROMPT, TurnRenderer
-from training.data.episodes import STAGE, EpisodeConfig, build_episode, decode_episode_frames
-from training.eval.proactive_format import GoldRecord, gold_to_dialogue, prediction_line, read_gold
-from training.streaming import StreamConfig, episode_stream_turns, latency_stats, stream_turns
+from training.data.episodes import (
+    STAGE,
+    EpisodeConfig,
+    add_timed_texts,
+    build_episode,
+    decode_episode_frames,
+)
+from training.data.frame_folders import load_frame_files, resolve_frame
+from training.eval.proactive_format import (
+    FrameInputRecord,
+    GoldRecord,
+    frame_input_times,
+    gold_files,
+    gold_to_dialogue,
+    prediction_line,
+    read_frame_input,
+    read_gold,
+)
+from training.streaming import (
+    StreamConfig,
+    StreamTurn,
+    episode_stream_turns,
+    latency_stats,
+    stream_turns,
+)
 
 
 class EvalConfig(BaseModel):
@@ -101,6 +134,7 @@ def predict_record(record: GoldRecord, video: Path, model, renderer: TurnRendere
                                                            frames_per_turn=cfg.frames_per_turn), frame_timeline)
     if not episode.turns:
         return Skip(STAGE, "no_frames", f"{record.question_id}: the timeline holds no frame")
+    episode = add_timed_texts(episode, list(record.timed_texts))
     frames = decode_episode_frames(episode, cfg.max_pixels, decode_frames)
     if isinstance(frames, Skip):
         return frames
@@ -110,11 +144,31 @@ def predict_record(record: GoldRecord, video: Path, model, renderer: TurnRendere
     return line, [t.latency_s for t in result.turns]
 
 
-def evaluate(gold: list[GoldRecord], videos_dir: Path, out: Path, model, renderer: TurnRenderer,
-             image_processor, cfg: EvalConfig) -> dict:
-    """Append predictions for every gold record not yet in `out`; the run's summary."""
+def predict_frame_input(record: FrameInputRecord, frames_root: Path, model, renderer: TurnRenderer,
+                        image_processor, cfg: EvalConfig) -> tuple[dict, list[float]] | Skip:
+    """One prediction line from a frame-input record: its frame files fed turn by turn."""
+    paths = [resolve_frame(frames_root, p) for turn in record.turns for p in turn.images]
+    frames = load_frame_files(paths, cfg.max_pixels)
+    if isinstance(frames, Skip):
+        return frames
+    turns, at = [], 0
+    for turn, time_s in zip(record.turns, frame_input_times(record, cfg.seconds_per_frame), strict=True):
+        n = len(turn.images)
+        turns.append(StreamTurn(time_s=time_s, frames=frames[at:at + n], text=turn.text,
+                                must_reply=turn.must_reply, skip_inference=turn.skip_inference))
+        at += n
+    result = stream_turns(model, renderer, image_processor, turns,
+                          StreamConfig(max_new_tokens_per_turn=cfg.max_new_tokens_per_turn))
+    line = prediction_line(record.question_id, [(t.time_s, t.text) for t in result.turns if t.text])
+    return line, [t.latency_s for t in result.turns]
+
+
+def evaluate(gold: list[GoldRecord] | list[FrameInputRecord], videos_dir: Path, out: Path, model,
+             renderer: TurnRenderer, image_processor, cfg: EvalConfig) -> dict:
+    """Append predictions for every record not yet in `out`; the run's summary. Gold records are
+    streamed from the videos under `videos_dir`; frame-input records from frame files under it."""
     done = done_question_ids(out)
-    index = index_videos(videos_dir.resolve())
+    index = {} if gold and isinstance(gold[0], FrameInputRecord) else index_videos(videos_dir.resolve())
     skipped: Counter[str] = Counter()
     latencies: list[float] = []
     written = resumed = 0
@@ -124,9 +178,12 @@ def evaluate(gold: list[GoldRecord], videos_dir: Path, out: Path, model, rendere
             if record.question_id in done:
                 resumed += 1
                 continue
-            video = resolve_video(videos_dir, record.video, index)
-            got = video if isinstance(video, Skip) else predict_record(
-                record, video, model, renderer, image_processor, cfg)
+            if isinstance(record, FrameInputRecord):
+                got = predict_frame_input(record, videos_dir, model, renderer, image_processor, cfg)
+            else:
+                video = resolve_video(videos_dir, record.video, index)
+                got = video if isinstance(video, Skip) else predict_record(
+                    record, video, model, renderer, image_processor, cfg)
             if isinstance(got, Skip):
                 skipped[got.reason] += 1
                 print(f"skip {record.question_id}: {got.reason} ({got.detail})", file=sys.stderr)
@@ -154,7 +211,8 @@ def load_everything(args, gold: list[GoldRecord], cfg: EvalConfig):
 
     path = args.model
     if args.preset == "tiny":
-        texts = [r.question for r in gold] + [a.content for r in gold for a in r.answers]
+        texts = [t.text for r in gold for t in r.turns if t.text] if gold and isinstance(gold[0], FrameInputRecord) \
+            else [r.question for r in gold] + [a.content for r in gold for a in r.answers]
         path = str(prepare_tiny_checkpoint(texts, args.out.parent / "tiny-model"))
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
@@ -167,8 +225,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--model", help="checkpoint folder or hub name")
     which.add_argument("--preset", choices=["tiny"], help="tiny: a random tiny Qwen2.5-VL, no download")
-    parser.add_argument("--data", type=Path, required=True, help="gold records, JSON list or JSONL")
-    parser.add_argument("--videos", type=Path, required=True, help="folder holding the records' videos")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", type=Path, nargs="+",
+                        help="gold files (JSON list or JSONL) or folders of <TASK>/anno.json")
+    source.add_argument("--frame-input", type=Path, help="a per-turn frame-input file (frames as files)")
+    parser.add_argument("--videos", type=Path, help="folder holding the records' videos (with --data)")
+    parser.add_argument("--frames-root", type=Path, default=None,
+                        help="folder the frame-input's image paths are relative to (default: its folder)")
+    parser.add_argument("--category", default=None, help="category of every gold record (default: folder or file name)")
     parser.add_argument("--out", type=Path, required=True, help="prediction JSONL (appended; resumes)")
     defaults = EvalConfig()
     parser.add_argument("--seconds-per-frame", type=float, default=defaults.seconds_per_frame)
@@ -182,12 +246,19 @@ def main(args: argparse.Namespace) -> int:
     try:
         cfg = EvalConfig(seconds_per_frame=args.seconds_per_frame, max_frames=args.max_frames,
                          max_pixels=args.max_pixels, max_new_tokens_per_turn=args.max_new_tokens_per_turn)
-        gold = read_gold(args.data)
+        if args.frame_input is not None:
+            records = read_frame_input(args.frame_input)
+            root = args.frames_root or args.frame_input.parent
+        else:
+            if args.videos is None:
+                raise ValueError("--data needs --videos")
+            records = [r for path in gold_files(args.data) for r in read_gold(path, args.category)]
+            root = args.videos
     except (ValidationError, ValueError, OSError) as error:
         print(f"eval: {error}", file=sys.stderr)
         return 2
-    model, renderer, image_processor = load_everything(args, gold, cfg)
-    summary = evaluate(gold, args.videos, args.out, model, renderer, image_processor, cfg)
+    model, renderer, image_processor = load_everything(args, records, cfg)
+    summary = evaluate(records, root, args.out, model, renderer, image_processor, cfg)
     latency_path(args.out).write_text(json.dumps({**summary, "config": cfg.model_dump()}, indent=2) + "\n",
                                       encoding="utf-8")
     print(f"{summary['written']} written, {summary['already_done']} already done, skipped {summary['skipped']}; "

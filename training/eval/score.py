@@ -5,8 +5,13 @@ whose time lies in its `reply_timespan`; for each new distinct reply the judge s
 concatenation of all distinct in-span replies so far, on the 3-level rubric mapped to 0..2;
 judgements after the answer's `related_timespan` ends that are lower than the last score inside
 it are dropped; then the shared step area (training.rl.pauc) with max_y = 2 and start score 0.5 (no
-judged reply scores 0.25). Reported at omega 0, 0.5 and 1; the mean is over all gold answers, so a
+judged reply scores 0.25). Reported at omega 0, 0.5 and 1; a row is the mean over its gold answers, so a
 question with no prediction line counts, at 0.25 per answer.
+
+The table is the paper's: one row per category (WEB, EGO, TV, VAD for the benchmark's
+`<TASK>/anno.json` files), PAUC at omega 0 / 0.5 / 1 and the duplicate rate, then `mean`, the
+unweighted mean of the category rows (the paper's average), and `overall`, pooled over every
+gold answer.
 
 Duplicate rate (our definition; FACTS.md only says it is LLM-judged): the share of a question's
 replies whose information is all in its earlier replies, an exact duplicate counted without a
@@ -23,7 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training.eval.proactive_format import GoldRecord, Predictions, read_gold, read_predictions
+from training.eval.proactive_format import (
+    GoldRecord,
+    Predictions,
+    gold_files,
+    read_gold,
+    read_predictions,
+)
 from training.rl.judge import Judge, JudgeConfig, RepetitionItem, ScoreItem, make_judge
 from training.rl.pauc import window_pauc
 
@@ -120,6 +131,7 @@ def score_predictions(
                          [r for r in gold if r.category == c], known, omegas) for c in categories}
     return {
         "categories": table,
+        "mean": category_mean(table),
         "overall": _metrics(answers, [d for _, d in duplicates], list(gold), known, omegas),
         "judge_failures": sum(s is None for s in scores) + sum(v is None for v in verdicts),
         "judge_calls": len(score_items) + len(rep_items),
@@ -143,6 +155,14 @@ def _metrics(answers: list[AnswerScore], dups: list[bool], gold: list[GoldRecord
     }
 
 
+def category_mean(table: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """The unweighted mean of the category rows' PAUCs and duplicate rates (the paper's average)."""
+    if not table:
+        return {}
+    keys = [k for k in next(iter(table.values())) if k.startswith("pauc_omega_") or k == "duplicate_rate"]
+    return {k: sum(row[k] for row in table.values()) / len(table) for k in keys}
+
+
 def pauc_key(omega: float) -> str:
     return f"pauc_omega_{omega:g}"
 
@@ -152,13 +172,21 @@ def render_table(result: dict[str, Any], omega: float) -> None:
     from rich.table import Table
 
     omegas = sorted(float(k.removeprefix("pauc_omega_")) for k in result["overall"] if k.startswith("pauc_omega_"))
-    table = Table(title=f"ProactiveVideoQA PAUC x100 (* = omega {omega:g}) and duplicate rate")
+    table = Table(title=f"ProactiveVideoQA: PAUC x100 at omega (* = {omega:g}) and reply duplicate rate")
     table.add_column("category")
-    for name in ("questions", "answers", *(f"w={w:g}{'*' if w == omega else ''}" for w in omegas), "dup %"):
+    for name in ("questions", "answers", *(f"PAUC w={w:g}{'*' if w == omega else ''}" for w in omegas), "dup %"):
         table.add_column(name, justify="right")
-    for name, m in [*result["categories"].items(), ("overall", result["overall"])]:
-        table.add_row(name or "-", str(m["questions"]), str(m["answers"]),
-                      *(f"{m[pauc_key(w)]:.2f}" for w in omegas), f"{m['duplicate_rate']:.1f}")
+
+    def cells(m: dict[str, Any]) -> list[str]:
+        return [*(f"{m[pauc_key(w)]:.1f}" for w in omegas), f"{m['duplicate_rate']:.1f}"]
+
+    for name, m in result["categories"].items():
+        table.add_row(name or "-", str(m["questions"]), str(m["answers"]), *cells(m))
+    if len(result["categories"]) > 1:
+        table.add_section()
+        table.add_row("mean", "", "", *cells(result["mean"]))
+    overall = result["overall"]
+    table.add_row("overall (pooled)", str(overall["questions"]), str(overall["answers"]), *cells(overall))
     console = Console()
     console.print(table)
     console.print(f"{len(result['bad_prediction_lines'])} malformed prediction line(s); "
@@ -169,7 +197,9 @@ def render_table(result: dict[str, Any], omega: float) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--predictions", type=Path, required=True, help="prediction JSONL")
     parser.add_argument("--references", type=Path, required=True, nargs="+",
-                        help="gold file(s), JSON list or JSONL; category from a record field or the file stem")
+                        help="gold files (JSON list or JSONL) or folders of <TASK>/anno.json; category from "
+                             "--category, a record field, the folder of an anno.json, or the file name")
+    parser.add_argument("--category", default=None, help="category of every gold record")
     parser.add_argument("--judge", choices=["offline", "openai"], default="offline",
                         help="offline = token-overlap approximation; openai = LLM endpoint")
     parser.add_argument("--judge-base-url", default=JudgeConfig.model_fields["base_url"].default)
@@ -189,7 +219,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"no such file: {', '.join(map(str, missing))}", file=sys.stderr)
         return 2
     try:
-        gold = [r for path in args.references for r in read_gold(path)]
+        gold = [r for path in gold_files(args.references) for r in read_gold(path, args.category)]
     except (ValueError, json.JSONDecodeError) as error:
         print(f"bad gold file: {error}", file=sys.stderr)
         return 2

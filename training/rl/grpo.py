@@ -51,7 +51,9 @@ from training.data.chat_template import (
 from training.data.corpus import read_split
 from training.data.dataset import batch_order
 from training.data.episodes import EpisodeConfig
-from training.data.rl_prompts import RLPromptConfig, RLStretch, build_rl_prompts, stretch_episode
+from training.data.frame_folders import load_frame_files
+from training.data.mmduet2 import ReleasedEpisode, read_verl_rl
+from training.data.rl_prompts import RLPromptConfig, build_rl_prompts, stretch_episode
 from training.data.summary import episode_summary
 from training.model import (
     corpus_texts,
@@ -92,6 +94,13 @@ class GRPOConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     corpus: str = "corpus"
     split: str = "rl"  # the corpus split held out of SFT for RL (FACTS.md: 1,500 web + 400 ego videos)
+    # A released MMDuet2 verl RL parquet (training.data.mmduet2): its rows are the RL prompts, with
+    # their own context turns and references, instead of the corpus split's stretches. The user-turn
+    # side file is `data_user_turns` (default: `<name>-user_turns.json` beside it); frame paths are
+    # relative to `data_frames_root` (default: the parquet's folder).
+    data: str | None = None
+    data_user_turns: str | None = None
+    data_frames_root: str | None = None
     max_dialogues: int | None = Field(None, ge=1)
     prompts: RLPromptConfig = RLPromptConfig()  # 20-60 s stretches with the dialogue before as context
     model: str = "runs/sft/final"  # FACTS.md: RL starts from the SFT checkpoint
@@ -139,10 +148,13 @@ def load_config(path: str | None, overrides: list[str], **flags) -> GRPOConfig:
     return checkpoints.load_config(GRPOConfig, path, overrides, **flags)
 
 
-def reward_rollout(rollout, stretch: RLStretch) -> RewardRollout:
-    """A streamed rollout as the reward reads it: generated turns with their times; the stretch's
-    context replies (fed as the dialogue before it) count as earlier replies for repetition and prefix."""
-    return RewardRollout(tuple(Turn(t, x) for t, x in rollout.replies()), stretch.context_replies)
+def reward_rollout(rollout, earlier: tuple[str, ...] | None = None) -> RewardRollout:
+    """A streamed rollout as the reward reads it: generated turns with their times; the replies of
+    the dialogue before the prompt (a stretch's context; by default the turns fed with their
+    reference replies) count as earlier replies for repetition and prefix."""
+    if earlier is None:
+        earlier = tuple(t.text for t in rollout.turns if t.forced)
+    return RewardRollout(tuple(Turn(t, x) for t, x in rollout.replies()), earlier)
 
 
 def judged_reward(judge, cfg: RewardConfig) -> RewardFn:
@@ -162,6 +174,44 @@ def full_weights(accelerator, model):
     return contextlib.nullcontext()
 
 
+def prepare_item(cfg: GRPOConfig, bits: ProcessorBits, item):
+    """(episode, frames or None = decode from its video, context turns, the references scored,
+    earlier replies or None = the context turns' own) of a corpus RL stretch or a released RL row,
+    or why it cannot be rolled out."""
+    if isinstance(item, ReleasedEpisode):
+        frames = load_frame_files(item.frame_paths, bits.max_pixels)
+        if isinstance(frames, Skip):
+            return frames
+        # windows that closed within the context turns were shown, not generated: not scored
+        first_s = item.episode.turns[min(item.context_turns, len(item.episode.turns) - 1)].time_s
+        scored = [r for r in item.references if r.reply_span[1] >= first_s]
+        return item.episode, frames, item.context_turns, scored, None
+    stretch, video_path = item
+    if video_path is None:
+        return Skip("episodes", "video_missing", stretch.dialogue.dialogue_id)
+    prompt = stretch_episode(stretch, video_path, cfg.episodes, frame_timeline)
+    if len(prompt.episode.turns) <= prompt.context_turns:
+        return Skip("episodes", "no_frames", stretch.dialogue.dialogue_id)
+    return prompt.episode, None, prompt.context_turns, list(prompt.references), stretch.context_replies
+
+
+def rl_items(cfg: GRPOConfig) -> tuple[list, list, dict]:
+    """(training prompts, validation prompts, data summary): rows of the released parquet named by
+    `data` (no validation set), else the corpus split's stretches with their video paths."""
+    if cfg.data:
+        episodes, counts = read_verl_rl(Path(cfg.data), Path(cfg.data_user_turns) if cfg.data_user_turns else None,
+                                        Path(cfg.data_frames_root) if cfg.data_frames_root else None,
+                                        cfg.episodes.seconds_per_frame)
+        return episodes[:cfg.max_dialogues], [], {"data": cfg.data, "rows_read": counts.read,
+                                                  "rows_skipped": counts.skipped}
+    split = read_split(cfg.corpus, cfg.split, cfg.max_dialogues)
+    prompts = build_rl_prompts(split.dialogues, cfg.prompts, cfg.episodes, frame_timeline)
+    items = [(p, split.video_path(p.dialogue.video_id)) for p in prompts.train]
+    val_items = [(p, split.video_path(p.dialogue.video_id)) for p in prompts.validation][:cfg.max_validation_prompts]
+    summary = {"split": cfg.split, **prompts.summary(), **episode_summary(split.dialogues, cfg.episodes, frame_timeline)}
+    return items, val_items, summary
+
+
 def collect_rollouts(cfg: GRPOConfig, accelerator, model, bits: ProcessorBits, items, indices: list[int],
                      step: int, forbidden: set[int], count_skip, greedy: bool = False) -> tuple[list, list, list]:
     """A group of rollouts per RL prompt, sampled by the current policy (seeded by step and item, so
@@ -170,27 +220,24 @@ def collect_rollouts(cfg: GRPOConfig, accelerator, model, bits: ProcessorBits, i
     `greedy`: one rollout per prompt at temperature 0 (validation)."""
     rollouts, judged, references = [], [], []
     for index in indices:
-        stretch, video_path = items[index]
-        if video_path is None:
-            count_skip("video_missing")
+        prepared = prepare_item(cfg, bits, items[index])
+        if isinstance(prepared, Skip):
+            count_skip(prepared.reason)
             continue
-        prompt = stretch_episode(stretch, video_path, cfg.episodes, frame_timeline)
-        if len(prompt.episode.turns) <= prompt.context_turns:
-            count_skip("no_frames")
-            continue
+        episode, frames, context_turns, scored, earlier = prepared
         rcfg = RolloutConfig(n=1 if greedy else cfg.rollouts_per_episode, temperature=0.0 if greedy else cfg.temperature,
                              top_k=cfg.top_k, max_new_tokens_per_turn=cfg.max_new_tokens_per_turn,
-                             context_turns=prompt.context_turns, seed=cfg.seed * 1_000_003 + step * 1_009 + index)
+                             context_turns=context_turns, seed=cfg.seed * 1_000_003 + step * 1_009 + index)
         with full_weights(accelerator, model):
-            group = rollout_group(accelerator.unwrap_model(model), bits, prompt.episode, rcfg)
+            group = rollout_group(accelerator.unwrap_model(model), bits, episode, rcfg, frames)
         if isinstance(group, Skip):
             count_skip(group.reason)
         elif any(sampled_forbidden(r, forbidden) for r in group):
             count_skip("sampled_special_token")
         else:
             rollouts += group
-            judged += [reward_rollout(r, stretch) for r in group]
-            references += [prompt.references] * len(group)
+            judged += [reward_rollout(r, earlier) for r in group]
+            references += [scored] * len(group)
     return rollouts, judged, references
 
 
@@ -274,17 +321,13 @@ def train_grpo(cfg: GRPOConfig, reward_fn: RewardFn | None = None) -> dict:
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
 
-    # --- data: RL prompts (stretches with context; episodes are built per step), tokenizer, reward -
-    split = read_split(cfg.corpus, cfg.split, cfg.max_dialogues)
-    prompts = build_rl_prompts(split.dialogues, cfg.prompts, cfg.episodes, frame_timeline)
-    items = [(p, split.video_path(p.dialogue.video_id)) for p in prompts.train]
-    val_items = [(p, split.video_path(p.dialogue.video_id)) for p in prompts.validation][:cfg.max_validation_prompts]
-    data_summary = {"split": cfg.split, **prompts.summary(),
-                    **episode_summary(split.dialogues, cfg.episodes, frame_timeline)}
+    # --- data: RL prompts (stretches with context, or released rows), the tokenizer, the reward ------
+    items, val_items, data_summary = rl_items(cfg)
     accelerator.print("data " + json.dumps(data_summary))
     if not items:
-        raise ValueError(f"{cfg.corpus}: split {cfg.split!r} has no RL prompts ({data_summary})")
-    texts = corpus_texts([(p.dialogue, path) for p, path in items], cfg.template.system_prompt)
+        raise ValueError(f"{cfg.data or cfg.corpus}: no RL prompts ({data_summary})")
+    texts = corpus_texts([it if isinstance(it, ReleasedEpisode) else (it[0].dialogue, it[1]) for it in items],
+                         cfg.template.system_prompt)
     cfg = checkpoints.resolve_tiny_preset(cfg, texts, accelerator, out)
     tokenizer = load_tokenizer(cfg.model)
     image_processor = load_image_processor(cfg.model, cfg.max_pixels)

@@ -161,11 +161,28 @@ def _strip_thinking(text: str) -> str:
     return re.sub(r"<think>.*?</think>", "", text, flags=re.DOTALL).replace("<think>", "").strip()
 
 
+_LEADING_DIGIT = re.compile(r"""[\s"'*`(\[]*(?:score\s*[:=]?\s*)?([0-9])(?![0-9.]*[0-9])""", re.IGNORECASE)
+_OUT_OF = re.compile(r"(?:/|\bout\s+of\b)\s*[0-9]+", re.IGNORECASE)
+_LONE_DIGIT = re.compile(r"(?<![0-9.])([0-9])(?![0-9]|\.[0-9])")
+
+
 def parse_score(text: str, scale: int) -> int | None:
-    match = re.fullmatch(r"\s*(?:score\s*[:=]?\s*)?([0-9])\s*\.?\s*", _strip_thinking(text), re.IGNORECASE)
-    if match is None:
-        return None
-    score = int(match.group(1))
+    """The score digit of a judge reply (thinking blocks removed), by this rule:
+    1. the benchmark's own rule: a reply that opens with a digit scores that digit ("2",
+       "2 (partially covered)", "3. Mostly covered"), also after quotes, markdown or `Score:`;
+       a number of two or more digits ("10") is no digit;
+    2. else, a digit in a sentence ("The score is 2.", "I would rate it 3 out of 3"): the one
+       distinct lone digit left after dropping "out of N" and "/N"; two different ones are ambiguous.
+    A digit outside 1..scale, no digit or an ambiguous reply is a failed judgement (None)."""
+    answer = _strip_thinking(text)
+    match = _LEADING_DIGIT.match(answer)
+    if match is not None:
+        score = int(match.group(1))
+    else:
+        digits = {int(d) for d in _LONE_DIGIT.findall(_OUT_OF.sub(" ", answer))}
+        if len(digits) != 1:
+            return None
+        score = digits.pop()
     return score if 1 <= score <= scale else None
 
 
