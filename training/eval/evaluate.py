@@ -9,7 +9,9 @@ timeline and chat template as training) and is streamed turn by turn with the KV
 greedy (FACTS.md: the public evaluation loop). One prediction line per question id,
 `{question_id, model_response_list: [{role, content, time}]}` with `NO REPLY` turns removed, is
 appended and flushed as soon as it is done; ids already in the output file are skipped (resume).
-Per-turn decision latency (median, p95) is printed and written to `<out stem>.latency.json`.
+Per-turn decision latency (median, p95), over all turns and split into silent (`NO REPLY`) and
+spoken turns, is printed and written to `<out stem>.latency.json`. `NO REPLY` is verified as a draft
+in the turn's own forward (`training.streaming`, same greedy outputs); `--no-draft` turns it off.
 
 A record whose video is missing or undecodable, or that does not form an episode, is skipped and
 counted by reason (no prediction line: `score` then counts the question at the no-reply score).
@@ -29,7 +31,13 @@ from curation.skips import Skip
 from training.data.chat_template import DEFAULT_SYSTEM_PROMPT, TurnRenderer
 from training.data.episodes import STAGE, EpisodeConfig, build_episode, decode_episode_frames
 from training.eval.proactive_format import GoldRecord, gold_to_dialogue, prediction_line, read_gold
-from training.streaming import StreamConfig, episode_stream_turns, latency_stats, stream_turns
+from training.streaming import (
+    StreamConfig,
+    TurnReply,
+    episode_stream_turns,
+    latency_split,
+    stream_turns,
+)
 
 
 class EvalConfig(BaseModel):
@@ -40,6 +48,7 @@ class EvalConfig(BaseModel):
     max_pixels: int = Field(128 * 28 * 28, ge=56 * 56)  # FACTS.md: 128 visual tokens per frame
     max_new_tokens_per_turn: int = Field(100, ge=1)  # FACTS.md: at most 100 new tokens per turn
     system_prompt: str = DEFAULT_SYSTEM_PROMPT  # FACTS.md system prompt gist
+    draft_no_reply: bool = True  # verify `NO REPLY` in the turn's own forward (same outputs, faster silence)
 
 
 def latency_path(out: Path) -> Path:
@@ -88,8 +97,8 @@ def done_question_ids(out: Path) -> set[str]:
 
 
 def predict_record(record: GoldRecord, video: Path, model, renderer: TurnRenderer, image_processor,
-                   cfg: EvalConfig) -> tuple[dict, list[float]] | Skip:
-    """One prediction line and the per-turn latencies of one gold record, or why it was skipped."""
+                   cfg: EvalConfig) -> tuple[dict, list[TurnReply]] | Skip:
+    """One prediction line and the streamed turns (latencies) of one gold record, or why it was skipped."""
     from curation.video.frames import decode_frames, frame_timeline  # the one frame decoder
 
     try:
@@ -105,9 +114,10 @@ def predict_record(record: GoldRecord, video: Path, model, renderer: TurnRendere
     if isinstance(frames, Skip):
         return frames
     result = stream_turns(model, renderer, image_processor, episode_stream_turns(episode, frames),
-                          StreamConfig(max_new_tokens_per_turn=cfg.max_new_tokens_per_turn))
+                          StreamConfig(max_new_tokens_per_turn=cfg.max_new_tokens_per_turn,
+                                       draft_no_reply=cfg.draft_no_reply))
     line = prediction_line(record.question_id, [(t.time_s, t.text) for t in result.turns if t.text])
-    return line, [t.latency_s for t in result.turns]
+    return line, result.turns
 
 
 def evaluate(gold: list[GoldRecord], videos_dir: Path, out: Path, model, renderer: TurnRenderer,
@@ -116,7 +126,7 @@ def evaluate(gold: list[GoldRecord], videos_dir: Path, out: Path, model, rendere
     done = done_question_ids(out)
     index = index_videos(videos_dir.resolve())
     skipped: Counter[str] = Counter()
-    latencies: list[float] = []
+    turns: list[TurnReply] = []
     written = resumed = 0
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("a", encoding="utf-8") as sink:
@@ -131,15 +141,13 @@ def evaluate(gold: list[GoldRecord], videos_dir: Path, out: Path, model, rendere
                 skipped[got.reason] += 1
                 print(f"skip {record.question_id}: {got.reason} ({got.detail})", file=sys.stderr)
                 continue
-            line, turn_latencies = got
+            line, record_turns = got
             sink.write(json.dumps(line, ensure_ascii=False) + "\n")
             sink.flush()
             done.add(record.question_id)
-            latencies += turn_latencies
+            turns += record_turns
             written += 1
-    stats = latency_stats(latencies)
-    return {"written": written, "already_done": resumed, "skipped": dict(skipped),
-            "turns": stats.count, "latency_median_s": stats.median_s, "latency_p95_s": stats.p95_s}
+    return {"written": written, "already_done": resumed, "skipped": dict(skipped), **latency_split(turns)}
 
 
 def load_everything(args, gold: list[GoldRecord], cfg: EvalConfig):
@@ -175,13 +183,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-frames", type=int, default=defaults.max_frames)
     parser.add_argument("--max-pixels", type=int, default=defaults.max_pixels)
     parser.add_argument("--max-new-tokens-per-turn", type=int, default=defaults.max_new_tokens_per_turn)
+    parser.add_argument("--no-draft", action="store_true",
+                        help="decode NO REPLY token by token instead of verifying it in one forward")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
 
 
 def main(args: argparse.Namespace) -> int:
     try:
         cfg = EvalConfig(seconds_per_frame=args.seconds_per_frame, max_frames=args.max_frames,
-                         max_pixels=args.max_pixels, max_new_tokens_per_turn=args.max_new_tokens_per_turn)
+                         max_pixels=args.max_pixels, max_new_tokens_per_turn=args.max_new_tokens_per_turn,
+                         draft_no_reply=not args.no_draft)
         gold = read_gold(args.data)
     except (ValidationError, ValueError, OSError) as error:
         print(f"eval: {error}", file=sys.stderr)
@@ -192,6 +203,8 @@ def main(args: argparse.Namespace) -> int:
                                       encoding="utf-8")
     print(f"{summary['written']} written, {summary['already_done']} already done, skipped {summary['skipped']}; "
           f"per-turn decision latency over {summary['turns']} turns: median {summary['latency_median_s'] * 1e3:.1f} ms, "
-          f"p95 {summary['latency_p95_s'] * 1e3:.1f} ms")
+          f"p95 {summary['latency_p95_s'] * 1e3:.1f} ms; silent {summary['silent_turns']} turns, median "
+          f"{summary['silent_latency_median_s'] * 1e3:.1f} ms; spoken {summary['spoken_turns']} turns, median "
+          f"{summary['spoken_latency_median_s'] * 1e3:.1f} ms")
     print(json.dumps(summary))
     return 0

@@ -95,6 +95,7 @@ class GRPOConfig(BaseModel):
     rollouts_per_episode: int = Field(4, ge=2)  # FACTS.md: 4 rollouts per prompt
     temperature: float = Field(1.2, gt=0)  # FACTS.md: temperature 1.2
     top_k: int = Field(10, ge=0)  # FACTS.md: top-k 10 (0 = off)
+    draft_no_reply: bool = True  # rollouts verify `NO REPLY` in one forward (same samples; training.streaming)
     max_new_tokens_per_turn: int = Field(100, ge=1)  # FACTS.md: at most 100 new tokens per turn
     context_turns: int = Field(0, ge=0, description="leading turns fed with their reference replies")
     learning_rate: float = Field(1e-6, gt=0)  # FACTS.md: RL lr 1e-6
@@ -171,7 +172,8 @@ def collect_rollouts(cfg: GRPOConfig, accelerator, model, bits: ProcessorBits, i
             continue
         rcfg = RolloutConfig(n=cfg.rollouts_per_episode, temperature=cfg.temperature, top_k=cfg.top_k,
                              max_new_tokens_per_turn=cfg.max_new_tokens_per_turn,
-                             context_turns=cfg.context_turns, seed=cfg.seed * 1_000_003 + step * 1_009 + index)
+                             context_turns=cfg.context_turns, seed=cfg.seed * 1_000_003 + step * 1_009 + index,
+                             draft_no_reply=cfg.draft_no_reply)
         with full_weights(accelerator, model):
             group = rollout_group(accelerator.unwrap_model(model), bits, episode, rcfg)
         if isinstance(group, Skip):
