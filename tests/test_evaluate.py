@@ -85,3 +85,17 @@ def test_bad_inputs_are_refused_or_skipped(setup, tmp_path):
     bad.write_text('{"question_id": "x"}\n')
     assert run_main(["eval", *ARGS, "--data", str(bad), "--videos", str(videos), "--out",
                      str(tmp_path / "p.jsonl")]) == 2
+
+
+def test_no_draft_switch_gives_the_same_predictions_and_latency_is_split(setup):
+    tmp, videos, gold = setup
+    drafted, plain = tmp / "drafted.jsonl", tmp / "plain.jsonl"
+    summary = run_eval(videos, gold, drafted)
+    assert run_main(["eval", *ARGS, "--no-draft", "--data", str(gold), "--videos", str(videos),
+                     "--out", str(plain)]) == 0
+    assert drafted.read_text() == plain.read_text()
+    assert summary["config"]["draft_no_reply"] is True
+    assert json.loads(latency_path(plain).read_text())["config"]["draft_no_reply"] is False
+    # The random tiny model never says NO REPLY: every turn is a spoken one.
+    assert summary["silent_turns"] + summary["spoken_turns"] == summary["turns"] == summary["spoken_turns"] == 4
+    assert summary["silent_latency_median_s"] == 0 < summary["spoken_latency_median_s"]

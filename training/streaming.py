@@ -6,6 +6,20 @@ rendered by `training.data.chat_template.TurnRenderer` (the same tokens SFT trai
 turns: only the new tokens of each turn are encoded. `reencode=True` re-encodes the whole history
 every turn instead (the baseline of `bench.streaming_latency`).
 
+Silence in one forward (`draft_no_reply`, on by default): most turns of a proactive episode end in
+`NO REPLY`, which plain decoding pays for with one sequential forward per token. The tokens of
+`NO REPLY` + `<|im_end|>` (as SFT tokenises the reply) are fed as a draft after the user turn, in the
+same forward, and the logits at every draft position are read. The turn's tokens are then chosen
+from those rows exactly as plain decoding would choose them, one position after the other, through
+the same `_pick` (greedy argmax, or one multinomial draw from the same generator, which consumes
+the same random numbers per position whatever the probabilities): a row is used only while every
+token before it equals the draft's, so it is conditioned on exactly the prefix plain decoding
+would have fed. At the first chosen token that differs from the draft, the cache entries of the
+draft tokens past the accepted prefix are cropped away and plain decoding continues from that
+token. Greedy outputs, sampled tokens for a given seed, recorded log-probs and the cache after the
+turn are therefore those of plain decoding (up to float rounding of a longer chunk, ~1e-6). The
+draft is skipped on must-reply turns (the forced prefix announces a reply) and cut to the token cap.
+
 M-RoPE positions are computed here, explicitly, for every token (`mrope_position_ids`, Qwen2.5-VL's
 rule: text tokens count up by one on all three axes; an image's tokens take (t, h, w) grid
 positions offset by the running position, which then advances by max(h, w)). They are passed to
@@ -31,6 +45,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from schemas import NO_REPLY
 from training.data.chat_template import TurnRenderer, image_inputs, questions_text, tokens_per_image
 from training.data.episodes import Episode
 
@@ -44,6 +59,8 @@ class StreamConfig(BaseModel):
     top_k: int = Field(0, ge=0)  # 0 = no top-k filter (GRPO: 10, FACTS.md)
     reencode: bool = False  # True: re-encode the whole history every turn (baseline)
     must_reply_prefix: str = MUST_REPLY_PREFIX
+    # Verify `NO REPLY` + end-of-turn as a draft in the turn's own forward (exact; issue 23).
+    draft_no_reply: bool = True
 
 
 @dataclass
@@ -67,6 +84,11 @@ class TurnReply:
     cut: bool  # hit the token cap; closed with a non-sampled `<|im_end|>`
     latency_s: float  # from the turn's arrival (image preprocessing included) to its last token
     forced: bool = False  # a context turn fed with a known reply
+    draft_accepted: int = 0  # leading tokens taken from the `NO REPLY` draft's forward
+
+    @property
+    def silent(self) -> bool:
+        return self.text == NO_REPLY
 
 
 @dataclass
@@ -114,6 +136,12 @@ def banned_token_ids(tokenizer) -> list[int]:
     return sorted(i for i in ids if i is not None and i != tokenizer.unk_token_id)
 
 
+def no_reply_draft_ids(renderer: TurnRenderer) -> list[int]:
+    """`NO REPLY` and its `<|im_end|>`, tokenised as SFT trains them (the renderer's assistant turn)."""
+    ids, _ = renderer.assistant_turn(NO_REPLY)
+    return ids[:ids.index(renderer.eos_id) + 1]
+
+
 class StreamingSession:
     """One conversation's state: tokens so far, M-RoPE positions, images, and the KV cache."""
 
@@ -138,6 +166,7 @@ class StreamingSession:
         # Tokens a reply must never contain: an image pad with no image behind it breaks the
         # stream's M-RoPE positions; the others open turns or vision spans (HF's suppress_tokens).
         self.banned = torch.tensor(banned_token_ids(renderer.tokenizer), dtype=torch.long)
+        self.no_reply_draft = no_reply_draft_ids(renderer)
         self._append(renderer.system_ids(), [], sampled=False)
 
     # -------------------------------------------------------------- sequence bookkeeping
@@ -150,15 +179,28 @@ class StreamingSession:
         self.logprobs += logprobs if logprobs is not None else [0.0] * len(ids)
         self.positions.append(pos)
 
-    def _forward(self, start: int, pixel_values, grid_thw) -> torch.Tensor:
-        """Encode tokens [start:] on top of the cache holding [:start]; the last position's logits."""
-        ids = torch.tensor([self.ids[start:]], device=self.device)
-        pos = self._positions_from(start).unsqueeze(1).to(self.device)
-        out = self.model(input_ids=ids, position_ids=pos, pixel_values=pixel_values, image_grid_thw=grid_thw,
-                         use_cache=True, logits_to_keep=1, **{self._cache_kw: self.cache})
+    def _forward(self, start: int, pixel_values, grid_thw, draft: list[int] = ()) -> torch.Tensor:
+        """Encode tokens [start:] on top of the cache holding [:start], then `draft` (text tokens not
+        in the sequence yet, at the positions that would follow it). Logits (1 + len(draft), vocab):
+        after the sequence's last token, then after each draft token."""
+        ids = torch.tensor([self.ids[start:] + list(draft)], device=self.device)
+        pos = self._positions_from(start)
+        if draft:  # text tokens: one position up on all three M-RoPE axes
+            pos = torch.cat([pos, (self.next_pos + torch.arange(len(draft))).expand(3, -1)], dim=1)
+        out = self.model(input_ids=ids, position_ids=pos.unsqueeze(1).to(self.device), pixel_values=pixel_values,
+                         image_grid_thw=grid_thw, use_cache=True, logits_to_keep=1 + len(draft),
+                         **{self._cache_kw: self.cache})
         self.cache = getattr(out, "cache", None) or out.past_key_values
-        self.fed = len(self.ids)
-        return out.logits[0, -1].float()
+        self.fed = len(self.ids) + len(draft)
+        return out.logits[0].float()
+
+    def _crop_cache(self) -> None:
+        """Drop cached draft tokens the turn did not keep: plain decoding's cache holds every token
+        but the last one chosen."""
+        extra = self.fed - (len(self.ids) - 1)
+        if extra > 0:  # crop(-n) removes n tokens (transformers 4.57 and 5.x alike); crop(0) would wipe it
+            self.cache.crop(-extra)
+            self.fed -= extra
 
     def _positions_from(self, start: int) -> torch.Tensor:
         chunks, total = [], len(self.ids)
@@ -179,6 +221,12 @@ class StreamingSession:
             kth = torch.topk(scaled, min(self.config.top_k, scaled.numel())).values[-1]
             scaled = scaled.masked_fill(scaled < kth, float("-inf"))
         return int(torch.multinomial(torch.softmax(scaled, -1), 1, generator=self.generator))
+
+    def _take(self, logits: torch.Tensor, generated: list[int]) -> int:
+        token = self._pick(logits)
+        self._append([token], [], sampled=True, logprobs=[float(torch.log_softmax(logits, -1)[token])])
+        generated.append(token)
+        return token
 
     # -------------------------------------------------------------- one turn
     @torch.no_grad()
@@ -214,16 +262,21 @@ class StreamingSession:
             self.trailing_suffix = len(self.renderer.assistant_suffix_ids())  # the fed reply ends with it
             return reply
         self._append(prefix, [], sampled=False)
-        logits = self._forward(self.fed, self._to_device(pixel_values), self._to_device(grid_thw))
-        eos = self.renderer.eos_id
+        eos, cap = self.renderer.eos_id, self.config.max_new_tokens_per_turn
+        draft = self.no_reply_draft[:cap] if self.config.draft_no_reply and not prefix else []
+        # Row i of `rows` is conditioned on draft[:i]; it is used only while the chosen tokens
+        # equal the draft, so every token is chosen from the row plain decoding would compute.
+        rows = self._forward(self.fed, self._to_device(pixel_values), self._to_device(grid_thw), draft[:-1])
         generated: list[int] = []
-        while True:
-            token = self._pick(logits)
-            self._append([token], [], sampled=True, logprobs=[float(torch.log_softmax(logits, -1)[token])])
-            generated.append(token)
-            if token == eos or len(generated) >= self.config.max_new_tokens_per_turn:
+        accepted = 0
+        for logits in rows:
+            token = self._take(logits, generated)
+            if accepted == len(draft) or token != draft[accepted]:
                 break
-            logits = self._forward(self.fed, None, None)
+            accepted += 1
+        self._crop_cache()
+        while generated[-1] != eos and len(generated) < cap:
+            self._take(self._forward(self.fed, None, None)[-1], generated)
         cut = generated[-1] != eos
         if cut:
             self._append([eos], [], sampled=False)  # closes the turn; not a policy action
@@ -232,7 +285,8 @@ class StreamingSession:
         self._append(suffix, [], sampled=False)
         self.trailing_suffix = len(suffix)
         text = self.renderer.tokenizer.decode([t for t in generated if t != eos], skip_special_tokens=True)
-        reply = TurnReply(turn.time_s, text.strip(), generated, cut, time.perf_counter() - started)
+        reply = TurnReply(turn.time_s, text.strip(), generated, cut, time.perf_counter() - started,
+                          draft_accepted=accepted)
         self.turns.append(reply)
         return reply
 
@@ -289,3 +343,16 @@ def latency_stats(latencies_s: list[float]) -> LatencyStats:
         return LatencyStats()
     values = np.asarray(latencies_s, dtype=float)
     return LatencyStats(len(values), float(np.median(values)), float(np.percentile(values, 95)), list(latencies_s))
+
+
+def latency_split(replies: list[TurnReply]) -> dict[str, int | float]:
+    """Count, median and p95 of per-turn latency over all turns, silent (`NO REPLY`) turns and
+    spoken ones: with the `NO REPLY` draft the two cost differently, and one median hides both."""
+    out: dict[str, int | float] = {}
+    groups = (("", replies), ("silent_", [r for r in replies if r.silent]),
+              ("spoken_", [r for r in replies if not r.silent]))
+    for name, chosen in groups:
+        stats = latency_stats([r.latency_s for r in chosen])
+        out |= {f"{name}turns": stats.count, f"{name}latency_median_s": stats.median_s,
+                f"{name}latency_p95_s": stats.p95_s}
+    return out

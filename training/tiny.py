@@ -93,3 +93,24 @@ def save_tiny_checkpoint(texts: Iterable[str], out_dir: str | Path, seed: int = 
     model.save_pretrained(out)
     Qwen2VLImageProcessorPil().save_pretrained(out)
     return out
+
+
+def add_next_token_bias(model, bias: dict[int, dict[int, float]]):
+    """Add `bias[previous][next]` to the logits after every `previous` token (a bigram prior on top
+    of the random model), so a tiny model can be made to say `NO REPLY` some of the time, as a
+    trained one does, where the random one never would. Returns the hook handle (`.remove()`)."""
+    import torch
+
+    vocab = model.config.get_text_config().vocab_size
+    table = torch.zeros(vocab, vocab)
+    for previous, nexts in bias.items():
+        for token, value in nexts.items():
+            table[previous, token] += value
+
+    def hook(module, args, kwargs, output):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        kept = output.logits.shape[1]  # the last `logits_to_keep` positions, or all of them
+        output.logits = output.logits + table.to(output.logits.device, output.logits.dtype)[ids[:, -kept:]]
+        return output
+
+    return model.register_forward_hook(hook, with_kwargs=True)

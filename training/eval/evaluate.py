@@ -14,6 +14,9 @@ the first turn at or after their time. It is streamed turn by turn with the KV c
 instead: each turn's listed frame files (paths relative to `--frames-root`, default the file's
 folder), `skip_inference` turns fed without a reply, `must_reply` turns forced to start with
 `I must reply.`; a turn's time is its last frame's index times `--seconds-per-frame`.
+Per-turn decision latency is split into silent (`NO REPLY`) and spoken turns. `NO REPLY` is verified
+as a draft in the turn's own forward (`training.streaming`, same greedy outputs); `--no-draft` turns
+it off.
 
 One prediction line per question id, `{question_id, model_response_list: [{role, content, time}]}`
 with `NO REPLY` turns removed, is appended and flushed as soon as it is done, under the ORIGINAL
@@ -59,8 +62,9 @@ from training.eval.proactive_format import (
 from training.streaming import (
     StreamConfig,
     StreamTurn,
+    TurnReply,
     episode_stream_turns,
-    latency_stats,
+    latency_split,
     stream_turns,
 )
 
@@ -73,6 +77,7 @@ class EvalConfig(BaseModel):
     max_pixels: int = Field(128 * 28 * 28, ge=56 * 56)  # FACTS.md: 128 visual tokens per frame
     max_new_tokens_per_turn: int = Field(100, ge=1)  # FACTS.md: at most 100 new tokens per turn
     system_prompt: str = DEFAULT_SYSTEM_PROMPT  # FACTS.md system prompt gist
+    draft_no_reply: bool = True  # verify `NO REPLY` in the turn's own forward (same outputs, faster silence)
 
 
 def latency_path(out: Path) -> Path:
@@ -121,8 +126,8 @@ def done_question_ids(out: Path) -> set[str]:
 
 
 def predict_record(record: GoldRecord, video: Path, model, renderer: TurnRenderer, image_processor,
-                   cfg: EvalConfig) -> tuple[dict, list[float]] | Skip:
-    """One prediction line and the per-turn latencies of one gold record, or why it was skipped."""
+                   cfg: EvalConfig) -> tuple[dict, list[TurnReply]] | Skip:
+    """One prediction line and the streamed turns (latencies) of one gold record, or why it was skipped."""
     from curation.video.frames import decode_frames, frame_timeline  # the one frame decoder
 
     try:
@@ -139,13 +144,14 @@ def predict_record(record: GoldRecord, video: Path, model, renderer: TurnRendere
     if isinstance(frames, Skip):
         return frames
     result = stream_turns(model, renderer, image_processor, episode_stream_turns(episode, frames),
-                          StreamConfig(max_new_tokens_per_turn=cfg.max_new_tokens_per_turn))
+                          StreamConfig(max_new_tokens_per_turn=cfg.max_new_tokens_per_turn,
+                                       draft_no_reply=cfg.draft_no_reply))
     line = prediction_line(record.question_id, [(t.time_s, t.text) for t in result.turns if t.text])
-    return line, [t.latency_s for t in result.turns]
+    return line, result.turns
 
 
 def predict_frame_input(record: FrameInputRecord, frames_root: Path, model, renderer: TurnRenderer,
-                        image_processor, cfg: EvalConfig) -> tuple[dict, list[float]] | Skip:
+                        image_processor, cfg: EvalConfig) -> tuple[dict, list[TurnReply]] | Skip:
     """One prediction line from a frame-input record: its frame files fed turn by turn."""
     paths = [resolve_frame(frames_root, p) for turn in record.turns for p in turn.images]
     frames = load_frame_files(paths, cfg.max_pixels)
@@ -158,9 +164,10 @@ def predict_frame_input(record: FrameInputRecord, frames_root: Path, model, rend
                                 must_reply=turn.must_reply, skip_inference=turn.skip_inference))
         at += n
     result = stream_turns(model, renderer, image_processor, turns,
-                          StreamConfig(max_new_tokens_per_turn=cfg.max_new_tokens_per_turn))
+                          StreamConfig(max_new_tokens_per_turn=cfg.max_new_tokens_per_turn,
+                                       draft_no_reply=cfg.draft_no_reply))
     line = prediction_line(record.question_id, [(t.time_s, t.text) for t in result.turns if t.text])
-    return line, [t.latency_s for t in result.turns]
+    return line, result.turns
 
 
 def evaluate(gold: list[GoldRecord] | list[FrameInputRecord], videos_dir: Path, out: Path, model,
@@ -170,7 +177,7 @@ def evaluate(gold: list[GoldRecord] | list[FrameInputRecord], videos_dir: Path, 
     done = done_question_ids(out)
     index = {} if gold and isinstance(gold[0], FrameInputRecord) else index_videos(videos_dir.resolve())
     skipped: Counter[str] = Counter()
-    latencies: list[float] = []
+    turns: list[TurnReply] = []
     written = resumed = 0
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("a", encoding="utf-8") as sink:
@@ -188,15 +195,13 @@ def evaluate(gold: list[GoldRecord] | list[FrameInputRecord], videos_dir: Path, 
                 skipped[got.reason] += 1
                 print(f"skip {record.question_id}: {got.reason} ({got.detail})", file=sys.stderr)
                 continue
-            line, turn_latencies = got
+            line, record_turns = got
             sink.write(json.dumps(line, ensure_ascii=False) + "\n")
             sink.flush()
             done.add(record.question_id)
-            latencies += turn_latencies
+            turns += record_turns
             written += 1
-    stats = latency_stats(latencies)
-    return {"written": written, "already_done": resumed, "skipped": dict(skipped),
-            "turns": stats.count, "latency_median_s": stats.median_s, "latency_p95_s": stats.p95_s}
+    return {"written": written, "already_done": resumed, "skipped": dict(skipped), **latency_split(turns)}
 
 
 def load_everything(args, gold: list[GoldRecord], cfg: EvalConfig):
@@ -239,13 +244,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-frames", type=int, default=defaults.max_frames)
     parser.add_argument("--max-pixels", type=int, default=defaults.max_pixels)
     parser.add_argument("--max-new-tokens-per-turn", type=int, default=defaults.max_new_tokens_per_turn)
+    parser.add_argument("--no-draft", action="store_true",
+                        help="decode NO REPLY token by token instead of verifying it in one forward")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
 
 
 def main(args: argparse.Namespace) -> int:
     try:
         cfg = EvalConfig(seconds_per_frame=args.seconds_per_frame, max_frames=args.max_frames,
-                         max_pixels=args.max_pixels, max_new_tokens_per_turn=args.max_new_tokens_per_turn)
+                         max_pixels=args.max_pixels, max_new_tokens_per_turn=args.max_new_tokens_per_turn,
+                         draft_no_reply=not args.no_draft)
         if args.frame_input is not None:
             records = read_frame_input(args.frame_input)
             root = args.frames_root or args.frame_input.parent
@@ -263,6 +271,8 @@ def main(args: argparse.Namespace) -> int:
                                       encoding="utf-8")
     print(f"{summary['written']} written, {summary['already_done']} already done, skipped {summary['skipped']}; "
           f"per-turn decision latency over {summary['turns']} turns: median {summary['latency_median_s'] * 1e3:.1f} ms, "
-          f"p95 {summary['latency_p95_s'] * 1e3:.1f} ms")
+          f"p95 {summary['latency_p95_s'] * 1e3:.1f} ms; silent {summary['silent_turns']} turns, median "
+          f"{summary['silent_latency_median_s'] * 1e3:.1f} ms; spoken {summary['spoken_turns']} turns, median "
+          f"{summary['spoken_latency_median_s'] * 1e3:.1f} ms")
     print(json.dumps(summary))
     return 0

@@ -110,6 +110,7 @@ class GRPOConfig(BaseModel):
     rollouts_per_episode: int = Field(4, ge=2)  # FACTS.md: 4 rollouts per prompt
     temperature: float = Field(1.2, gt=0)  # FACTS.md: temperature 1.2
     top_k: int = Field(10, ge=0)  # FACTS.md: top-k 10 (0 = off)
+    draft_no_reply: bool = True  # rollouts verify `NO REPLY` in one forward (same samples; training.streaming)
     max_new_tokens_per_turn: int = Field(100, ge=1)  # FACTS.md: at most 100 new tokens per turn
     learning_rate: float = Field(1e-6, gt=0)  # FACTS.md: RL lr 1e-6
     kl_coef: float = Field(0.0, ge=0)  # FACTS.md: KL loss off; 0.005 (low-var KL) when on
@@ -227,7 +228,8 @@ def collect_rollouts(cfg: GRPOConfig, accelerator, model, bits: ProcessorBits, i
         episode, frames, context_turns, scored, earlier = prepared
         rcfg = RolloutConfig(n=1 if greedy else cfg.rollouts_per_episode, temperature=0.0 if greedy else cfg.temperature,
                              top_k=cfg.top_k, max_new_tokens_per_turn=cfg.max_new_tokens_per_turn,
-                             context_turns=context_turns, seed=cfg.seed * 1_000_003 + step * 1_009 + index)
+                             context_turns=context_turns, seed=cfg.seed * 1_000_003 + step * 1_009 + index,
+                             draft_no_reply=cfg.draft_no_reply)
         with full_weights(accelerator, model):
             group = rollout_group(accelerator.unwrap_model(model), bits, episode, rcfg, frames)
         if isinstance(group, Skip):

@@ -1,7 +1,8 @@
 """GRPO rollouts: a group of `n` streamed episodes per prompt, and the log-probs the trainer needs.
 
 The HF backend streams each rollout with `training.streaming` (KV cache kept across turns, one
-reply per user turn, the cap closing a reply in its own turn). Every `Rollout` carries the whole
+reply per user turn, the cap closing a reply in its own turn, a `NO REPLY` verified as a draft in
+the turn's own forward unless `draft_no_reply=False`: the same sampled tokens either way). Every `Rollout` carries the whole
 conversation as one token sequence with its M-RoPE positions, images, the mask of sampled tokens
 and their log-probs at sampling time, so `token_logprobs` recomputes them with the same positions
 (FACTS.md: the public trainer used 1-D positions where the rollout engine used 3-D ones).
@@ -41,10 +42,11 @@ class RolloutConfig(BaseModel):
     max_new_tokens_per_turn: int = Field(100, ge=1)  # FACTS.md: at most 100 new tokens per turn
     context_turns: int = Field(0, ge=0)  # leading turns fed with their reference replies (RL context)
     seed: int = 0
+    draft_no_reply: bool = True  # `NO REPLY` verified in the turn's own forward; same tokens (training.streaming)
 
     def stream_config(self) -> StreamConfig:
         return StreamConfig(max_new_tokens_per_turn=self.max_new_tokens_per_turn, temperature=self.temperature,
-                            top_k=self.top_k)
+                            top_k=self.top_k, draft_no_reply=self.draft_no_reply)
 
 
 @dataclass(frozen=True)
