@@ -94,7 +94,8 @@ def test_page_loads_clean_and_lists_every_video_and_quarantined_item(viewer, bro
     if os.environ.get("VIEWER_SCREENSHOT"):  # how docs/viewer.png was taken
         open_video(page, VIDEO)
         page.click(f"#detail .bar.answer[data-question-id='{viewer['predicted']['question_id']}']")
-        page.wait_for_function("() => !document.querySelector('#detail video').seeking")
+        page.wait_for_function("() => { const v = document.querySelector('#detail video'); return !v.seeking && v.readyState >= 2; }")
+        page.wait_for_timeout(500)  # lets the player's loading overlay fade before the picture
         page.screenshot(path=os.environ["VIEWER_SCREENSHOT"], full_page=True)
     page.close()
     assert problems == []
@@ -225,3 +226,4 @@ def test_page_data_question_ids_match_the_corpus(viewer):
     assert question_ids_of(page) == {t["question_id"] for d in dialogues for t in d["user_turns"]}
     bikes = next(v for v in page["videos"] if v["video_id"] == VIDEO)
     assert bikes["src"] == "videos/bikes.mp4" and bikes["no_player"] is None
+    assert "python -m curation.viewer" in (viewer["corpus"] / "README.md").read_text(encoding="utf-8")

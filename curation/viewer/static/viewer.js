@@ -109,7 +109,7 @@
     const table = document.getElementById("video-list");
     const head = table.tHead;
     head.replaceChildren(el("tr", {}, ...["video", "source", "split", "length", "dialogues", "quarantine"]
-      .concat(predictions ? ["predicted"] : []).map((h) => el("th", { text: h }))));
+      .concat(predictions ? ["pred."] : []).map((h) => el("th", { text: h }))));
     const body = table.tBodies[0];
     body.replaceChildren();
     page.videos.forEach((video, i) => {
