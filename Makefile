@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: sample test test-all lint bench install integration
+.PHONY: sample test test-all lint bench install integration chromium
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,8 +20,16 @@ install: $(STAMP)
 sample: $(STAMP)
 	$(PY) -m flows.build_corpus --config samples/sample.yaml
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(PY) -m pytest -m "not integration" -q
+
+# tests/test_viewer.py drives a real headless Chromium (Debian's package, never a download by
+# Playwright): installed here when missing and run as root, as in CI, so the test runs, not skips.
+chromium:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get update -q && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; } || \
+	  echo "chromium is missing: apt-get install -y chromium (tests/test_viewer.py needs it)"
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -125,6 +125,14 @@ def _loading_section(header: dict[str, Any]) -> list[str]:
             "`index.json` lists every shard with its rows, bytes and sha256.", ""]
 
 
+def _viewer_section() -> list[str]:
+    return ["## Viewing", "",
+            "To watch each video with its questions and reference answers on a timeline, and to "
+            "browse the quarantine with its reasons, write the offline viewer page with the "
+            "proactive-video toolkit: `python -m curation.viewer path/to/corpus --out viewer/`, then "
+            "open `viewer/index.html`.", ""]
+
+
 def render_card(corpus_root: Path, index: dict[str, Any], summary: dict[str, Any], llm_backend: str,
                 stats: dict[str, Any], figures: list[str]) -> str:
     header = card_header(corpus_root, index, stats)
@@ -141,6 +149,7 @@ def render_card(corpus_root: Path, index: dict[str, Any], summary: dict[str, Any
     body += _stats_section(stats, figures)
     body += _quarantine_section(summary, stats)
     body += _loading_section(header)
+    body += _viewer_section()
     front = yaml.safe_dump(header, sort_keys=False, allow_unicode=True, width=1000)
     return f"---\n{front}---\n\n" + "\n".join(body)
 

@@ -1,0 +1,49 @@
+"""`python -m curation.viewer CORPUS --out DIR [--predictions FILE]`: write the corpus viewer page."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from curation.corpus.shards import CorpusError
+from curation.viewer.page_data import (
+    ViewerConfig,
+    corpus_page_data,
+    question_ids_of,
+    read_predictions,
+)
+from curation.viewer.render import write_page
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m curation.viewer", description=__doc__.splitlines()[0])
+    parser.add_argument("corpus", type=Path, help="corpus folder (the one holding index.json)")
+    parser.add_argument("--out", type=Path, required=True, help="folder to write index.html into")
+    parser.add_argument("--predictions", type=Path, default=None,
+                        help="an `eval` prediction JSONL to lay against the references")
+    parser.add_argument("--max-videos", type=int, default=ViewerConfig().max_videos)
+    args = parser.parse_args(argv)
+    try:
+        page = corpus_page_data(args.corpus, args.out, ViewerConfig(max_videos=args.max_videos))
+    except CorpusError as error:
+        print(error, file=sys.stderr)
+        return 2
+    if args.predictions is not None:
+        if not args.predictions.is_file():
+            print(f"no such prediction file: {args.predictions}", file=sys.stderr)
+            return 2
+        page["predictions"] = read_predictions(args.predictions, question_ids_of(page))
+        counts = page["predictions"]["skip_counts"]
+        if counts or page["predictions"]["unmatched_questions"]:
+            print(f"predictions: skipped {counts or 'none'}; "
+                  f"{len(page['predictions']['unmatched_questions'])} question id(s) not in this corpus",
+                  file=sys.stderr)
+    path = write_page(page, args.out)
+    corpus = page["corpus"]
+    print(f"{path}: {corpus['videos_shown']} of {corpus['videos_total']} videos; open it in a browser")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
