@@ -21,12 +21,29 @@ QUIET_DEFAULTS = {
 }
 
 
+class DropDocsHint(logging.Filter):
+    """Keeps "Starting temporary server on ..." (it explains the wait) and drops the docs link
+    Prefect appends to it on every run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and "\nSee https://www.prefect.io" in record.msg:
+            record.msg = record.msg.split("\nSee ", 1)[0]
+        return True
+
+
 def quiet_prefect() -> None:
     for key, value in QUIET_DEFAULTS.items():
         os.environ.setdefault(key, value)
     for name in ("prefect.server", "prefect._internal", "uvicorn", "uvicorn.error", "docket",
                  "prefect.server.events", "prefect.server.services"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
+    # "Still processing items" at shutdown: the events client draining its queue, nothing to act on.
+    logging.getLogger("EventsWorker").setLevel(logging.ERROR)
+    # The temporary server's start message is logged on the "prefect" logger itself (a logger's
+    # filters see only its own records, so this touches nothing else).
+    root = logging.getLogger("prefect")
+    if not any(isinstance(f, DropDocsHint) for f in root.filters):
+        root.addFilter(DropDocsHint())
 
 
 quiet_prefect()

@@ -26,6 +26,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from curation.skips import Skip
+from schemas.cli import UsageError
 from training.data.chat_template import DEFAULT_SYSTEM_PROMPT, TurnRenderer
 from training.data.episodes import STAGE, EpisodeConfig, build_episode, decode_episode_frames
 from training.eval.proactive_format import GoldRecord, gold_to_dialogue, prediction_line, read_gold
@@ -184,8 +185,7 @@ def main(args: argparse.Namespace) -> int:
                          max_pixels=args.max_pixels, max_new_tokens_per_turn=args.max_new_tokens_per_turn)
         gold = read_gold(args.data)
     except (ValidationError, ValueError, OSError) as error:
-        print(f"eval: {error}", file=sys.stderr)
-        return 2
+        raise UsageError(f"eval: {error}", "check --data and the frame options") from None
     model, renderer, image_processor = load_everything(args, gold, cfg)
     summary = evaluate(gold, args.videos, args.out, model, renderer, image_processor, cfg)
     latency_path(args.out).write_text(json.dumps({**summary, "config": cfg.model_dump()}, indent=2) + "\n",
