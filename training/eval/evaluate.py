@@ -120,8 +120,12 @@ def evaluate(gold: list[GoldRecord], videos_dir: Path, out: Path, model, rendere
     latencies: list[float] = []
     written = resumed = 0
     out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("a", encoding="utf-8") as sink:
-        for record in gold:
+    from tqdm.auto import tqdm
+
+    # Questions, turns and the running latency while it streams (a question takes seconds to minutes).
+    bar = tqdm(gold, desc="eval", unit="question", dynamic_ncols=True)
+    with out.open("a", encoding="utf-8") as sink, bar:
+        for record in bar:
             if record.question_id in done:
                 resumed += 1
                 continue
@@ -130,7 +134,7 @@ def evaluate(gold: list[GoldRecord], videos_dir: Path, out: Path, model, rendere
                 record, video, model, renderer, image_processor, cfg)
             if isinstance(got, Skip):
                 skipped[got.reason] += 1
-                print(f"skip {record.question_id}: {got.reason} ({got.detail})", file=sys.stderr)
+                bar.write(f"skip {record.question_id}: {got.reason} ({got.detail})", file=sys.stderr)
                 continue
             line, turn_latencies = got
             sink.write(json.dumps(line, ensure_ascii=False) + "\n")
@@ -138,6 +142,9 @@ def evaluate(gold: list[GoldRecord], videos_dir: Path, out: Path, model, rendere
             done.add(record.question_id)
             latencies += turn_latencies
             written += 1
+            running = latency_stats(latencies)
+            bar.set_postfix_str(f"{running.count} turns, latency median {running.median_s * 1e3:.0f} ms "
+                                f"p95 {running.p95_s * 1e3:.0f} ms, {sum(skipped.values())} skipped")
     stats = latency_stats(latencies)
     return {"written": written, "already_done": resumed, "skipped": dict(skipped),
             "turns": stats.count, "latency_median_s": stats.median_s, "latency_p95_s": stats.p95_s}
