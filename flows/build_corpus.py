@@ -42,6 +42,7 @@ from curation.corpus.shards import build_shards, publish
 from curation.llm.client import LLMClient, LLMConfig
 from curation.manifest import ManifestRow, read_manifest
 from flows.progress import RunProgress
+from flows.quiet import quiet_prefect_handlers
 from flows.summary import RunSummary
 from flows.video_pipeline import OUTPUT_REFUSED, Limits, PipelineContext, run_video
 from schemas.cli import UsageError, add_cli_flags, run_cli
@@ -270,6 +271,7 @@ def _main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     overrides = parse_overrides(args.set)
     check_config(args.config, overrides or None)
+    quiet_prefect_handlers()
     data = build_corpus(config=args.config, overrides=overrides or None)
     refused = data.get("output_refused")
     if refused:
