@@ -29,10 +29,11 @@ class RunProgress:
         self._lock = threading.Lock()
         self.done = self.failed = self.in_flight = 0
         self._progress = Progress(
-            TextColumn("[bold]build-corpus"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("[green]{task.fields[done]} with dialogues [yellow]{task.fields[failed]} quarantined "
-                       "[cyan]{task.fields[in_flight]} in flight"),
-            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+            # Fits 80 columns: rich cuts a wider line (a pipe or CI log is 80 wide).
+            TextColumn("[bold]build-corpus"), BarColumn(bar_width=16), MofNCompleteColumn(),
+            TextColumn("[green]{task.fields[done]} ok [yellow]{task.fields[failed]} quarantined "
+                       "[cyan]{task.fields[in_flight]} running"),
+            TimeElapsedColumn(), TimeRemainingColumn(),
             console=console, transient=False,
         )
         self._task = self._progress.add_task("videos", total=total, done=0, failed=0, in_flight=0)
