@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: sample test test-all lint bench install integration chromium
+.PHONY: sample test test-all lint bench install integration chromium notebook
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,19 @@ install: $(STAMP)
 
 sample: $(STAMP)
 	$(PY) -m flows.build_corpus --config samples/sample.yaml
+
+# The data-QA notebook on the sample corpus: installs JupyterLab (the `notebook` extra) into .venv,
+# builds ./corpus if it is not there, and opens the notebook; Ctrl-C twice stops the server.
+NOTEBOOK_STAMP := $(VENV)/.notebook-$(shell sha1sum pyproject.toml | cut -c1-12)
+$(NOTEBOOK_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e ".[train,dev,notebook]"
+	rm -f $(VENV)/.notebook-* && touch $(NOTEBOOK_STAMP)
+
+corpus/index.json: | $(STAMP)
+	$(PY) -m flows.build_corpus --config samples/sample.yaml
+
+notebook: $(NOTEBOOK_STAMP) corpus/index.json
+	CORPUS=$(CURDIR)/corpus $(VENV)/bin/jupyter lab notebooks/data_qa.ipynb
 
 test: $(STAMP) chromium
 	$(PY) -m pytest -m "not integration" -q

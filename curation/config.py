@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from curation.corpus.shards import ShardConfig
 from curation.llm.client import LLMConfig
@@ -24,6 +24,7 @@ from curation.video.acquire import AcquireConfig
 from curation.video.frames import FrameConfig
 from curation.video.probe import AdmissionConfig
 from curation.video.scenes import SceneConfig
+from schemas.cli import UsageError, config_error
 from schemas.records import SCHEMA_VERSION
 
 PIPELINE_VERSION = "1"  # bump when a stage's output changes for the same config
@@ -118,7 +119,12 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any] | None) -> d
         *parents, leaf = dotted.split(".")
         for key in parents:
             node = node.setdefault(key, {})
-        node[leaf] = yaml.safe_load(value) if isinstance(value, str) else value
+            if not isinstance(node, dict):
+                raise UsageError(f"override {dotted}: {key} is a value, not a section")
+        try:
+            node[leaf] = yaml.safe_load(value) if isinstance(value, str) else value
+        except yaml.YAMLError:
+            raise UsageError(f"override {dotted}: {value!r} is not a YAML value") from None
     return data
 
 
@@ -128,15 +134,35 @@ def _resolve(base: Path, value: str | None) -> str | None:
     return str((base / value).resolve())
 
 
+def read_yaml_config(path: str | Path) -> dict[str, Any]:
+    """A config file's mapping; a missing or malformed file is the user's to fix (UsageError)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"config file {path} not found", "pass an existing YAML file to --config, "
+                         "e.g. samples/sample.yaml")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise UsageError(f"config file {path} is not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"config file {path} must hold a mapping of keys to values")
+    return data
+
+
 def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> CorpusConfig:
+    """Validated before anything starts: a bad key or value is a UsageError naming it."""
     data: dict[str, Any] = {}
     base = Path.cwd()
+    source = "overrides"
     if path is not None:
-        path = Path(path)
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        base = path.resolve().parent
+        data = read_yaml_config(path)
+        base = Path(path).resolve().parent
+        source = f"config {path}"
     data = apply_overrides(data, overrides)
-    config = CorpusConfig.model_validate(data)
+    try:
+        config = CorpusConfig.model_validate(data)
+    except ValidationError as error:
+        raise config_error(error, CorpusConfig, source) from None
     # Paths from the file are relative to the file; the LLM cache defaults into the corpus.
     update: dict[str, Any] = {"manifest": _resolve(base, config.manifest),
                               "output_dir": _resolve(base, config.output_dir)}

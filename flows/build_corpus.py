@@ -53,10 +53,12 @@ from curation.manifest import ManifestRow, read_manifest
 from curation.skips import Skip
 from curation.watchdog import STOP
 from flows.progress import RunProgress
+from flows.quiet import quiet_prefect_handlers
 from flows.stopping import stop_on_signals
 from flows.summary import RunSummary
 from flows.video_pipeline import OUTPUT_REFUSED, Limits, PipelineContext
 from flows.video_pool import run_videos
+from schemas.cli import UsageError, add_cli_flags, run_cli
 from schemas.records import Quarantine
 
 # Reasons worth another try on a re-run: the cause may be gone (a server back up, a bug fixed).
@@ -208,8 +210,9 @@ def _run(config: CorpusConfig, console: Console) -> dict[str, Any]:
         previous = catalogue.get(row.video_id)
         if previous is None or not is_final(previous, fingerprint):
             todo.append(row)
-    logger.info("%d manifest rows, %d to process, %d already finished", len(rows), len(todo),
-                len(rows) - len(todo))
+    # Counted as the summary counts ("items"): quarantined manifest rows are items too.
+    logger.info("%d manifest items: %d quarantined at the manifest, %d to process, %d already finished",
+                len(rows) + len(read.skips), len(read.skips), len(todo), len(rows) - len(todo))
     run_token = write_run_marker(corpus_root)
 
     batches = [todo[i: i + config.batch_size] for i in range(0, len(todo), config.batch_size)]
@@ -289,13 +292,39 @@ def _run_batches(config_json: str) -> dict[str, Any]:
     return _run(CorpusConfig.model_validate_json(config_json), Console(stderr=True))
 
 
+def check_config(config: str, overrides: dict[str, Any] | None) -> CorpusConfig:
+    """The config and its manifest, checked before Prefect's server starts (a typo costs no wait)."""
+    cfg = load_config(config, overrides)
+    manifest = Path(cfg.manifest)
+    if not manifest.is_file():
+        raise UsageError(f"manifest {manifest} not found",
+                         "point `manifest:` in the config, or --set manifest=PATH, at a .jsonl, .csv or .parquet file")
+    if manifest.suffix.lower() not in (".jsonl", ".csv", ".parquet"):
+        raise UsageError(f"manifest {manifest} must be .jsonl, .csv or .parquet")
+    return cfg
+
+
+def parse_overrides(items: list[str]) -> dict[str, str]:
+    bad = [item for item in items if "=" not in item]
+    if bad:
+        raise UsageError(f"--set {bad[0]} is not KEY=VALUE", "e.g. --set limit=10")
+    return dict(item.split("=", 1) for item in items)
+
+
 def main(argv: list[str] | None = None) -> int:
+    return run_cli(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m flows.build_corpus", description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="samples/sample.yaml")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set llm.model=Qwen/Qwen2.5-72B-Instruct")
+    add_cli_flags(parser)
     args = parser.parse_args(argv)
-    overrides = dict(item.split("=", 1) for item in args.set)
+    overrides = parse_overrides(args.set)
+    check_config(args.config, overrides or None)
+    quiet_prefect_handlers()
     data = build_corpus(config=args.config, overrides=overrides or None)
     if data.get("interrupted"):
         print(f"build-corpus stopped by {data['interrupted']}: finished videos are kept; run the same command "

@@ -12,14 +12,26 @@ import flows.quiet  # noqa: F401  (must precede the Prefect import)
 # isort: split
 
 import argparse
+import contextlib
 import sys
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 
 from curation.corpus.hub_upload import HubPushError, plan_upload, push_corpus
+from schemas.cli import UsageError, add_cli_flags, run_cli
 
 LOGGED_FILES = 100  # the log names this many; the plan artifact lists every file
 
@@ -30,6 +42,15 @@ def plan_markdown(corpus: str, repo_id: str, items: list) -> str:
              "are never sent)", "", "| file | bytes | sha256 |", "|---|---|---|"]
     lines += [f"| `{i.path_in_repo}` | {i.bytes} | `{i.sha256[:12]}` |" for i in items]
     return "\n".join(lines) + "\n"
+
+
+@contextlib.contextmanager
+def upload_progress(total_bytes: int, disable: bool):
+    """Bytes committed so far, with rate and ETA (huggingface_hub's own per-file bars are off)."""
+    bar = Progress(TextColumn("[bold]push-to-hub"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                   TimeRemainingColumn(), console=Console(stderr=True), disable=disable)
+    with bar:
+        yield bar, bar.add_task("upload", total=total_bytes)
 
 
 @flow(name="push-to-hub", log_prints=True)
@@ -47,11 +68,15 @@ def push_to_hub(corpus: str, repo_id: str, private: bool = True, dry_run: bool =
     create_markdown_artifact(key="push-to-hub-plan", markdown=plan_markdown(corpus, repo_id, items),
                              description="Files the push would send")
 
-    def on_commit(number: int, paths: list[str]) -> None:
-        logger.info("committed chunk %d: %d files", number, len(paths))
+    sizes = {i.path_in_repo: i.bytes for i in items}
+    with upload_progress(sum(sizes.values()), disable=dry_run) as (bar, task):
+        def on_commit(number: int, paths: list[str]) -> None:
+            logger.info("committed chunk %d: %d files", number, len(paths))
+            bar.update(task, advance=sum(sizes.get(p, 0) for p in paths))
 
-    report = push_corpus(corpus, repo_id, private=private, revision=revision, dry_run=dry_run,
-                         endpoint=endpoint, delete_stale=delete_stale, on_commit=on_commit)
+        report = push_corpus(corpus, repo_id, private=private, revision=revision, dry_run=dry_run,
+                             endpoint=endpoint, delete_stale=delete_stale, on_commit=on_commit)
+        bar.update(task, completed=sum(sizes.values()))  # files already on the Hub count as sent
     verb = "would upload" if dry_run else "uploaded"
     logger.info("%s %d files (%d bytes); %d already on the Hub with the same content%s", verb,
                 len(report.uploaded), report.bytes, len(report.skipped_same),
@@ -65,6 +90,10 @@ def push_to_hub(corpus: str, repo_id: str, private: bool = True, dry_run: bool =
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_cli(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m flows.push_to_hub", description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", required=True, help="corpus folder (with index.json)")
     parser.add_argument("--repo-id", "--repo", dest="repo_id", required=True, help="dataset repo, e.g. USER/proactive-video")
@@ -74,13 +103,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-stale", action="store_true",
                         help="keep data/ and figures/ files on the Hub that this build does not have")
     parser.add_argument("--endpoint", default=None, help="Hub URL (default: huggingface_hub's, HF_ENDPOINT)")
+    add_cli_flags(parser)
     args = parser.parse_args(argv)
+    if not (Path(args.corpus) / "index.json").is_file():  # before Prefect's server starts
+        raise UsageError(f"{args.corpus}: no index.json", "build the corpus first, e.g. make sample, or fix --corpus")
     try:
         report = push_to_hub(corpus=args.corpus, repo_id=args.repo_id, private=not args.public,
                              dry_run=args.dry_run, revision=args.revision, endpoint=args.endpoint,
                              delete_stale=not args.keep_stale)
-    except (HubPushError, FileNotFoundError) as error:
-        print(f"push-to-hub: {error}", file=sys.stderr)
+    except HubPushError as error:  # the Hub's failure, not a usage mistake: exit 1, one line
+        print(f"error: push-to-hub: {' '.join(str(error).split())}", file=sys.stderr)
         return 1
     verb = "would upload" if report["dry_run"] else "uploaded"
     print(f"{verb} {len(report['uploaded'])} files ({report['bytes']} bytes), "

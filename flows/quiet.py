@@ -21,12 +21,51 @@ QUIET_DEFAULTS = {
 }
 
 
+class DropDocsHint(logging.Filter):
+    """Keeps "Starting temporary server on ..." (it explains the wait) and drops the docs link
+    Prefect appends to it on every run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and "\nSee https://www.prefect.io" in record.msg:
+            record.msg = record.msg.split("\nSee ", 1)[0]
+        return True
+
+
+class DropDisconnectTraceback(logging.Filter):
+    """A websocket that closed because the server stopped is worth the one warning line Prefect
+    writes ("... Switching to polling mode"), not the traceback under it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if error is not None and (type(error).__module__.startswith("websockets")
+                                  or isinstance(error, (ConnectionError, TimeoutError))):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def quiet_prefect_handlers() -> None:
+    """After Prefect set up its logging (its console handler sits on the root logger and a few
+    non-propagating ones): a filter on every handler, so it sees records from any logger."""
+    loggers = [logging.getLogger(), *(x for x in logging.Logger.manager.loggerDict.values()
+                                      if isinstance(x, logging.Logger))]
+    for handler in {id(h): h for x in loggers for h in x.handlers}.values():
+        if not any(isinstance(f, DropDisconnectTraceback) for f in handler.filters):
+            handler.addFilter(DropDisconnectTraceback())
+
+
 def quiet_prefect() -> None:
     for key, value in QUIET_DEFAULTS.items():
         os.environ.setdefault(key, value)
     for name in ("prefect.server", "prefect._internal", "uvicorn", "uvicorn.error", "docket",
                  "prefect.server.events", "prefect.server.services"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
+    # "Still processing items" at shutdown: the events client draining its queue, nothing to act on.
+    logging.getLogger("EventsWorker").setLevel(logging.ERROR)
+    # The temporary server's start message is logged on the "prefect" logger itself (a logger's
+    # filters see only its own records, so this touches nothing else).
+    root = logging.getLogger("prefect")
+    if not any(isinstance(f, DropDocsHint) for f in root.filters):
+        root.addFilter(DropDocsHint())
 
 
 quiet_prefect()

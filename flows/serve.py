@@ -1,5 +1,8 @@
 """Serve `build-corpus` and `push-to-hub` as deployments for `prefect deployment run`.
 
+Stop it with Ctrl-C before stopping the server: it pauses its deployments on the way out, which
+needs the server (stopped the other way round, it retries for a while before it exits).
+
     prefect server start                      # SQLite by default; PREFECT_SERVER_DATABASE_CONNECTION_URL for PostgreSQL
     PREFECT_API_URL=http://127.0.0.1:4200/api python -m flows.serve --name sample --config samples/sample.yaml
     prefect deployment run build-corpus/sample --param overrides='{"limit": 2}' --watch
@@ -12,26 +15,40 @@ import flows.quiet  # noqa: F401  (must precede the Prefect import)
 # isort: split
 
 import argparse
+import sys
 from pathlib import Path
 
 from prefect import serve
 
-from flows.build_corpus import build_corpus
+from flows.build_corpus import build_corpus, check_config
 from flows.push_to_hub import push_to_hub
+from flows.quiet import quiet_prefect_handlers
+from schemas.cli import add_cli_flags, run_cli
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m flows.serve")
     parser.add_argument("--name", default="sample", help="deployment name: build-corpus/<name>")
     parser.add_argument("--config", default="samples/sample.yaml",
                         help="default config for runs of this deployment (absolute path stored)")
+    add_cli_flags(parser)
     args = parser.parse_args(argv)
+    check_config(args.config, None)  # a deployment with a broken default config would fail every run
     config = str(Path(args.config).resolve())
-    serve(
-        build_corpus.to_deployment(name=args.name, parameters={"config": config}),
-        push_to_hub.to_deployment(name=args.name),
-    )
+    quiet_prefect_handlers()
+    try:
+        serve(
+            build_corpus.to_deployment(name=args.name, parameters={"config": config}),
+            push_to_hub.to_deployment(name=args.name),
+        )
+    except KeyboardInterrupt:  # Ctrl-C is how serving ends; Prefect has paused the deployments
+        print("serve: stopped", file=sys.stderr)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -7,15 +7,44 @@ import json
 import sys
 from pathlib import Path
 
+from schemas.cli import UsageError, add_cli_flags, run_cli
 from schemas.llm_output import LLM_OUTPUTS, json_schema
 from schemas.validate import validate_files
 
+RECORD_FILES = (".parquet", ".jsonl")
+HOW_CHECKED = """A Parquet shard is checked as the record type stamped in its schema metadata (the table that
+wrote it). A JSONL line is checked as its `table` key (videos, segments, scenes, dialogues,
+quarantine) when it has one, else by the id field it carries (dialogue_id, video_id, segment_id,
+item_id; scene_id means scenes). A folder is searched for *.parquet and *.jsonl files."""
+
+
+def record_files(paths: list[Path]) -> list[Path]:
+    """Files as given; a folder stands for every record file under it (sorted)."""
+    found: list[Path] = []
+    for path in paths:
+        if not path.exists():
+            raise UsageError(f"no such file or folder: {path}")
+        if path.is_dir():
+            inside = sorted(p for p in path.rglob("*") if p.suffix in RECORD_FILES and p.is_file())
+            if not inside:
+                raise UsageError(f"{path} holds no .parquet or .jsonl files")
+            found += inside
+        else:
+            found.append(path)
+    return found
+
 
 def main(argv: list[str] | None = None) -> int:
+    return run_cli(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m schemas")
     sub = parser.add_subparsers(dest="command", required=True)
-    check = sub.add_parser("validate", help="validate JSONL or Parquet files of corpus records")
-    check.add_argument("paths", nargs="+", type=Path)
+    check = sub.add_parser("validate", help="validate JSONL or Parquet files of corpus records",
+                           description=HOW_CHECKED, formatter_class=argparse.RawDescriptionHelpFormatter)
+    check.add_argument("paths", nargs="+", type=Path, help="files, or folders of them")
+    add_cli_flags(check)
     export = sub.add_parser("json-schema", help="print the JSON Schema of an LLM output type")
     export.add_argument("name", choices=sorted(LLM_OUTPUTS))
     args = parser.parse_args(argv)
@@ -23,11 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "json-schema":
         print(json.dumps(json_schema(args.name), indent=2))
         return 0
-    missing = [p for p in args.paths if not p.exists()]
-    if missing:
-        print(f"no such file: {', '.join(map(str, missing))}", file=sys.stderr)
-        return 2
-    total, problems = validate_files(args.paths)
+    total, problems = validate_files(record_files(args.paths))
     for problem in problems:
         print(problem)
     bad = len({p.record_id for p in problems})

@@ -120,6 +120,7 @@ def sample_corpus(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("sample") / "corpus"
     proc = build_sample_corpus(out)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    (out.parent / "build.stderr").write_text(proc.stderr)  # what a user saw: tests check it is quiet
     return out
 
 

@@ -52,6 +52,16 @@ def test_sample_build_writes_shards_index_quarantine_card(sample_corpus):
     assert summary["llm_usage_this_run"].get("calls", 0) > 0
 
 
+def test_the_sample_build_prints_no_traceback_and_no_error_line(sample_corpus):
+    stderr = (sample_corpus.parent / "build.stderr").read_text()
+    assert "build-corpus" in stderr  # the progress bar and summary are there: this is the real log
+    lines = stderr.splitlines()
+    assert not [x for x in lines if "Traceback" in x or "| ERROR" in x or x.startswith("ERROR")], stderr
+    for noise in ("See https://www.prefect.io", "Still processing items", "Failed to send telemetry"):
+        assert noise not in stderr
+    assert " failed " not in stderr  # the bar says quarantined, as the summary does
+
+
 def test_every_shard_passes_the_schema_validator(sample_corpus):
     paths = [str(sample_corpus / s["path"]) for s in _index(sample_corpus)["shards"]]
     proc = subprocess.run([sys.executable, "-m", "schemas", "validate", *paths], cwd=ROOT,

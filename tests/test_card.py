@@ -16,7 +16,7 @@ import yaml
 
 from curation.corpus.card import basic_stats, render_card, stats_of, write_dataset_card
 from curation.corpus.card_header import hub_features, licence_of, size_category
-from schemas import Quarantine, Scene, Segment
+from schemas import TABLES, Quarantine, Scene, Segment, arrow_schema
 from tests.conftest import dialogue_row
 from tests.sample_corpus import build_corpus, write_shard
 
@@ -140,7 +140,39 @@ def test_body_states_replay_provenance_quarantine_and_embeds_existing_figures(co
     figures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", card)
     assert len(figures) >= 5
     assert all((root / f).is_file() and not Path(f).is_absolute() for f in figures)
-    assert 'load_dataset("REPO_ID", "dialogues")' in card and "read_parquet(" in card
+    assert "REPO_ID" not in card and f'load_dataset("{root.name}", "dialogues")' in card
+    assert "read_parquet(" in card
+
+
+def test_the_card_explains_every_column_windows_citation_limitations_and_licences(corpus):
+    from curation.corpus.card_text import FIELDS, licence_link
+
+    root, _, card = corpus
+    for table, cls in TABLES.items():  # every stored column has a row in the field table
+        documented = {name for name, _ in FIELDS[table]}
+        assert set(stored_columns(arrow_schema(cls))) == documented, table
+    for name in ("reply_span", "evidence", "immediate", "provenance.parameters"):
+        assert f"| `{name}` |" in card or f"| `references[].{name}` |" in card
+    for heading in ("## How reply windows and `NO REPLY` work", "## Fields", "## Limitations and biases",
+                    "## Citation"):
+        assert heading in card
+    assert "@inproceedings{wang2026mmduet2" in card and "2507.09313" in card
+    assert "`train`" in card.split("## Quarantine")[1].split("##")[0]  # the split name readers see
+    assert licence_link("CC-BY-3.0 (Big Buck Bunny)") == "https://spdx.org/licenses/CC-BY-3.0.html"
+    assert licence_link("bought from a stock site") == ""
+
+
+def stored_columns(schema, prefix=""):
+    """Dotted column names as the card's field table writes them (`references[].answer`)."""
+    for field in schema:
+        kind, name = field.type, prefix + field.name
+        if pa.types.is_list(kind) and pa.types.is_struct(kind.value_type) and \
+                {f.name for f in kind.value_type} != {"key", "value"}:
+            yield from stored_columns(kind.value_type, name + "[].")
+        elif pa.types.is_struct(kind):
+            yield from stored_columns(kind, name + ".")
+        else:
+            yield name
 
 
 def test_the_card_says_nothing_about_replay_for_a_model_backend(corpus):

@@ -13,25 +13,50 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
+
+from curation.corpus.shards import read_index
+from schemas.cli import UsageError, config_error
 
 Config = TypeVar("Config", bound=BaseModel)
 
 
 def load_config(config_cls: type[Config], path: str | None, overrides: list[str], **flags: Any) -> Config:
-    """YAML/JSON file, then `--model`/`--preset` flags, then dotted `key=value` overrides."""
-    data = dict(yaml.safe_load(Path(path).read_text()) or {}) if path else {}
+    """YAML/JSON file, then `--model`/`--preset` flags, then dotted `key=value` overrides. A
+    missing file, a malformed override or an unknown key is a UsageError naming it."""
+    data: dict[str, Any] = {}
+    if path:
+        if not Path(path).is_file():
+            raise UsageError(f"config file {path} not found", "pass an existing YAML or JSON file to --config")
+        try:
+            data = dict(yaml.safe_load(Path(path).read_text()) or {})
+        except (yaml.YAMLError, ValueError, TypeError) as error:
+            raise UsageError(f"config file {path} is not a YAML mapping: {error}") from None
     data.update({k: v for k, v in flags.items() if v is not None})
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep:
-            raise ValueError(f"override {item!r} is not key=value")
+            raise UsageError(f"override {item!r} is not key=value", "e.g. max_steps=2")
         *parents, leaf = key.split(".")
         node = data
         for name in parents:
             node = node.setdefault(name, {})
-        node[leaf] = yaml.safe_load(value)
-    return config_cls.model_validate(data)
+            if not isinstance(node, dict):
+                raise UsageError(f"override {item!r}: {name} is a value, not a section")
+        try:
+            node[leaf] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise UsageError(f"override {item!r}: {value!r} is not a YAML value") from None
+    try:
+        return config_cls.model_validate(data)
+    except ValidationError as error:
+        source = f"config {path}" if path else "overrides"
+        raise config_error(error, config_cls, source) from None
+
+
+def require_corpus(corpus: str) -> None:
+    """Fail in the first second, not after the model loads, when the corpus is not there."""
+    read_index(corpus)
 
 
 def latest_checkpoint(output_dir: Path) -> Path | None:

@@ -11,6 +11,8 @@ import argparse
 import importlib
 import sys
 
+from schemas.cli import add_cli_flags, run_cli
+
 COMMANDS: dict[str, tuple[str, str]] = {
     "sft": ("training.sft", "supervised fine-tuning on streaming episodes"),
     "grpo": ("training.rl.grpo", "multi-turn GRPO with the PAUC reward"),
@@ -20,12 +22,19 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    """The error boundary around every subcommand: a usage mistake is one `error:` line, exit 2."""
+    from curation.corpus.shards import CorpusError
+
+    return run_cli(_main, argv, known=(CorpusError,))
+
+
+def _main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.run")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     chosen = next((a for a in argv if not a.startswith("-")), None)
     for name, (module_name, help_text) in COMMANDS.items():
         command = sub.add_parser(name, help=help_text, description=help_text)
+        add_cli_flags(command)
         if name == chosen:  # only the chosen command's module is imported
             module = importlib.import_module(module_name)
             module.add_arguments(command)

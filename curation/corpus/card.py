@@ -17,6 +17,13 @@ import pyarrow.parquet as pq
 import yaml
 
 from curation.corpus.card_header import TABLE_ORDER, card_header, licence_of, pipeline_version
+from curation.corpus.card_text import (
+    citation_section,
+    fields_section,
+    licence_link,
+    limitations_section,
+    windows_section,
+)
 from curation.corpus.figures import draw_figures
 from curation.corpus.stats import corpus_stats
 from schemas.records import SCHEMA_VERSION
@@ -71,8 +78,12 @@ def _licence_section(stats: dict[str, Any]) -> list[str]:
     else:
         lead = ("The source videos do not share one Hub licence id" if licence == "other"
                 else "No licence was recorded for the source videos")
-        lines.append(f"{lead}, so the card says `{licence}`. Videos per licence as recorded at acquisition:")
-        lines += ["", *_table([{"licence": k, "videos": v} for k, v in sorted(counts.items())])]
+        lines.append(f"{lead}, so the card says `{licence}`. Each video keeps its own licence; per "
+                     "source, as recorded in the manifest:")
+    rows = [{"source": r["source"], "licence": r["licence"], "videos": r["videos"],
+             "link": f"[{link.rsplit('/', 1)[-1].removesuffix('.html')}]({link})" if (link := licence_link(r["licence"])) else "-"}
+            for r in stats.get("videos_by_source_licence", [])]
+    lines += ["", *_table(rows)]
     lines += ["", "The video files themselves are not part of this dataset (their bytes are not ours "
               "to redistribute): the `videos` table lists each source `uri` and `sha256` so that "
               "users can fetch and verify them.", ""]
@@ -106,16 +117,22 @@ def _quarantine_section(summary: dict[str, Any], stats: dict[str, Any]) -> list[
     rows = sorted(rows, key=lambda r: (r["stage"], r["reason"], r["kind"]))
     return ["## Quarantine", "",
             "Items left out, by stage and reason (`error` = a crash, `skip` = a rule said no); "
-            "the rows are in the `quarantine` config.", "", *_table(rows), ""]
+            "the rows are in the `quarantine` config. Its files are named `all-*.parquet` (one split "
+            "for everything); `datasets` reserves the name `all`, so the config and "
+            "`load_dataset(..., \"quarantine\")` call that split `train`.", "", *_table(rows), ""]
 
 
-def _loading_section(header: dict[str, Any]) -> list[str]:
+def _loading_section(header: dict[str, Any], where: str) -> list[str]:
     first = next((c for c in header["configs"] if c.get("default")), header["configs"][0] if header["configs"] else None)
     glob = f"data/{first['config_name']}/*.parquet" if first else "data/dialogues/*.parquet"
-    return ["## Loading", "", "With `datasets` (one config per table; `dialogues` is the default):", "",
+    # The card is written before anyone pushes it, so it cannot know a Hub id: it names the local
+    # folder, which is what `load_dataset` takes too, and says what to put there after a push.
+    return ["## Loading", "", "With `datasets` (one config per table; `dialogues` is the default). "
+            f"`{where}` is this corpus's folder; after `python -m flows.push_to_hub --repo-id USER/NAME`, "
+            "pass that Hub id instead:", "",
             "```python", "from datasets import load_dataset",
-            'dialogues = load_dataset("REPO_ID", "dialogues")  # or a local copy: load_dataset("path/to/corpus", "dialogues")',
-            'videos = load_dataset("REPO_ID", "videos", split="train")', "```", "",
+            f'dialogues = load_dataset("{where}", "dialogues")',
+            f'videos = load_dataset("{where}", "videos", split="train")', "```", "",
             "Dict-valued columns (`videos.metadata`, `dialogues.provenance.parameters`) are lists "
             "of `{key, value}` entries, sorted by key.", "",
             "With DuckDB, straight from the Parquet files:", "", "```python", "import duckdb",
@@ -145,11 +162,15 @@ def render_card(corpus_root: Path, index: dict[str, Any], summary: dict[str, Any
             f"This build holds {counts.get('dialogues', 0)} dialogues over {counts.get('videos', 0)} "
             f"videos; {counts.get('quarantine', 0)} items were quarantined.", ""]
     body += _provenance(summary, llm_backend)
+    body += windows_section()
+    body += fields_section([c["config_name"] for c in header["configs"]])
     body += _licence_section(stats)
     body += _stats_section(stats, figures)
     body += _quarantine_section(summary, stats)
-    body += _loading_section(header)
+    body += _loading_section(header, corpus_root.name)
     body += _viewer_section()
+    body += limitations_section(replay=llm_backend == "replay")
+    body += citation_section()
     front = yaml.safe_dump(header, sort_keys=False, allow_unicode=True, width=1000)
     return f"---\n{front}---\n\n" + "\n".join(body)
 

@@ -149,4 +149,6 @@ def card_header(corpus_root: Path, index: dict[str, Any], stats: dict[str, Any])
     }
     if licence == "other":
         header["license_name"] = "mixed-per-video"
+        # The Hub asks for a link with `other`: the card's licence section lists each source's.
+        header["license_link"] = "README.md#licence"
     return header

@@ -10,6 +10,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; no display on a build machine
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from curation.video.frames import decode_frames  # noqa: E402
@@ -49,10 +50,12 @@ def draw_figures(stats: dict[str, Any], out_dir: str | Path) -> list[str]:
     out_dir.mkdir(parents=True, exist_ok=True)
     names = []
 
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig, ax = plt.subplots(figsize=(9, 4))
     by_source: dict[str, dict[str, int]] = defaultdict(dict)
     for row in stats.get("videos_by_source_licence", []):
-        by_source[row["source"]][row["licence"][:40]] = row["videos"]
+        # The legend names the licence id; the free text after it is in the card's licence table.
+        label = licence_label(row["licence"])
+        by_source[row["source"]][label] = by_source[row["source"]].get(label, 0) + row["videos"]
     bottom = defaultdict(int)
     for licence in sorted({lic for d in by_source.values() for lic in d}):
         heights = [by_source[s].get(licence, 0) for s in by_source]
@@ -62,7 +65,7 @@ def draw_figures(stats: dict[str, Any], out_dir: str | Path) -> list[str]:
     ax.set_title("videos per source, by licence")
     ax.set_ylabel("videos")
     if by_source:
-        ax.legend(fontsize=7)
+        ax.legend(title="licence", fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
     names.append(_save(fig, out_dir, "videos_by_source"))
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.5))
@@ -95,22 +98,54 @@ def draw_figures(stats: dict[str, Any], out_dir: str | Path) -> list[str]:
     names.append(_save(fig, out_dir, "no_reply_share"))
 
     rows = stats.get("quarantine_by_stage_reason", [])
-    fig, ax = plt.subplots(figsize=(8, max(2.5, 0.4 * len(rows) + 1)))
+    fig, ax = plt.subplots(figsize=(9, max(2.5, 0.4 * len(rows) + 1)))
     ax.barh([f"{r['stage']}/{r['reason']}" for r in rows], [r["items"] for r in rows],
-            color=["tab:red" if r["kind"] == "error" else "tab:orange" for r in rows])
+            color=[KIND_COLOURS.get(r["kind"], "tab:gray") for r in rows])
     ax.invert_yaxis()
-    ax.set_title("quarantine: stage/reason (red = crash)")
+    ax.set_title("quarantined items by stage/reason")
     ax.set_xlabel("items")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    # Both kinds are always in the legend, so a build without crashes says so.
+    ax.legend(handles=[Patch(color=c, label=f"{k}: {KIND_MEANING[k]}") for k, c in KIND_COLOURS.items()],
+              fontsize=8, title="kind", bbox_to_anchor=(1.01, 1), loc="upper left")
+    ax.set_xlim(0, max([r["items"] for r in rows] + [1]) * 1.1)
+    if not rows:
+        ax.text(0.5, 0.5, "nothing quarantined", ha="center", va="center", transform=ax.transAxes)
     names.append(_save(fig, out_dir, "quarantine"))
 
-    usage = stats.get("llm_usage") or {}
-    fig, ax = plt.subplots(figsize=(7, 3))
-    ax.barh(list(usage), list(usage.values()), color="tab:green")
-    ax.set_title("LLM usage (calls, cache hits, tokens)")
-    ax.set_xscale("symlog")
-    names.append(_save(fig, out_dir, "llm_usage"))
+    names.append(_save(_usage_figure(stats.get("llm_usage") or {}), out_dir, "llm_usage"))
     return names
+
+
+KIND_COLOURS = {"skip": "tab:orange", "error": "tab:red"}
+KIND_MEANING = {"skip": "a rule said no", "error": "a crash"}
+# Requests and tokens differ by orders of magnitude: two panels on linear axes, each bar labelled
+# with its number (a log axis hid every zero and most small counts).
+USAGE_PANELS = (("requests", ("calls", "cache_hits", "retries", "failures")),
+                ("tokens", ("prompt_tokens", "completion_tokens")))
+
+
+def licence_label(licence: str | None) -> str:
+    """`CC-BY-3.0 (Big Buck Bunny, ...)` -> `CC-BY-3.0`: the id, which fits a legend."""
+    text = (licence or "unknown").strip()
+    return text.split(" (", 1)[0][:30] or "unknown"
+
+
+def _usage_figure(usage: dict[str, int]):
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3))
+    for ax, (title, keys) in zip(axes, USAGE_PANELS, strict=True):
+        shown = [k for k in keys if k in usage] or list(keys)
+        values = [usage.get(k, 0) for k in shown]
+        bars = ax.barh([k.replace("_", " ") for k in shown], values, color="tab:green")
+        ax.bar_label(bars, labels=[f"{v:,}" for v in values], padding=3, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_title(f"LLM {title}")
+        ax.set_xlim(0, max(values + [1]) * 1.2)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if not any(usage.get(k, 0) for k in USAGE_PANELS[1][1]):
+        axes[1].text(0.5, 0.5, "no tokens reported\n(replay or cached answers)", ha="center",
+                     va="center", transform=axes[1].transAxes, fontsize=9, color="dimgray")
+    return fig
 
 
 def draw_dialogue(dialogue: Any, video_path: str | Path, out_path: str | Path, frames: int = 8,

@@ -40,6 +40,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from curation.skips import Skip
+from schemas.cli import UsageError
 from training.data.chat_template import DEFAULT_SYSTEM_PROMPT, TurnRenderer
 from training.data.episodes import (
     STAGE,
@@ -180,8 +181,12 @@ def evaluate(gold: list[GoldRecord] | list[FrameInputRecord], videos_dir: Path, 
     turns: list[TurnReply] = []
     written = resumed = 0
     out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("a", encoding="utf-8") as sink:
-        for record in gold:
+    from tqdm.auto import tqdm
+
+    # Questions, turns and the running latency while it streams (a question takes seconds to minutes).
+    bar = tqdm(gold, desc="eval", unit="question", dynamic_ncols=True)
+    with out.open("a", encoding="utf-8") as sink, bar:
+        for record in bar:
             if record.question_id in done:
                 resumed += 1
                 continue
@@ -193,7 +198,7 @@ def evaluate(gold: list[GoldRecord] | list[FrameInputRecord], videos_dir: Path, 
                     record, video, model, renderer, image_processor, cfg)
             if isinstance(got, Skip):
                 skipped[got.reason] += 1
-                print(f"skip {record.question_id}: {got.reason} ({got.detail})", file=sys.stderr)
+                bar.write(f"skip {record.question_id}: {got.reason} ({got.detail})", file=sys.stderr)
                 continue
             line, record_turns = got
             sink.write(json.dumps(line, ensure_ascii=False) + "\n")
@@ -201,6 +206,9 @@ def evaluate(gold: list[GoldRecord] | list[FrameInputRecord], videos_dir: Path, 
             done.add(record.question_id)
             turns += record_turns
             written += 1
+            running = latency_split(turns)
+            bar.set_postfix_str(f"{running['turns']} turns, latency median {running['latency_median_s'] * 1e3:.0f} ms "
+                                f"p95 {running['latency_p95_s'] * 1e3:.0f} ms, {sum(skipped.values())} skipped")
     return {"written": written, "already_done": resumed, "skipped": dict(skipped), **latency_split(turns)}
 
 
@@ -263,8 +271,7 @@ def main(args: argparse.Namespace) -> int:
             records = [r for path in gold_files(args.data) for r in read_gold(path, args.category)]
             root = args.videos
     except (ValidationError, ValueError, OSError) as error:
-        print(f"eval: {error}", file=sys.stderr)
-        return 2
+        raise UsageError(f"eval: {error}", "check --data/--frame-input and the frame options") from None
     model, renderer, image_processor = load_everything(args, records, cfg)
     summary = evaluate(records, root, args.out, model, renderer, image_processor, cfg)
     latency_path(args.out).write_text(json.dumps({**summary, "config": cfg.model_dump()}, indent=2) + "\n",

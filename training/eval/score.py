@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from schemas.cli import UsageError, run_cli
 from training.eval.proactive_format import (
     GoldRecord,
     Predictions,
@@ -212,17 +213,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     """`python -m training.run score ...` (training.run parses the arguments)."""
     if not 0.0 <= args.omega <= 1.0:
-        print(f"--omega must lie in [0, 1], got {args.omega}", file=sys.stderr)
-        return 2
+        raise UsageError(f"--omega must lie in [0, 1], got {args.omega}")
     missing = [p for p in [args.predictions, *args.references] if not p.exists()]
     if missing:
-        print(f"no such file: {', '.join(map(str, missing))}", file=sys.stderr)
-        return 2
+        raise UsageError(f"no such file: {', '.join(map(str, missing))}", "check --predictions and --references")
     try:
         gold = [r for path in gold_files(args.references) for r in read_gold(path, args.category)]
     except (ValueError, json.JSONDecodeError) as error:
-        print(f"bad gold file: {error}", file=sys.stderr)
-        return 2
+        raise UsageError(f"bad gold file: {error}") from None
     judge = make_judge(args.judge, JudgeConfig(base_url=args.judge_base_url, model=args.judge_model,
                                                api_key=args.judge_api_key))
     omegas = tuple(sorted({*REPORTED_OMEGAS, args.omega}))
@@ -237,7 +235,7 @@ def main(args: argparse.Namespace) -> int:
 def cli(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.eval.score", description=__doc__.splitlines()[0])
     add_arguments(parser)
-    return main(parser.parse_args(argv))
+    return run_cli(lambda rest: main(parser.parse_args(rest)), argv)
 
 
 if __name__ == "__main__":

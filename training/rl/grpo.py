@@ -214,13 +214,15 @@ def rl_items(cfg: GRPOConfig) -> tuple[list, list, dict]:
 
 
 def collect_rollouts(cfg: GRPOConfig, accelerator, model, bits: ProcessorBits, items, indices: list[int],
-                     step: int, forbidden: set[int], count_skip, greedy: bool = False) -> tuple[list, list, list]:
+                     step: int, forbidden: set[int], count_skip, greedy: bool = False,
+                     on_episode: Callable[[int, int], None] = lambda done, total: None) -> tuple[list, list, list]:
     """A group of rollouts per RL prompt, sampled by the current policy (seeded by step and item, so
     a resumed run samples what an uninterrupted one would): the rollouts, the reward's view of each
     (the prompt's context replies as earlier replies) and the references each is scored on.
-    `greedy`: one rollout per prompt at temperature 0 (validation)."""
+    `greedy`: one rollout per prompt at temperature 0 (validation); `on_episode` reports progress."""
     rollouts, judged, references = [], [], []
-    for index in indices:
+    for number, index in enumerate(indices):
+        on_episode(number, len(indices))
         prepared = prepare_item(cfg, bits, items[index])
         if isinstance(prepared, Skip):
             count_skip(prepared.reason)
@@ -306,6 +308,15 @@ def step_record(step: int, rollouts: list, judged: list[RewardRollout], terms: l
     return record
 
 
+def step_postfix(record: dict[str, float]) -> str:
+    """The bar's short form of a step: total reward, each term, reply length and rate."""
+    terms = " ".join(f"{k.removeprefix('reward_')} {record[k]:.3g}" for k in
+                     ("reward_pauc", "reward_repetition", "reward_outspan", "reward_prefix") if k in record)
+    total = f"reward {record['reward_total']:.3g} ({terms}) " if "reward_total" in record else ""
+    return (f"{total}reply {record.get('mean_reply_chars', 0.0):.0f} chars, "
+            f"{100 * record.get('reply_rate', 0.0):.0f}% of turns")
+
+
 def guard_message(record: dict[str, float], cfg: GuardConfig) -> str | None:
     """The reward-hacking guard's warning for this step, or None when it did not trip."""
     verdict = check_reward_hacking(record.get("reward_repetition", 0.0), record["mean_reply_chars"], cfg)
@@ -318,6 +329,7 @@ def train_grpo(cfg: GRPOConfig, reward_fn: RewardFn | None = None) -> dict:
     """Train; returns a summary with each step's logged values (`history`). `reward_fn` replaces
     the judged four-term reward (tests, synthetic tasks)."""
     from torch.utils.tensorboard import SummaryWriter
+    from tqdm.auto import tqdm
 
     accelerator = checkpoints.make_accelerator(cfg.mixed_precision, cfg.seed)
     out = Path(cfg.output_dir)
@@ -366,6 +378,18 @@ def train_grpo(cfg: GRPOConfig, reward_fn: RewardFn | None = None) -> dict:
     writer = SummaryWriter(str(out / "tensorboard")) if accelerator.is_main_process else None
     order_log = (out / "data_order.jsonl").open("a") if accelerator.is_main_process else None
     stopped = None
+    # A step takes minutes on a real model: the bar names the phase it is in, and after each step
+    # the reward terms and reply length (the per-step line is printed above it, on stdout).
+    bar = tqdm(total=total_steps, initial=state["step"], disable=not accelerator.is_main_process,
+               desc="grpo", dynamic_ncols=True)
+
+    def phase(text: str) -> None:
+        bar.set_description_str(f"grpo step {state['step'] + 1}: {text}")
+
+    def say(line: str) -> None:
+        if accelerator.is_main_process:
+            bar.write(line)
+
     while state["step"] < total_steps and stopped is None:
         mine = batch_order(len(items), cfg.episodes_per_step, cfg.seed, state["epoch"])[:steps_per_epoch * world]
         mine = mine[rank::world]
@@ -373,11 +397,14 @@ def train_grpo(cfg: GRPOConfig, reward_fn: RewardFn | None = None) -> dict:
             state.update(epoch=state["epoch"] + 1, batch=0)
             continue
         indices = mine[state["batch"]]
-        rollouts, judged, references = collect_rollouts(cfg, accelerator, model, bits, items, indices, state["step"],
-                                                        forbidden, count_skip)
+        rollouts, judged, references = collect_rollouts(
+            cfg, accelerator, model, bits, items, indices, state["step"], forbidden, count_skip,
+            on_episode=lambda done, total: phase(f"rollouts, episode {done + 1}/{total}"))
+        phase("reward")
         terms = reward_fn(judged, references) if rollouts else []  # one judge batch for the step
         advantages = group_advantages([t["reward_total"] for t in terms], cfg.rollouts_per_episode,
                                       cfg.advantage_eps) if terms else []
+        phase("update")
         logged = update_epoch(cfg, accelerator, model, ref_model, optimizer, rollouts, advantages,
                               tokenizer.pad_token_id)
         record = step_record(state["step"] + 1, rollouts, judged, terms, logged)
@@ -388,10 +415,13 @@ def train_grpo(cfg: GRPOConfig, reward_fn: RewardFn | None = None) -> dict:
         if writer:
             for key, value in record.items():
                 writer.add_scalar(f"train/{key}", value, state["step"])
-        accelerator.print(" ".join(f"{k}={v:.4g}" for k, v in record.items()))
+        say(" ".join(f"{k}={v:.4g}" for k, v in record.items()))
+        bar.set_description_str("grpo", refresh=False)
+        bar.set_postfix_str(step_postfix(record), refresh=False)
+        bar.update(1)
         if message := guard_message(record, cfg.guard):
             log.warning(message)
-            accelerator.print(f"WARNING {message}")
+            say(f"WARNING {message}")
             if cfg.guard.action == "stop":
                 stopped = f"{message}; training stopped, checkpoint {checkpoints.save_checkpoint(accelerator, out, state)}"
                 break
@@ -403,6 +433,8 @@ def train_grpo(cfg: GRPOConfig, reward_fn: RewardFn | None = None) -> dict:
                     writer.add_scalar(f"val/{key}", value, state["step"])
         if state["step"] % cfg.save_every_steps == 0 or state["step"] >= total_steps:
             checkpoints.save_checkpoint(accelerator, out, state)
+
+    bar.close()
 
     # --- final model ------------------------------------------------------------------------
     accelerator.wait_for_everyone()
@@ -427,6 +459,7 @@ def add_arguments(parser) -> None:
 
 def main(args) -> int:
     cfg = load_config(args.config, args.overrides, model=args.model, preset=args.preset)
+    checkpoints.require_corpus(cfg.corpus)
     summary = train_grpo(cfg)
     first, last = (summary["history"] or [{}])[0], (summary["history"] or [{}])[-1]
     print(json.dumps({"steps": summary["steps"], "skipped": summary["skipped"], "stopped": summary["stopped"],

@@ -1,0 +1,130 @@
+"""What every command line of the project shares: one error boundary and a quiet terminal.
+
+A mistake the user can fix (a config key that does not exist, an override that is not
+`key=value`, a file or corpus that is not there, a value out of range) ends the command with one
+line on stderr, `error: <what> (<what to do>)`, and exit code 2, before anything slow starts.
+`--debug` (or `PROACTIVE_VIDEO_DEBUG=1`) prints the traceback as well. Anything else is a bug and
+keeps its traceback (exit 1).
+
+Third-party progress bars and chatter (Hugging Face downloads, transformers' weight loading and
+saving) are off unless `--verbose`; the project's own progress bars are not affected.
+
+It lives in `schemas`, the package every other one may import, so `curation`, `flows` and
+`training` share one boundary without importing each other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+EXIT_USAGE = 2
+DEBUG_ENV = "PROACTIVE_VIDEO_DEBUG"
+DEBUG_FLAG, VERBOSE_FLAG = "--debug", "--verbose"
+
+# Defaults only: a user's own environment wins. Read by huggingface_hub and transformers when they
+# are imported, which every command does after the boundary is set up.
+QUIET_THIRD_PARTY = {
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # also transformers' "Loading weights" / "Writing model shards"
+    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "TOKENIZERS_PARALLELISM": "false",  # its fork warning after a tokenizer was used
+}
+
+
+class UsageError(ValueError):
+    """A mistake the user can fix; printed as one line, exit code 2 (a ValueError: a bad value)."""
+
+    def __init__(self, message: str, hint: str = ""):
+        super().__init__(f"{message} ({hint})" if hint else message)
+
+
+def add_cli_flags(parser: argparse.ArgumentParser) -> None:
+    """`--debug` and `--verbose` on a parser; `run_cli` reads them from argv before parsing."""
+    parser.add_argument(DEBUG_FLAG, action="store_true", default=argparse.SUPPRESS,
+                        help=f"show the traceback of an error (or set {DEBUG_ENV}=1)")
+    parser.add_argument(VERBOSE_FLAG, action="store_true", default=argparse.SUPPRESS,
+                        help="let third-party libraries print their own progress bars and warnings")
+
+
+def quiet_third_party(verbose: bool = False) -> None:
+    if verbose:
+        return
+    for key, value in QUIET_THIRD_PARTY.items():
+        os.environ.setdefault(key, value)
+    if "huggingface_hub" in sys.modules:  # imported before us: the variable was read already
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+
+
+def _suggest(name: str, model: type[BaseModel] | None, loc: Sequence[Any]) -> str:
+    """' (did you mean X?)' for an unknown key, from the fields of the model it was given to."""
+    for part in loc[:-1]:  # walk down to the nested model that got the key
+        field = model.model_fields.get(str(part)) if model else None
+        model = field.annotation if field and isinstance(field.annotation, type) and issubclass(
+            field.annotation, BaseModel) else None
+    if model is None:
+        return ""
+    close = difflib.get_close_matches(name, list(model.model_fields), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def describe_validation_error(error: ValidationError, model: type[BaseModel] | None = None) -> str:
+    """All of pydantic's complaints on one line: `a.b: unknown key (did you mean c?); x: ...`."""
+    parts = []
+    for err in error.errors():
+        loc = [p for p in err["loc"] if not isinstance(p, int)] or ["<config>"]
+        where = ".".join(str(p) for p in err["loc"]) or "<config>"
+        if err["type"] == "extra_forbidden":
+            parts.append(f"{where}: unknown key{_suggest(str(loc[-1]), model, loc)}")
+        else:
+            parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def config_error(error: ValidationError, model: type[BaseModel], source: str) -> UsageError:
+    """A config that does not validate, as the one line the boundary prints."""
+    return UsageError(f"{source}: {describe_validation_error(error, model)}",
+                      "fix the key or value in the file or the override; --help lists the options")
+
+
+def message_of(error: BaseException) -> str:
+    """The one line for a known error, or "" when the error is not one the user can fix."""
+    if isinstance(error, UsageError):
+        return str(error)
+    if isinstance(error, ValidationError):
+        return describe_validation_error(error)
+    if isinstance(error, (FileNotFoundError, IsADirectoryError, NotADirectoryError)):
+        if error.filename:
+            return f"{error.filename}: {error.strerror or error} (check the path)"
+        return f"{error} (check the path)"
+    return ""
+
+
+def run_cli(main: Callable[[list[str]], int], argv: Sequence[str] | None = None,
+            known: tuple[type[BaseException], ...] = ()) -> int:
+    """Run `main(argv)` inside the error boundary; its return value is the exit code.
+
+    `known`: further exception types whose message is already the line a user needs (for example
+    a corpus reader's "no corpus index (build the corpus first)")."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = DEBUG_FLAG in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    quiet_third_party(verbose=VERBOSE_FLAG in argv)
+    try:
+        return main([a for a in argv if a not in (DEBUG_FLAG, VERBOSE_FLAG)])
+    except Exception as error:
+        line = message_of(error) or (str(error) if isinstance(error, known) else "")
+        if not line:
+            raise  # a bug: its traceback is the report
+        if debug:
+            traceback.print_exc()
+        print(f"error: {' '.join(line.split())}", file=sys.stderr)
+        return EXIT_USAGE
