@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from curation.config import WatchdogConfig
+from curation.corpus.catalogue import entry_of
 from curation.corpus.results import VideoResult, read_result, write_result
 from curation.manifest import ManifestRow, read_manifest
 from curation.text.dialogue_validation import dialogue_problems
@@ -182,7 +183,7 @@ def test_redirects_that_no_rerun_can_fix_end_final(tmp_path, route, reason):
                              AcquireConfig(retries=2, backoff_s=0))
     assert (skip.stage, skip.reason) == ("acquire", reason)
     result = VideoResult(video_id="r", config_fingerprint="fp", quarantine=[skip.to_quarantine("r", "r")])
-    assert is_final(result, "fp")
+    assert is_final(entry_of(result, "0" * 64), "fp")
 
 
 @pytest.mark.timeout(60)

@@ -91,8 +91,8 @@ def test_round_trip_sft_gives_the_episodes_of_the_corpus(corpus, exported):
 
 
 def test_round_trip_rl_gives_the_episodes_references_and_context(corpus, exported):
-    # Both clips are under 20 s of stretch each (10 s, 36 s with one 40 s stretch): one prompt each,
-    # whole episode, no context; GRPO's prompt split puts one video in train and one in val.
+    # At 8 frames (16 s) each clip is one stretch from 0 s with no context; GRPO's prompt split
+    # puts one video in train and one in val.
     paths = sorted(exported.glob("*_stretch_with_context-max_8_frames-*.parquet"))
     assert [p.name.rsplit("-", 1)[1] for p in paths] == ["train.parquet", "val.parquet"]
     assert paths[0].name == "proactive_video-mixed_question-2_sec_per_frame-20_60s_stretch_with_context-max_8_frames-train.parquet"
@@ -112,8 +112,10 @@ def test_round_trip_rl_gives_the_episodes_references_and_context(corpus, exporte
         assert [t.time_s for t in item.episode.turns] == [t.time_s for t in episode.turns]
         assert [questions_text(t.questions) for t in item.episode.turns] == \
             [questions_text(t.questions) for t in episode.turns]
+        # a stretch ends at the frame cap: windows opening after it are not the prompt's to score
+        cap_s = EPISODES.max_frames * EPISODES.seconds_per_frame
         assert [(r.question, r.answer, r.reply_span) for r in item.references] == \
-            [(r.question, r.answer, r.reply_span) for r in dialogue.references]
+            [(r.question, r.answer, r.reply_span) for r in dialogue.references if r.reply_span[0] <= cap_s]
         assert_same_frames(item.frame_paths, frames)
 
 

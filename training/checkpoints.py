@@ -54,8 +54,13 @@ def load_config(config_cls: type[Config], path: str | None, overrides: list[str]
         raise config_error(error, config_cls, source) from None
 
 
-def require_corpus(corpus: str) -> None:
-    """Fail in the first second, not after the model loads, when the corpus is not there."""
+def require_corpus(corpus: str, data: str | None = None) -> None:
+    """Fail in the first second, not after the model loads, when the input is not there: the
+    released file named by `data=` when given (it stands in for the corpus), else the corpus."""
+    if data:
+        if not Path(data).is_file():
+            raise UsageError(f"data={data}: no such file", "give a released MMDuet2 SFT JSONL or RL parquet")
+        return
     read_index(corpus)
 
 

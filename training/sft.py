@@ -296,7 +296,7 @@ def add_arguments(parser) -> None:
 
 def main(args) -> int:
     cfg = load_config(args.config, args.overrides, model=args.model, preset=args.preset)
-    checkpoints.require_corpus(cfg.corpus)
+    checkpoints.require_corpus(cfg.corpus, cfg.data)
     summary = train(cfg)
     print(json.dumps({k: v for k, v in summary.items() if k != "losses"}
                      | {"first_loss": (summary["losses"] or [None])[0],

@@ -459,7 +459,7 @@ def add_arguments(parser) -> None:
 
 def main(args) -> int:
     cfg = load_config(args.config, args.overrides, model=args.model, preset=args.preset)
-    checkpoints.require_corpus(cfg.corpus)
+    checkpoints.require_corpus(cfg.corpus, cfg.data)
     summary = train_grpo(cfg)
     first, last = (summary["history"] or [{}])[0], (summary["history"] or [{}])[-1]
     print(json.dumps({"steps": summary["steps"], "skipped": summary["skipped"], "stopped": summary["stopped"],
