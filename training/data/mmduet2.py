@@ -249,14 +249,18 @@ def read_swift_sft(path: Path, frames_root: Path | None = None, seconds_per_fram
     """Episodes of a released SFT JSONL; frame paths relative to `frames_root` (default: its folder)."""
     root = frames_root or path.parent
     spf = seconds_per_frame_of(path, seconds_per_frame)
+    lines = [(n, line) for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1) if line.strip()]
+    return parse_each(lines, lambda line, n: parse_sft_line(json.loads(line), n, root, spf), "malformed_line", "line")
+
+
+def parse_each(numbered, parse, reason: str, what: str) -> tuple[list[ReleasedEpisode], ImportCounts]:
+    """`parse(item, number)` of every (number, item); a malformed one is a counted skip, never a crash."""
     counts, out = ImportCounts(), []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
+    for number, item in numbered:
         try:
-            got = parse_sft_line(json.loads(line), number, root, spf)
+            got = parse(item, number)
         except (ValueError, KeyError, TypeError, AttributeError) as error:
-            got = Skip(STAGE, "malformed_line", f"line {number}: {type(error).__name__}: {error}")
+            got = Skip(STAGE, reason, f"{what} {number}: {type(error).__name__}: {error}")
         if isinstance(got, Skip):
             counts.add_skip(got)
         else:
@@ -322,15 +326,5 @@ def read_verl_rl(parquet: Path, side_file: Path | None = None, frames_root: Path
     root = frames_root or parquet.parent
     side = json.loads((side_file or user_turns_path(parquet)).read_text(encoding="utf-8"))
     spf = seconds_per_frame_of(parquet, seconds_per_frame)
-    counts, out = ImportCounts(), []
-    for number, row in enumerate(pq.read_table(parquet).to_pylist()):
-        try:
-            got = parse_verl_row(row, side, root, spf)
-        except (ValueError, KeyError, TypeError, AttributeError) as error:
-            got = Skip(STAGE, "malformed_row", f"row {number}: {type(error).__name__}: {error}")
-        if isinstance(got, Skip):
-            counts.add_skip(got)
-        else:
-            out.append(got)
-            counts.read += 1
-    return out, counts
+    return parse_each(enumerate(pq.read_table(parquet).to_pylist()),
+                      lambda row, _: parse_verl_row(row, side, root, spf), "malformed_row", "row")
