@@ -14,7 +14,10 @@ from rich.console import Console
 from rich.table import Table
 
 from curation.corpus.catalogue import CatalogueEntry
+from curation.corpus.dialogue_yield import yield_line, yield_rows
 
+# Dialogue-stage quarantine reasons that stand for a video, not for one dialogue request.
+VIDEO_LEVEL_DIALOGUE_REASONS = frozenset({"no_segments", "no_valid_dialogue"})
 STAGES = ("manifest", "acquire", "probe", "admit", "scenes", "frames", "source_text", "descriptions",
           "dialogues", "results")
 
@@ -61,6 +64,32 @@ class RunSummary:
         return [{"stage": s, "reason": r, "kind": k, "count": n}
                 for (s, r, k), n in sorted(self.quarantined.items())]
 
+    def dialogue_yield(self) -> dict[str, Any]:
+        """What the dialogue requests gave: valid at the first try, valid after the one repair,
+        quarantined (by reason), and tokens and seconds per attempted dialogue. Seconds are the
+        dialogue stage's wall time over the videos' results (waits for an LLM slot included)."""
+        c = self.counts
+        attempted = c.get("dialogues_attempted", 0)
+        reasons = Counter()
+        for (stage, reason, _), n in self.quarantined.items():
+            if stage == "dialogues" and reason not in VIDEO_LEVEL_DIALOGUE_REASONS:
+                reasons[reason] += n
+
+        def per(value: float) -> float:
+            return round(value / attempted, 2) if attempted else 0.0
+
+        return {"attempted": attempted, "valid_first_try": c.get("dialogues_valid_first_try", 0),
+                "valid_after_repair": c.get("dialogues_valid_after_repair", 0),
+                "quarantined": c.get("dialogues_quarantined", 0),
+                "quarantined_by_reason": dict(sorted(reasons.items())),
+                "prompt_tokens_per_dialogue": per(c.get("dialogues_prompt_tokens", 0)),
+                "completion_tokens_per_dialogue": per(c.get("dialogues_completion_tokens", 0)),
+                "seconds_per_dialogue": per(self.durations_s.get("dialogues", 0.0))}
+
+    def yield_rows(self) -> list[dict[str, Any]]:
+        """The yield as (outcome, dialogues, share) rows: the summary's and the card's table."""
+        return yield_rows(self.dialogue_yield())
+
     def as_dict(self) -> dict[str, Any]:
         data = {"videos": self.videos, "with_dialogues": self.with_dialogues,
                 "new_this_run": self.new_this_run, "reused": self.reused}
@@ -71,6 +100,7 @@ class RunSummary:
         data["cpu_s"] = {k: round(v, 3) for k, v in self.cpu_s.items()}
         data["llm_usage"] = dict(self.llm_usage)
         data["counts"] = dict(sorted(self.counts.items()))
+        data["dialogue_yield"] = self.dialogue_yield()
         return data
 
     def markdown(self) -> str:
@@ -84,6 +114,9 @@ class RunSummary:
             "| stage | reason | kind | count |", "|---|---|---|---|",
         ]
         lines += [f"| {r['stage']} | {r['reason']} | {r['kind']} | {r['count']} |" for r in self.reason_rows()]
+        lines += ["", "## dialogue yield", "", yield_line(self.dialogue_yield()), "",
+                  "| outcome | dialogues | share |", "|---|---|---|"]
+        lines += [f"| {r['outcome']} | {r['dialogues']} | {r['share']} |" for r in self.yield_rows()]
         return "\n".join(lines) + "\n"
 
     def print(self, console: Console) -> None:
@@ -102,3 +135,12 @@ class RunSummary:
             reasons.add_row(*(str(v) for v in row.values()))
         console.print(stages)
         console.print(reasons)
+        if self.counts.get("dialogues_attempted"):
+            table = Table(title="dialogue yield")
+            for col in ("outcome", "dialogues", "share"):
+                table.add_column(col)
+            for row in self.yield_rows():
+                table.add_row(*(str(v) for v in row.values()))
+            console.print(table)
+            console.print(yield_line(self.dialogue_yield()))
+

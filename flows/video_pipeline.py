@@ -196,6 +196,7 @@ def run_video(row: ManifestRow, ctx: PipelineContext, run: VideoRun | None = Non
                             cfg.dialogues, limit=ctx.limits.llm)
         dialogues, quarantine = list(outcome.dialogues), list(outcome.quarantined)
         counts.update({f"text_filter_{k}": v for k, v in outcome.text_filter.items() if v})
+        counts.update({f"dialogues_{k}": v for k, v in outcome.tally.items() if v})
         if not dialogues:
             quarantine.append(Skip("dialogues", "no_valid_dialogue",
                                    f"all {len(quarantine)} generated dialogues were rejected")

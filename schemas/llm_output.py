@@ -15,8 +15,17 @@ class _Out(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# Bounded so guided decoding must close the list: SmolLM2-135M, unbounded, counted on through
+# made-up ids ("-s00010", "-s00011", ...) until max_tokens (issue 21). A window spans its cited
+# segments, so an answer needs a few; the replay answers cite at most 2. A per-id `pattern` was
+# tried too: unbounded, the model looped inside one id; bounded (`{0,143}`), vLLM 0.32's xgrammar
+# failed the request. An enum of the video's own ids (a schema per request) is the next step.
+MAX_CITED_SEGMENTS = 8
+
+
 class CitedAnswer(_Out):
-    segment_ids: list[str] = Field(min_length=1, description="ids of the segments that show it")
+    segment_ids: list[str] = Field(min_length=1, max_length=MAX_CITED_SEGMENTS,
+                                   description="ids of the segments that show it")
     answer: str = Field(min_length=1)
 
 

@@ -118,6 +118,10 @@ def test_a_bad_answer_is_repaired_once(tmp_path):
     assert repair["messages"][: len(first["messages"])] == first["messages"]
     assert json.loads(repair["messages"][-2]["content"]) == BAD_SINGLE
     assert "gives its answer away" in repair["messages"][-1]["content"]
+    tally = outcome.tally
+    assert (tally["attempted"], tally["valid_first_try"], tally["valid_after_repair"], tally["quarantined"]) == (
+        1, 0, 1, 0)
+    assert tally["completion_tokens"] == 2 * 7  # the first answer and the repair (the stub says 7 each)
 
 
 def test_still_bad_after_repair_is_quarantined_with_its_reasons():
@@ -127,6 +131,7 @@ def test_still_bad_after_repair_is_quarantined_with_its_reasons():
     (row,) = outcome.quarantined
     assert (row.item_id, row.video_id, row.stage, row.reason) == ("bikes-d0", "bikes", "dialogues", "invalid_dialogue")
     assert "after one repair" in row.detail and "gives its answer away" in row.detail
+    assert outcome.tally["attempted"] == outcome.tally["quarantined"] == 1
 
 
 def test_truncated_json_gets_the_repair_attempt_too():

@@ -24,6 +24,7 @@ from curation.corpus.card_text import (
     limitations_section,
     windows_section,
 )
+from curation.corpus.dialogue_yield import yield_line, yield_rows
 from curation.corpus.figures import draw_figures
 from curation.corpus.stats import corpus_stats
 from schemas.records import SCHEMA_VERSION
@@ -122,6 +123,17 @@ def _quarantine_section(summary: dict[str, Any], stats: dict[str, Any]) -> list[
             "`load_dataset(..., \"quarantine\")` call that split `train`.", "", *_table(rows), ""]
 
 
+def _yield_section(summary: dict[str, Any]) -> list[str]:
+    report = summary.get("dialogue_yield")
+    if not report or not report.get("attempted"):
+        return []
+    return ["## Dialogue yield", "",
+            "What the LLM's dialogue requests gave in the builds behind this corpus: valid at the first "
+            "answer, valid after the one repair request, or quarantined (by reason). Tokens count "
+            "the first answer and the repair; seconds are the dialogue stage's wall time.", "",
+            yield_line(report), "", *_table(yield_rows(report)), ""]
+
+
 def _loading_section(header: dict[str, Any], where: str) -> list[str]:
     first = next((c for c in header["configs"] if c.get("default")), header["configs"][0] if header["configs"] else None)
     glob = f"data/{first['config_name']}/*.parquet" if first else "data/dialogues/*.parquet"
@@ -167,6 +179,7 @@ def render_card(corpus_root: Path, index: dict[str, Any], summary: dict[str, Any
     body += _licence_section(stats)
     body += _stats_section(stats, figures)
     body += _quarantine_section(summary, stats)
+    body += _yield_section(summary)
     body += _loading_section(header, corpus_root.name)
     body += _viewer_section()
     body += limitations_section(replay=llm_backend == "replay")

@@ -115,6 +115,9 @@ class LLMFailure:
     reason: str
     detail: str
     text: str = ""
+    # What an answer that came back but did not parse cost (0 when nothing came back).
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
     def to_skip(self, stage: str) -> Skip:
         return Skip(stage, self.reason, self.detail)
@@ -230,14 +233,16 @@ class LLMClient:
             return reply
         self._count(prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens)
         if not reply.text or not reply.text.strip():
-            return self._fail(call, "llm_empty", f"no content (finish_reason={reply.finish_reason or '?'})")
+            return self._fail(call, "llm_empty", f"no content (finish_reason={reply.finish_reason or '?'})",
+                              tokens=(reply.prompt_tokens, reply.completion_tokens))
         data = None
         if call.schema_name is not None:
             try:
                 data = parse_output(call.schema_name, reply.text)
             except ValueError as exc:
                 cut = " (cut at max_tokens)" if reply.finish_reason == "length" else ""
-                return self._fail(call, "llm_invalid_json", f"{exc}{cut}", reply.text)
+                return self._fail(call, "llm_invalid_json", f"{exc}{cut}", reply.text,
+                                  tokens=(reply.prompt_tokens, reply.completion_tokens))
         if self._cache is not None:
             try:
                 self._cache.put(call.key, {"text": reply.text, "prompt_tokens": reply.prompt_tokens,
@@ -277,10 +282,11 @@ class LLMClient:
                 await asyncio.sleep(wait_s)
         raise AssertionError("unreachable")
 
-    def _fail(self, call: BackendCall, reason: str, detail: str, text: str = "") -> LLMFailure:
+    def _fail(self, call: BackendCall, reason: str, detail: str, text: str = "",
+              tokens: tuple[int, int] = (0, 0)) -> LLMFailure:
         secret = resolve_api_key(self.cfg)
         if secret:  # a server may echo a header back in an error body
             detail, text = detail.replace(secret, "***"), text.replace(secret, "***")
         self._count(failures=1)
         log.debug("llm %s failed: %s", call.tag or call.key[:12], reason)
-        return LLMFailure(call.key, reason, detail[:2000], text)
+        return LLMFailure(call.key, reason, detail[:2000], text, *tokens)

@@ -64,6 +64,10 @@ class DialogueOutcome:
     quarantined: list[Quarantine] = field(default_factory=list)
     # Dialogues whose first answer the text filter refused: "flagged", then "repaired" or "quarantined".
     text_filter: Counter = field(default_factory=Counter)
+    # The yield of this video's dialogue requests: "attempted", "valid_first_try",
+    # "valid_after_repair", "quarantined", and the "prompt_tokens"/"completion_tokens" the answers
+    # cost (first tries and repairs, failed ones included; a cached answer counts what it cost).
+    tally: Counter = field(default_factory=Counter)
 
 
 # --- planning -----------------------------------------------------------------------------------
@@ -228,7 +232,11 @@ def _attempt(kind: Kind, reply: LLMResponse | LLMFailure, request: LLMRequest, d
              segments: list[Segment], client: LLMClient, cfg: DialogueConfig, earlier: list[str],
              repaired: bool) -> tuple[Dialogue | None, list[str]]:
     if isinstance(reply, LLMFailure):
-        return None, [f"not valid {kind} JSON: {reply.detail}"]
+        problem = f"not valid {kind} JSON: {reply.detail}"
+        if reply.detail.endswith("(cut at max_tokens)"):
+            # A small model that loops (SmolLM2-135M listing ids, issue 21) needs to hear why.
+            problem += ": the answer ran past the token limit before the JSON closed; write a shorter one"
+        return None, [problem]
     provenance = _provenance(client, request, reply.key, repaired)
     dialogue, problems = dialogue_from_output(kind, reply.data or {}, dialogue_id, video, segments, provenance, cfg)
     if dialogue is not None:
@@ -244,13 +252,34 @@ def _quarantine(dialogue_id: str, video_id: str, reason: str, detail: str) -> Qu
 
 def write_dialogue(kind: Kind, index: int, video: Video, segments: list[Segment], scenes: list[Scene],
                    client: LLMClient, cfg: DialogueConfig, earlier: list[str],
-                   text_filter: Counter | None = None) -> Dialogue | Quarantine:
+                   text_filter: Counter | None = None, tally: Counter | None = None) -> Dialogue | Quarantine:
     """One dialogue, repaired once if needed; or the quarantine row saying why there is none.
-    `text_filter` (when given) counts a dialogue the text filter flagged, and how it ended."""
-    text_filter = Counter() if text_filter is None else text_filter
+    `text_filter` (when given) counts a dialogue the text filter flagged, and how it ended; `tally`
+    (when given) counts the attempt, how it ended and the tokens its answers cost."""
+    tally = Counter() if tally is None else tally
+    tally["attempted"] += 1
+    result = _write_dialogue(kind, index, video, segments, scenes, client, cfg, earlier,
+                             Counter() if text_filter is None else text_filter, tally)
+    if isinstance(result, Quarantine):
+        tally["quarantined"] += 1
+    else:
+        tally["valid_after_repair" if result.provenance.parameters.get("repaired") == "true"
+              else "valid_first_try"] += 1
+    return result
+
+
+def _count_tokens(reply: LLMResponse | LLMFailure, tally: Counter) -> None:
+    tally["prompt_tokens"] += reply.prompt_tokens
+    tally["completion_tokens"] += reply.completion_tokens
+
+
+def _write_dialogue(kind: Kind, index: int, video: Video, segments: list[Segment], scenes: list[Scene],
+                    client: LLMClient, cfg: DialogueConfig, earlier: list[str], text_filter: Counter,
+                    tally: Counter) -> Dialogue | Quarantine:
     dialogue_id = f"{video.video_id}-d{index}"
     request = build_request(kind, video, segments, scenes, cfg, f"dialogue/{video.video_id}/{kind}/{index}", earlier)
     reply = client.complete(request)
+    _count_tokens(reply, tally)
     repairable = isinstance(reply, LLMResponse) or (reply.reason == "llm_invalid_json" and reply.text)
     if not repairable:
         return _quarantine(dialogue_id, video.video_id, reply.reason, f"{kind}: {reply.detail}")
@@ -265,6 +294,7 @@ def write_dialogue(kind: Kind, index: int, video: Video, segments: list[Segment]
         return _quarantine(dialogue_id, video.video_id, reason, f"{kind}: " + "; ".join(problems))
     repair = build_repair_request(request, reply.text, problems, cfg)
     second = client.complete(repair)
+    _count_tokens(second, tally)
     if isinstance(second, LLMFailure) and second.reason != "llm_invalid_json":
         text_filter["quarantined"] += flagged
         return _quarantine(dialogue_id, video.video_id, second.reason,
@@ -292,7 +322,8 @@ def generate_dialogues(video: Video, segments: list[Segment], scenes: list[Scene
     outcome = DialogueOutcome()
     earlier: list[str] = []
     for index, kind in enumerate(plan_kinds(video.video_id, video.duration_s, len(segments), cfg)):
-        result = write_dialogue(kind, index, video, segments, scenes, client, cfg, earlier, outcome.text_filter)
+        result = write_dialogue(kind, index, video, segments, scenes, client, cfg, earlier, outcome.text_filter,
+                                outcome.tally)
         if isinstance(result, Quarantine):
             outcome.quarantined.append(result)
         else:
