@@ -43,13 +43,11 @@ class RunSummary:
         self.with_dialogues += entry.with_dialogues
         self.dialogues.update(entry.dialogue_kinds)
         self.quarantined.update(entry.quarantine)
-        for stage, seconds in entry.stage_durations_s.items():
-            self.durations_s[stage] += seconds
-        self.counts.update(entry.counts)
-        for stage, seconds in entry.stage_wait_s.items():
-            self.wait_s[stage] += seconds
-        for stage, seconds in entry.stage_cpu_s.items():
-            self.cpu_s[stage] += seconds
+        stats = entry.stage_stats
+        for name, into in (("durations_s", self.durations_s), ("wait_s", self.wait_s), ("cpu_s", self.cpu_s)):
+            for stage, seconds in stats[name].items():
+                into[stage] += seconds
+        self.counts.update(stats["counts"])
 
     def stage_rows(self) -> list[dict[str, Any]]:
         stopped = Counter()

@@ -37,7 +37,7 @@ def test_entries_answer_what_the_flow_asks_without_the_files(tmp_path):
     v0, v1 = catalogue.get("v0"), catalogue.get("v1")
     assert (v0.config_fingerprint, v0.with_dialogues, v0.dialogue_kinds) == ("fp0", True, {"multi_question": 2})
     assert v0.quarantine == [("dialogues", "window_outside_video", "skip")]
-    assert v0.stage_durations_s == {"probe": 0.25}
+    assert v0.stage_stats["durations_s"] == {"probe": 0.25}
     assert (v1.config_fingerprint, v1.with_dialogues, v1.quarantine) == ("fp1", False, [("scenes", "crash", "error")])
     assert "v2" not in catalogue and catalogue.get("v2") is None
 

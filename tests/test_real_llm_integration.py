@@ -22,13 +22,11 @@ import json
 import os
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.test_llm_vllm_integration import free_port, vllm_python
+from tests.test_llm_vllm_integration import serve_vllm, vllm_python
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -53,31 +51,9 @@ def _checkpoint(py: Path) -> Path:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     py = vllm_python()
-    model_dir = _checkpoint(py)
-    port, log_path = free_port(), tmp_path_factory.mktemp("smollm2") / "server.log"
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_TARGET_DEVICE": "cpu", "HF_HUB_OFFLINE": "1"}
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen([py, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
-                                 "--served-model-name", SERVED_NAME, "--host", "127.0.0.1", "--port", str(port),
-                                 "--dtype", "float32", "--max-model-len", "8192"],
-                                env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.time() + 900
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/models", timeout=5).read()
-            break
-        except OSError:
-            if proc.poll() is not None or time.time() > deadline:
-                proc.kill()
-                pytest.fail(f"vllm server did not start:\n{log_path.read_text()[-4000:]}")
-            time.sleep(2)
-    yield url
-    proc.terminate()
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    log_path = tmp_path_factory.mktemp("smollm2") / "server.log"
+    with serve_vllm(py, _checkpoint(py), SERVED_NAME, 8192, log_path) as url:
+        yield url
 
 
 def test_corpus_from_the_samples_text_with_a_real_model_reports_its_yield(server, tmp_path):

@@ -80,24 +80,11 @@ class CatalogueEntry:
         # Most results have none; the resume check asks 52k times per run.
         return [tuple(q) for q in json.loads(self.quarantine_json)] if self.quarantine_json != "[]" else []
 
-    def _stats(self, key: str) -> dict:
-        return json.loads(self.stage_stats_json).get(key, {})
-
     @property
-    def stage_durations_s(self) -> dict[str, float]:
-        return self._stats("durations_s")
-
-    @property
-    def stage_wait_s(self) -> dict[str, float]:
-        return self._stats("wait_s")
-
-    @property
-    def stage_cpu_s(self) -> dict[str, float]:
-        return self._stats("cpu_s")
-
-    @property
-    def counts(self) -> dict[str, int]:
-        return self._stats("counts")
+    def stage_stats(self) -> dict[str, dict]:
+        """Per-stage wall, wait and CPU seconds and the per-video counters, from one parse."""
+        stats = json.loads(self.stage_stats_json)
+        return {key: stats.get(key, {}) for key in ("durations_s", "wait_s", "cpu_s", "counts")}
 
     @property
     def with_dialogues(self) -> bool:
