@@ -9,10 +9,14 @@ trained policy: `NO REPLY` on silent turns, a fixed reply of `--reply-tokens` to
 ones. Spoken turns are spread evenly at the silent share of the sample corpus (23 of its 52 turns
 are silent; `--silent-share` to change it).
 
-Reported, each the ratio with / without the draft: median silent-turn latency (goal <= 0.5),
-median spoken-turn latency (goal <= 1.05: the draft must not slow replies), and the summed
-latency of the whole episode at the silent share, plus that sum projected at other shares from
-the per-turn medians.
+Three arms in lockstep: the draft (the default: a turn's frames enter the cache in their own
+forward, then the decision forward holds the turn's text, closing tokens and the draft), plain
+decoding (the same ingest, `NO REPLY` decoded token by token), and the draft with the frames in the
+decision forward (one model call per silent turn). Reported, each the ratio with / without the
+draft: median silent-turn decision latency (goal <= 0.5), median spoken-turn decision latency (goal
+<= 1.05: the draft must not slow replies), the same two with the frames' ingest time added, and the
+episode's summed decision latency and whole-turn time at the silent share, plus that sum projected
+at other shares from the per-turn medians.
 
     .venv/bin/python -m bench.no_reply_draft [--turns 90] [--silent-share 0.44] [--reply-tokens 20] [--repeats 2]
 """
