@@ -51,6 +51,7 @@ def test_eval_writes_scorable_predictions_resumes_and_reports_latency(setup, cap
     assert summary["written"] == 2 and summary["skipped"] == {"video_missing": 1}
     assert summary["turns"] == 4  # 4 frames at 2 s, 2 per turn -> turns at 2 s and 6 s, per question
     assert 0 < summary["latency_median_s"] <= summary["latency_p95_s"]
+    assert 0 < summary["ingest_median_s"] <= summary["ingest_p95_s"]  # every turn brought frames
     assert "median" in capsys.readouterr().out
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     assert [x["question_id"] for x in lines] == ["q1", "q2"]

@@ -119,6 +119,27 @@ def test_cache_after_a_rejected_draft_is_plain_decodings(bits):
     assert torch.allclose(drafted.result().logprobs, plain.result().logprobs, atol=1e-4)
 
 
+def test_frames_first_then_the_decision_equals_one_forward_per_turn(bits):
+    """Frames ingested in their own forward, then the decision forward with the draft, against
+    the whole turn in one forward decoded token by token: same tokens, same cache, same log-probs."""
+    renderer, processor = bits
+    config = StreamConfig(max_new_tokens_per_turn=6)
+    one_forward = config.model_copy(update={"ingest_frames_first": False, "draft_no_reply": False})
+    for seed in range(5):
+        model = biased_model(renderer, seed, GREEDY_BIASES[seed % len(GREEDY_BIASES)])
+        split = StreamingSession(model, renderer, processor, config)
+        whole = StreamingSession(model, renderer, processor, one_forward)
+        for turn in stream():
+            got, want = split.step(turn), whole.step(turn)
+            assert got.token_ids == want.token_ids and got.ingest_s > 0 and want.ingest_s == 0
+            assert split.fed == whole.fed
+            for a, b in zip(cache_tensors(split), cache_tensors(whole), strict=True):
+                assert a.shape == b.shape and torch.allclose(a, b, atol=1e-5)
+        assert_same_stream(split.result(), whole.result())
+    no_frames = StreamingSession(model, renderer, processor, config).step(StreamTurn(time_s=1.0, frames=[], text="Hi?"))
+    assert no_frames.ingest_s == 0  # nothing to ingest: the turn is one decision forward
+
+
 def test_token_cap_shorter_than_the_draft_and_must_reply_turns(bits):
     renderer, processor = bits
     model = biased_model(renderer, 1, (0.5, 1.0, 0.5))  # says NO REPLY whenever it may

@@ -20,6 +20,16 @@ token. Greedy outputs, sampled tokens for a given seed, recorded log-probs and t
 turn are therefore those of plain decoding (up to float rounding of a longer chunk, ~1e-6). The
 draft is skipped on must-reply turns (the forced prefix announces a reply) and cut to the token cap.
 
+Frames first, then the decision (`ingest_frames_first`, on by default): a turn's frames come before
+its text in the template (FACTS.md), and in a live stream they arrive during the turn's interval,
+before it closes. So the frames (image preprocessing, the vision tower, and the turn's tokens up to
+its last `<|vision_end|>`) are encoded into the cache in their own forward (`ingest_s`), and the
+turn's decision forward holds only its text, its closing tokens and the draft (`latency_s`, the
+decision latency). On a silent turn that decision is then one small forward where plain decoding
+takes that forward plus one per remaining `NO REPLY` token. The cache is the same as one forward
+over the whole turn (causal attention; float rounding of a different chunking, ~1e-6); the price is
+one more model call per turn, reported by `bench.no_reply_draft` as the whole-turn ratio.
+
 M-RoPE positions are computed here, explicitly, for every token (`mrope_position_ids`, Qwen2.5-VL's
 rule: text tokens count up by one on all three axes; an image's tokens take (t, h, w) grid
 positions offset by the running position, which then advances by max(h, w)). They are passed to
@@ -61,6 +71,8 @@ class StreamConfig(BaseModel):
     must_reply_prefix: str = MUST_REPLY_PREFIX
     # Verify `NO REPLY` + end-of-turn as a draft in the turn's own forward (exact; issue 23).
     draft_no_reply: bool = True
+    # Encode the turn's frames in their own forward before its decision forward (see above).
+    ingest_frames_first: bool = True
 
 
 @dataclass
@@ -82,9 +94,10 @@ class TurnReply:
     text: str  # decoded reply without `<|im_end|>` (and without a forced prefix)
     token_ids: list[int]  # generated ids, `<|im_end|>` included when sampled
     cut: bool  # hit the token cap; closed with a non-sampled `<|im_end|>`
-    latency_s: float  # from the turn's arrival (image preprocessing included) to its last token
+    latency_s: float  # decision latency: from the turn's close (its frames in the cache) to its last token
     forced: bool = False  # a context turn fed with a known reply
     draft_accepted: int = 0  # leading tokens taken from the `NO REPLY` draft's forward
+    ingest_s: float = 0.0  # the turn's frames into the cache: preprocessing, vision tower, their tokens
 
     @property
     def silent(self) -> bool:
@@ -167,6 +180,7 @@ class StreamingSession:
         # stream's M-RoPE positions; the others open turns or vision spans (HF's suppress_tokens).
         self.banned = torch.tensor(banned_token_ids(renderer.tokenizer), dtype=torch.long)
         self.no_reply_draft = no_reply_draft_ids(renderer)
+        self.vision_end_id = renderer.tokenizer.convert_tokens_to_ids("<|vision_end|>")
         self._append(renderer.system_ids(), [], sampled=False)
 
     # -------------------------------------------------------------- sequence bookkeeping
@@ -252,7 +266,16 @@ class StreamingSession:
             self._forward(self.fed, self._to_device(pixel_values), self._to_device(grid_thw))
             self.trailing_suffix = 0
             return None
-        self._append(self.renderer.user_turn_ids(counts, turn.text), grids, sampled=False)
+        user_ids = self.renderer.user_turn_ids(counts, turn.text)
+        ingest_s = 0.0
+        if self.config.ingest_frames_first and grids and not self.config.reencode and turn.forced_reply is None:
+            split = self._frames_end(user_ids)
+            self._append(user_ids[:split], grids, sampled=False)
+            self._forward(self.fed, self._to_device(pixel_values), self._to_device(grid_thw))
+            user_ids, grids, pixel_values, grid_thw = user_ids[split:], [], None, None
+            decided = time.perf_counter()
+            ingest_s, started = decided - started, decided
+        self._append(user_ids, grids, sampled=False)
         if turn.forced_reply is not None:
             ids, _ = self.renderer.assistant_turn(turn.forced_reply)
             self._append(ids, [], sampled=False)
@@ -286,9 +309,14 @@ class StreamingSession:
         self.trailing_suffix = len(suffix)
         text = self.renderer.tokenizer.decode([t for t in generated if t != eos], skip_special_tokens=True)
         reply = TurnReply(turn.time_s, text.strip(), generated, cut, time.perf_counter() - started,
-                          draft_accepted=accepted)
+                          draft_accepted=accepted, ingest_s=ingest_s)
         self.turns.append(reply)
         return reply
+
+    def _frames_end(self, user_ids: list[int]) -> int:
+        """Where a user turn's frames end: after its last image pad and the `<|vision_end|>` closing it."""
+        end = len(user_ids) - user_ids[::-1].index(self.renderer.image_pad_id)
+        return end + (end < len(user_ids) and user_ids[end] == self.vision_end_id)
 
     def _to_device(self, x):
         return None if x is None else x.to(self.device)
@@ -346,8 +374,9 @@ def latency_stats(latencies_s: list[float]) -> LatencyStats:
 
 
 def latency_split(replies: list[TurnReply]) -> dict[str, int | float]:
-    """Count, median and p95 of per-turn latency over all turns, silent (`NO REPLY`) turns and
-    spoken ones: with the `NO REPLY` draft the two cost differently, and one median hides both."""
+    """Count, median and p95 of per-turn decision latency over all turns, silent (`NO REPLY`) turns
+    and spoken ones (with the `NO REPLY` draft the two cost differently, and one median hides both),
+    and of the frames' ingest time that precedes each decision."""
     out: dict[str, int | float] = {}
     groups = (("", replies), ("silent_", [r for r in replies if r.silent]),
               ("spoken_", [r for r in replies if not r.silent]))
@@ -355,4 +384,5 @@ def latency_split(replies: list[TurnReply]) -> dict[str, int | float]:
         stats = latency_stats([r.latency_s for r in chosen])
         out |= {f"{name}turns": stats.count, f"{name}latency_median_s": stats.median_s,
                 f"{name}latency_p95_s": stats.p95_s}
-    return out
+    ingest = latency_stats([r.ingest_s for r in replies if r.ingest_s])  # frames into the cache, before the decision
+    return out | {"ingest_median_s": ingest.median_s, "ingest_p95_s": ingest.p95_s}

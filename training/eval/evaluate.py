@@ -16,7 +16,8 @@ folder), `skip_inference` turns fed without a reply, `must_reply` turns forced t
 `I must reply.`; a turn's time is its last frame's index times `--seconds-per-frame`.
 Per-turn decision latency is split into silent (`NO REPLY`) and spoken turns. `NO REPLY` is verified
 as a draft in the turn's own forward (`training.streaming`, same greedy outputs); `--no-draft` turns
-it off.
+it off. A turn's frames enter the cache in a forward of their own before its decision (their time is
+`ingest_median_s` in the latency file); `--frames-in-decision` puts them back in the decision forward.
 
 One prediction line per question id, `{question_id, model_response_list: [{role, content, time}]}`
 with `NO REPLY` turns removed, is appended and flushed as soon as it is done, under the ORIGINAL
@@ -79,6 +80,8 @@ class EvalConfig(BaseModel):
     max_new_tokens_per_turn: int = Field(100, ge=1)  # FACTS.md: at most 100 new tokens per turn
     system_prompt: str = DEFAULT_SYSTEM_PROMPT  # FACTS.md system prompt gist
     draft_no_reply: bool = True  # verify `NO REPLY` in the turn's own forward (same outputs, faster silence)
+    # Frames into the cache first, then the decision forward: latency counts the decision (training.streaming)
+    ingest_frames_first: bool = True
 
 
 def latency_path(out: Path) -> Path:
@@ -146,7 +149,8 @@ def predict_record(record: GoldRecord, video: Path, model, renderer: TurnRendere
         return frames
     result = stream_turns(model, renderer, image_processor, episode_stream_turns(episode, frames),
                           StreamConfig(max_new_tokens_per_turn=cfg.max_new_tokens_per_turn,
-                                       draft_no_reply=cfg.draft_no_reply))
+                                       draft_no_reply=cfg.draft_no_reply,
+                                       ingest_frames_first=cfg.ingest_frames_first))
     line = prediction_line(record.question_id, [(t.time_s, t.text) for t in result.turns if t.text])
     return line, result.turns
 
@@ -166,7 +170,8 @@ def predict_frame_input(record: FrameInputRecord, frames_root: Path, model, rend
         at += n
     result = stream_turns(model, renderer, image_processor, turns,
                           StreamConfig(max_new_tokens_per_turn=cfg.max_new_tokens_per_turn,
-                                       draft_no_reply=cfg.draft_no_reply))
+                                       draft_no_reply=cfg.draft_no_reply,
+                                       ingest_frames_first=cfg.ingest_frames_first))
     line = prediction_line(record.question_id, [(t.time_s, t.text) for t in result.turns if t.text])
     return line, result.turns
 
@@ -254,6 +259,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-new-tokens-per-turn", type=int, default=defaults.max_new_tokens_per_turn)
     parser.add_argument("--no-draft", action="store_true",
                         help="decode NO REPLY token by token instead of verifying it in one forward")
+    parser.add_argument("--frames-in-decision", action="store_true",
+                        help="encode each turn's frames in its decision forward (one call per turn; latency "
+                             "then includes the frames), not in a forward of their own before it")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
 
 
@@ -261,7 +269,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         cfg = EvalConfig(seconds_per_frame=args.seconds_per_frame, max_frames=args.max_frames,
                          max_pixels=args.max_pixels, max_new_tokens_per_turn=args.max_new_tokens_per_turn,
-                         draft_no_reply=not args.no_draft)
+                         draft_no_reply=not args.no_draft, ingest_frames_first=not args.frames_in_decision)
         if args.frame_input is not None:
             records = read_frame_input(args.frame_input)
             root = args.frames_root or args.frame_input.parent
@@ -280,6 +288,7 @@ def main(args: argparse.Namespace) -> int:
           f"per-turn decision latency over {summary['turns']} turns: median {summary['latency_median_s'] * 1e3:.1f} ms, "
           f"p95 {summary['latency_p95_s'] * 1e3:.1f} ms; silent {summary['silent_turns']} turns, median "
           f"{summary['silent_latency_median_s'] * 1e3:.1f} ms; spoken {summary['spoken_turns']} turns, median "
-          f"{summary['spoken_latency_median_s'] * 1e3:.1f} ms")
+          f"{summary['spoken_latency_median_s'] * 1e3:.1f} ms; frames ingested before each decision: median "
+          f"{summary['ingest_median_s'] * 1e3:.1f} ms")
     print(json.dumps(summary))
     return 0

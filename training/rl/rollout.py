@@ -46,7 +46,10 @@ class RolloutConfig(BaseModel):
 
     def stream_config(self) -> StreamConfig:
         return StreamConfig(max_new_tokens_per_turn=self.max_new_tokens_per_turn, temperature=self.temperature,
-                            top_k=self.top_k, draft_no_reply=self.draft_no_reply)
+                            top_k=self.top_k, draft_no_reply=self.draft_no_reply,
+                            # Rollouts want throughput, not decision latency: one forward per turn
+                            # (frames, text and draft together) is one model call fewer than ingesting first.
+                            ingest_frames_first=False)
 
 
 @dataclass(frozen=True)
