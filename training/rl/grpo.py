@@ -55,6 +55,7 @@ from training.data.frame_folders import load_frame_files
 from training.data.mmduet2 import ReleasedEpisode, read_verl_rl
 from training.data.rl_prompts import RLPromptConfig, build_rl_prompts, stretch_episode
 from training.data.summary import episode_summary
+from training.distributed import gather_by_rank, gather_fingerprints, is_main_process, sum_counts
 from training.model import (
     corpus_texts,
     load_image_processor,
@@ -299,6 +300,20 @@ def update_epoch(cfg: GRPOConfig, accelerator, model, ref_model, optimizer, roll
     return logged
 
 
+def gather_step(accelerator, judged: list[RewardRollout], terms: list[dict[str, float]],
+                logged: dict[str, float]) -> tuple[list, list, dict[str, float]]:
+    """Every process's rollouts and reward terms of a step, and its loss parts summed (each is a
+    share of the step's token mean over all processes): the record and the guard see the whole
+    batch, so every rank takes the same stop decision."""
+    if accelerator.num_processes == 1:
+        return judged, terms, logged
+    from accelerate.utils import gather_object
+
+    parts = accelerator.reduce(torch.tensor([logged[k] for k in sorted(logged)], dtype=torch.float64,
+                                            device=accelerator.device), "sum")
+    return gather_object(judged), gather_object(terms), dict(zip(sorted(logged), parts.tolist(), strict=True))
+
+
 def step_record(step: int, rollouts: list, judged: list[RewardRollout], terms: list[dict[str, float]],
                 logged: dict[str, float]) -> dict[str, float]:
     """What one step logs: losses, reply statistics and the mean of each reward term by its name."""
@@ -331,8 +346,8 @@ def train_grpo(cfg: GRPOConfig, reward_fn: RewardFn | None = None) -> dict:
     from torch.utils.tensorboard import SummaryWriter
     from tqdm.auto import tqdm
 
-    accelerator = checkpoints.make_accelerator(cfg.mixed_precision, cfg.seed)
     out = Path(cfg.output_dir)
+    accelerator = checkpoints.make_accelerator(cfg.mixed_precision, cfg.seed, out)
     out.mkdir(parents=True, exist_ok=True)
 
     # --- data: RL prompts (stretches with context, or released rows), the tokenizer, the reward ------
@@ -407,11 +422,14 @@ def train_grpo(cfg: GRPOConfig, reward_fn: RewardFn | None = None) -> dict:
         phase("update")
         logged = update_epoch(cfg, accelerator, model, ref_model, optimizer, rollouts, advantages,
                               tokenizer.pad_token_id)
-        record = step_record(state["step"] + 1, rollouts, judged, terms, logged)
+        everyone, everyone_terms, everyone_logged = gather_step(accelerator, judged, terms, logged)
+        record = step_record(state["step"] + 1, everyone, everyone, everyone_terms, everyone_logged)
         state["history"].append(record)
         state.update(step=state["step"] + 1, batch=state["batch"] + 1)
+        by_rank = gather_by_rank(accelerator, indices)
         if order_log:
-            order_log.write(json.dumps({"step": state["step"], "epoch": state["epoch"], "items": indices}) + "\n")
+            order_log.write(json.dumps({"step": state["step"], "epoch": state["epoch"],
+                                        "items": [i for b in by_rank for i in b], "by_rank": by_rank}) + "\n")
         if writer:
             for key, value in record.items():
                 writer.add_scalar(f"train/{key}", value, state["step"])
@@ -439,8 +457,9 @@ def train_grpo(cfg: GRPOConfig, reward_fn: RewardFn | None = None) -> dict:
     # --- final model ------------------------------------------------------------------------
     accelerator.wait_for_everyone()
     validation = validate(cfg, accelerator, model, bits, val_items, forbidden, reward_fn) if val_items else None
-    summary = {"steps": state["step"], "skipped": state["skipped"], "stopped": stopped,
-               "history": state["history"], "data": data_summary, "validation": validation}
+    summary = {"steps": state["step"], "skipped": sum_counts(accelerator, state["skipped"]), "stopped": stopped,
+               "history": state["history"], "data": data_summary, "validation": validation,
+               "weights_sha256_by_rank": gather_fingerprints(accelerator, model)}
     checkpoints.save_final(accelerator, model, tokenizer, image_processor, out, summary)
     if accelerator.is_main_process:
         writer.close()
@@ -462,6 +481,7 @@ def main(args) -> int:
     checkpoints.require_corpus(cfg.corpus, cfg.data)
     summary = train_grpo(cfg)
     first, last = (summary["history"] or [{}])[0], (summary["history"] or [{}])[-1]
-    print(json.dumps({"steps": summary["steps"], "skipped": summary["skipped"], "stopped": summary["stopped"],
-                      "first_reward": first.get("reward_total"), "last_reward": last.get("reward_total")}))
+    if is_main_process():
+        print(json.dumps({"steps": summary["steps"], "skipped": summary["skipped"], "stopped": summary["stopped"],
+                          "first_reward": first.get("reward_total"), "last_reward": last.get("reward_total")}))
     return 1 if summary["stopped"] else 0
