@@ -51,11 +51,15 @@ def wants_cpu_world(env: dict[str, str] | None = None, cuda_available: bool | No
     return "LOCAL_RANK" in env and not cuda_available
 
 
-def launch_problem(world_size: int, env: dict[str, str] | None = None) -> str | None:
-    """Why this process's world does not match its launch (None when it does)."""
+def launch_problem(world_size: int, fsdp: bool = False, env: dict[str, str] | None = None) -> str | None:
+    """Why this process's world does not match its launch (None when it does); `fsdp`: whether
+    accelerate made this an FSDP world."""
     env = os.environ if env is None else env
     announced = launched_world_size(env)
     config = CPU_CONFIG if env.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes") else GPU_CONFIG
+    if env.get("ACCELERATE_USE_FSDP", "").lower() == "true" and not fsdp:
+        return ("an FSDP config was given but accelerate made no FSDP world (it shards only on GPUs: on CPU "
+                f"it would silently run plain DDP); on CPU launch with `accelerate launch --config_file {CPU_CONFIG}`")
     if announced is not None and announced != world_size:
         return (f"the launcher started {announced} processes but this one joined a world of {world_size}; "
                 f"launch with `accelerate launch --config_file {config}` (CPU: {CPU_CONFIG})")
@@ -88,7 +92,9 @@ def claim_output_dir(output_dir: Path) -> str | None:
 
 def check_launch(accelerator, output_dir: Path | None) -> None:
     """Raise a UsageError on every process when the launch is wrong for this world or folder."""
-    problem = launch_problem(accelerator.num_processes)
+    from accelerate.utils import DistributedType
+
+    problem = launch_problem(accelerator.num_processes, accelerator.distributed_type == DistributedType.FSDP)
     if problem is None and output_dir is not None:
         problem = claim_output_dir(output_dir) if accelerator.is_main_process else None
         if accelerator.num_processes > 1:  # every rank stops, not only the main one
