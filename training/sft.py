@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 from typing import Literal
 
@@ -247,6 +248,7 @@ def train(cfg: SFTConfig) -> dict:
     bar = tqdm(total=total_steps, initial=state["step"], disable=not accelerator.is_main_process,
                desc="sft", dynamic_ncols=True)
     losses: list[float] = []
+    started = time.monotonic()  # the loop's own time: steps/s without start-up (bench.distributed_sft)
     model.train()
     while state["step"] < total_steps and (cfg.max_steps or state["epoch"] < cfg.epochs):
         batches = batch_order(len(train_set), cfg.batch_size, cfg.seed, state["epoch"])
@@ -292,7 +294,7 @@ def train(cfg: SFTConfig) -> dict:
 
     # --- final checkpoint -------------------------------------------------------------------
     accelerator.wait_for_everyone()
-    summary = {"steps": state["step"], **gather_run_log(accelerator, losses, state["skipped"]), "data": data_summary,
+    summary = {"steps": state["step"], "train_s": round(time.monotonic() - started, 3), **gather_run_log(accelerator, losses, state["skipped"]), "data": data_summary,
                "eval_loss": evaluate() if eval_set is not None else None,
                "weights_sha256_by_rank": gather_fingerprints(accelerator, model)}
     checkpoints.save_final(accelerator, model, tokenizer, image_processor, out, summary)
