@@ -48,6 +48,38 @@ def sft_batch(corpus: str, model_dir: str):
     return CollateEpisodes(tokenizer.pad_token_id)([dataset[0]]).tensors, renderer.image_pad_id
 
 
+def dist_rollouts_match(corpus: str, model_dir: str, sharded, reference) -> list[bool]:
+    """GRPO's sampling under FSDP2 (training.distributed.sampling_policy): each rank samples a
+    different number of rollouts (so a different number of forwards) twice, from the sharded
+    policy's whole copy, and compares them with the same rollouts of the unsharded model."""
+    from accelerate.utils import DistributedType
+
+    from curation.video.frames import frame_timeline
+    from training.data.chat_template import TurnRenderer
+    from training.data.corpus import read_split
+    from training.data.episodes import EpisodeConfig, build_episode
+    from training.distributed import sampling_policy
+    from training.model import load_image_processor, load_tokenizer
+    from training.rl.rollout import ProcessorBits, RolloutConfig, rollout_group
+
+    split = read_split(corpus, "train")
+    dialogue = split.dialogues[0]
+    bits = ProcessorBits(TurnRenderer(load_tokenizer(model_dir)), load_image_processor(model_dir, 3136), 3136)
+    episode = build_episode(dialogue, split.video_path(dialogue.video_id), EpisodeConfig(max_frames=4), frame_timeline)
+    stand_in = SimpleNamespace(unwrap_model=lambda m: m, device=torch.device("cpu"),
+                               distributed_type=DistributedType.FSDP)
+    matches = True
+    for round_ in range(2):  # the second entry refreshes the copy built by the first
+        config = RolloutConfig(n=1 + dist.get_rank(), max_new_tokens_per_turn=4, seed=round_)
+        with sampling_policy(stand_in, sharded) as policy:
+            sampled = rollout_group(policy, bits, episode, config)
+        expected = rollout_group(reference, bits, episode, config)
+        matches &= [r.input_ids.tolist() for r in sampled] == [r.input_ids.tolist() for r in expected]
+    everyone: list = [None] * dist.get_world_size()
+    dist.all_gather_object(everyone, matches)
+    return everyone
+
+
 def main(corpus: str, model_dir: str, out: str) -> None:
     from accelerate.utils.fsdp_utils import fsdp2_prepare_model
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
@@ -81,6 +113,7 @@ def main(corpus: str, model_dir: str, out: str) -> None:
     full_numel = sum(p.numel() for p in reference.parameters())
     loss_sharded, loss_reference = sft_step(sharded), sft_step(reference)
     full = get_model_state_dict(sharded, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    same_rollouts = dist_rollouts_match(corpus, model_dir, sharded, reference)
     if dist.get_rank() == 0:
         ref_state = reference.state_dict()
         before = trainable(model_dir).state_dict()
@@ -91,7 +124,7 @@ def main(corpus: str, model_dir: str, out: str) -> None:
             "max_weight_diff": max((full[k] - ref_state[k]).abs().max().item() for k in ref_state),
             "moved": sum(not torch.equal(full[k], before[k]) for k in before),
             "trainable": sum(p.requires_grad for p in reference.parameters()),
-            "params": len(before)}))
+            "params": len(before), "rollouts_match_by_rank": same_rollouts}))
     dist.destroy_process_group()
 
 

@@ -187,7 +187,8 @@ def test_fsdp_config_on_cpu_stops_instead_of_running_plain_ddp(corpus, tmp_path)
 @pytest.mark.slow
 def test_accelerates_fsdp2_wrapping_shards_qwen_blocks_and_trains_like_one_process(corpus, tmp_path):
     """accelerate's own `fsdp2_prepare_model` with fsdp_gpu.yaml's plugin, on a 2-process gloo
-    world (tests/fsdp_cpu_worker.py): which classes become FSDP units, and one SFT step."""
+    world (tests/fsdp_cpu_worker.py): which classes become FSDP units, one SFT step, and GRPO's
+    rollouts from the sharded policy."""
     from training.model import prepare_tiny_checkpoint
 
     tiny = prepare_tiny_checkpoint([dialogue_row()["references"][0]["answer"], "NO REPLY"], tmp_path / "tiny")
@@ -206,3 +207,6 @@ def test_accelerates_fsdp2_wrapping_shards_qwen_blocks_and_trains_like_one_proce
     assert found["loss_sharded"] == pytest.approx(found["loss_reference"], rel=1e-6)
     assert found["max_weight_diff"] < 1e-6  # the gathered step equals the unsharded one
     assert found["moved"] == found["trainable"] > 0  # every trainable parameter moved, the frozen tower did not
+    # GRPO samples from a whole copy per rank: rollouts of different lengths per rank, no deadlock,
+    # the same tokens as the unsharded model
+    assert found["rollouts_match_by_rank"] == [True, True]

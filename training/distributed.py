@@ -16,6 +16,7 @@ decides, and why:
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import os
@@ -157,3 +158,45 @@ def sum_counts(accelerator, counts: dict[str, int]) -> dict[str, int]:
         for key, n in mine.items():
             total[key] = total.get(key, 0) + n
     return total
+
+
+# Per process: the plain copy an FSDP2 policy samples from, by id of the sharded model.
+_sampling_copies: dict[int, object] = {}
+
+
+@contextlib.contextmanager
+def sampling_policy(accelerator, model):
+    """The policy as a module a rank can run alone, for as many forwards as its rollouts need.
+    Enter it on every rank the same number of times (it is one collective under FSDP).
+
+    DDP/one process: the unwrapped model. FSDP2 (`fully_shard`): a plain copy on this rank,
+    refreshed from the shards on entry (one full all-gather); sampling through FSDP2's own forward
+    would all-gather every unit on every forward, and ranks whose rollouts differ in length would
+    wait on each other forever. FSDP1: `summon_full_params` (untested, no GPU here)."""
+    import torch
+    from torch.distributed.fsdp import FSDPModule
+
+    unwrapped = accelerator.unwrap_model(model)
+    if isinstance(unwrapped, FSDPModule):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        full = get_model_state_dict(unwrapped, options=StateDictOptions(full_state_dict=True))
+        copy = _sampling_copies.get(id(unwrapped))
+        if copy is None:  # the model's own class, built once per process on this rank's device
+            plain = next(c for c in type(unwrapped).__mro__[1:] if not issubclass(c, FSDPModule))
+            with torch.device(accelerator.device):
+                copy = plain(unwrapped.config).eval().requires_grad_(False)
+            _sampling_copies[id(unwrapped)] = copy
+        copy.load_state_dict(full)
+        del full
+        yield copy
+        return
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type == DistributedType.FSDP:
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        with FullyShardedDataParallel.summon_full_params(model, writeback=False):
+            yield unwrapped
+        return
+    yield unwrapped

@@ -22,14 +22,14 @@ Departures from the published code (MMDuet2 release / verl), and why:
 - A group in which the policy sampled a vision/template special token (`<|image_pad|>` with no
   image behind it) is dropped and counted (`sampled_special_token`), never re-encoded wrongly.
 Log-probs for the ratio and the KL are taken at the sampling temperature (as verl does).
-Limits: with FSDP the HF rollouts gather the full weights per step (`summon_full_params`; untested
-here, no GPU); every process must get rollouts each step (one whose episodes were all skipped
+Limits: with FSDP2 the HF rollouts sample from a whole copy of the policy on each rank, refreshed
+once per rollout batch (training.distributed.sampling_policy; FSDP1's `summon_full_params` is
+untested here, no GPU); every process must get rollouts each step (one whose episodes were all skipped
 would leave the others waiting in the gradient all-reduce).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -55,7 +55,13 @@ from training.data.frame_folders import load_frame_files
 from training.data.mmduet2 import ReleasedEpisode, read_verl_rl
 from training.data.rl_prompts import RLPromptConfig, build_rl_prompts, stretch_episode
 from training.data.summary import episode_summary
-from training.distributed import gather_by_rank, gather_fingerprints, is_main_process, sum_counts
+from training.distributed import (
+    gather_by_rank,
+    gather_fingerprints,
+    is_main_process,
+    sampling_policy,
+    sum_counts,
+)
 from training.model import (
     corpus_texts,
     load_image_processor,
@@ -165,17 +171,6 @@ def judged_reward(judge, cfg: RewardConfig) -> RewardFn:
     return reward
 
 
-def full_weights(accelerator, model):
-    """Context in which the unwrapped model holds whole weights (FSDP shards them) for sampling."""
-    from accelerate.utils import DistributedType
-
-    if accelerator.distributed_type == DistributedType.FSDP:
-        from torch.distributed.fsdp import FullyShardedDataParallel
-
-        return FullyShardedDataParallel.summon_full_params(model, writeback=False)
-    return contextlib.nullcontext()
-
-
 def prepare_item(cfg: GRPOConfig, bits: ProcessorBits, item):
     """(episode, frames or None = decode from its video, context turns, the references scored,
     earlier replies or None = the context turns' own) of a corpus RL stretch or a released RL row,
@@ -222,27 +217,27 @@ def collect_rollouts(cfg: GRPOConfig, accelerator, model, bits: ProcessorBits, i
     (the prompt's context replies as earlier replies) and the references each is scored on.
     `greedy`: one rollout per prompt at temperature 0 (validation); `on_episode` reports progress."""
     rollouts, judged, references = [], [], []
-    for number, index in enumerate(indices):
-        on_episode(number, len(indices))
-        prepared = prepare_item(cfg, bits, items[index])
-        if isinstance(prepared, Skip):
-            count_skip(prepared.reason)
-            continue
-        episode, frames, context_turns, scored, earlier = prepared
-        rcfg = RolloutConfig(n=1 if greedy else cfg.rollouts_per_episode, temperature=0.0 if greedy else cfg.temperature,
-                             top_k=cfg.top_k, max_new_tokens_per_turn=cfg.max_new_tokens_per_turn,
-                             context_turns=context_turns, seed=cfg.seed * 1_000_003 + step * 1_009 + index,
-                             draft_no_reply=cfg.draft_no_reply)
-        with full_weights(accelerator, model):
-            group = rollout_group(accelerator.unwrap_model(model), bits, episode, rcfg, frames)
-        if isinstance(group, Skip):
-            count_skip(group.reason)
-        elif any(sampled_forbidden(r, forbidden) for r in group):
-            count_skip("sampled_special_token")
-        else:
-            rollouts += group
-            judged += [reward_rollout(r, earlier) for r in group]
-            references += [scored] * len(group)
+    with sampling_policy(accelerator, model) as policy:  # entered once per call on every rank (FSDP: a collective)
+        for number, index in enumerate(indices):
+            on_episode(number, len(indices))
+            prepared = prepare_item(cfg, bits, items[index])
+            if isinstance(prepared, Skip):
+                count_skip(prepared.reason)
+                continue
+            episode, frames, context_turns, scored, earlier = prepared
+            rcfg = RolloutConfig(n=1 if greedy else cfg.rollouts_per_episode,
+                                 temperature=0.0 if greedy else cfg.temperature, top_k=cfg.top_k,
+                                 max_new_tokens_per_turn=cfg.max_new_tokens_per_turn, context_turns=context_turns,
+                                 seed=cfg.seed * 1_000_003 + step * 1_009 + index, draft_no_reply=cfg.draft_no_reply)
+            group = rollout_group(policy, bits, episode, rcfg, frames)
+            if isinstance(group, Skip):
+                count_skip(group.reason)
+            elif any(sampled_forbidden(r, forbidden) for r in group):
+                count_skip("sampled_special_token")
+            else:
+                rollouts += group
+                judged += [reward_rollout(r, earlier) for r in group]
+                references += [scored] * len(group)
     return rollouts, judged, references
 
 
