@@ -37,11 +37,11 @@ def corpus(tmp_path_factory) -> Path:
     return build_corpus(tmp_path_factory.mktemp("corpus"), {"train": rows, "rl": [dialogue_row()]}, ["bikes"])
 
 
-def launch(config: str, *command: str, timeout_s: float = 300) -> subprocess.CompletedProcess:
+def launch(config: str, *command: str, timeout_s: float = 300, processes: int | None = None) -> subprocess.CompletedProcess:
     """`accelerate launch --config_file configs/accelerate/<config> -m training.run ...` on CPU."""
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     cmd = [*ACCELERATE, "--config_file", str(CONFIGS / config), "--main_process_port", str(free_port()),
-           "-m", "training.run", *command]
+           *(["--num_processes", str(processes)] if processes else []), "-m", "training.run", *command]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout_s)
 
 
@@ -179,7 +179,7 @@ def test_two_process_grpo_summary_holds_every_ranks_rewards(corpus, tmp_path):
 
 def test_fsdp_config_on_cpu_stops_instead_of_running_plain_ddp(corpus, tmp_path):
     proc = launch("fsdp_gpu.yaml", "sft", "--preset", "tiny", f"corpus={corpus}", f"output_dir={tmp_path / 'run'}",
-                  "max_steps=1", timeout_s=120)
+                  "max_steps=1", timeout_s=120, processes=1)  # one process is enough to be refused
     assert proc.returncode != 0
     assert "error: an FSDP config was given but accelerate made no FSDP world" in proc.stderr, proc.stderr[-3000:]
 

@@ -1,7 +1,8 @@
 """SFT on streaming episodes: data, model, optimizer, loop, eval, checkpoint — top to bottom.
 
 `python -m training.run sft --config FILE [--model PATH_OR_NAME] [--preset tiny] [key=value ...]`.
-Multi-GPU and FSDP come from `accelerate launch` and its config file, not from this code.
+Multi-process, multi-GPU and FSDP come from `accelerate launch` with a config from configs/accelerate/
+(README "Distributed training"); training.distributed checks the launch.
 
 Departures from the published code (MMDuet2 release), and why:
 - Labels are built per turn and asserted against one tokenisation of the whole episode (FACTS.md
