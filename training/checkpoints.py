@@ -91,15 +91,20 @@ def save_checkpoint(accelerator, output_dir: Path, state: dict[str, Any]) -> Pat
     return where
 
 
-def make_accelerator(mixed_precision: str, seed: int):
-    """accelerate's Accelerator, with "auto" = bf16 where the device supports it (FACTS.md)."""
+def make_accelerator(mixed_precision: str, seed: int, output_dir: Path | None = None):
+    """accelerate's Accelerator, with "auto" = bf16 where the device supports it (FACTS.md); a
+    launched process without a GPU joins a gloo world, and a launch that would be silently wrong
+    (world size, a second world in `output_dir`) is a UsageError (training.distributed)."""
     import torch
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
+    from training.distributed import check_launch, wants_cpu_world
+
     if mixed_precision == "auto":
         mixed_precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
-    accelerator = Accelerator(mixed_precision=mixed_precision)
+    accelerator = Accelerator(mixed_precision=mixed_precision, cpu=wants_cpu_world())
+    check_launch(accelerator, output_dir)
     set_seed(seed)
     return accelerator
 
@@ -118,9 +123,10 @@ def resolve_tiny_preset(cfg: Config, texts: list[str], accelerator, output_dir: 
 
 def save_final(accelerator, model, tokenizer, image_processor, output_dir: Path, summary: dict) -> None:
     """`<output_dir>/final` as a loadable checkpoint, and `summary.json` beside it."""
+    state_dict = accelerator.get_state_dict(model)  # every rank: under FSDP it is a collective gather
     if accelerator.is_main_process:
         final = output_dir / "final"
-        accelerator.unwrap_model(model).save_pretrained(final, state_dict=accelerator.get_state_dict(model))
+        accelerator.unwrap_model(model).save_pretrained(final, state_dict=state_dict)
         tokenizer.save_pretrained(final)
         image_processor.save_pretrained(final)
         (output_dir / "summary.json").write_text(json.dumps(summary, indent=2))

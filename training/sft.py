@@ -1,7 +1,8 @@
 """SFT on streaming episodes: data, model, optimizer, loop, eval, checkpoint — top to bottom.
 
 `python -m training.run sft --config FILE [--model PATH_OR_NAME] [--preset tiny] [key=value ...]`.
-Multi-GPU and FSDP come from `accelerate launch` and its config file, not from this code.
+Multi-process, multi-GPU and FSDP come from `accelerate launch` with a config from configs/accelerate/
+(README "Distributed training"); training.distributed checks the launch.
 
 Departures from the published code (MMDuet2 release), and why:
 - Labels are built per turn and asserted against one tokenisation of the whole episode (FACTS.md
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 from typing import Literal
 
@@ -35,6 +37,7 @@ from training.data.dataset import CollateEpisodes, EpisodeDataset, batch_order
 from training.data.episodes import EpisodeConfig
 from training.data.offline import IMAGE, OfflineDataset, OfflineEncoder, OfflineSource, mix_offline
 from training.data.summary import episode_summary
+from training.distributed import gather_by_rank, gather_fingerprints, is_main_process, sum_counts
 from training.model import (
     corpus_texts,
     load_image_processor,
@@ -144,6 +147,19 @@ def evaluate_loss(accelerator, model, eval_set, collate, image_pad_id: int) -> f
     return (total[0] / total[1]).item() if total[1] > 0 else None
 
 
+def gather_run_log(accelerator, losses: list[float], skipped: dict[str, int]) -> dict:
+    """The run's losses (per micro-batch, the mean over processes) and skips (summed over them),
+    not the main process's own share."""
+    if accelerator.num_processes == 1:
+        return {"losses": losses, "skipped": skipped}
+    from accelerate.utils import gather_object
+
+    # equal lengths: a rank that skipped a batch another trained on would have hung the all-reduce
+    by_rank = gather_object([losses])
+    return {"losses": [sum(xs) / len(xs) for xs in zip(*by_rank, strict=True)],
+            "skipped": sum_counts(accelerator, skipped)}
+
+
 def optimizer_and_schedule(cfg: SFTConfig, model, total_steps: int):
     from transformers import get_scheduler
 
@@ -172,8 +188,8 @@ def train(cfg: SFTConfig) -> dict:
     from torch.utils.tensorboard import SummaryWriter
     from tqdm.auto import tqdm
 
-    accelerator = checkpoints.make_accelerator(cfg.mixed_precision, cfg.seed)
     out = Path(cfg.output_dir)
+    accelerator = checkpoints.make_accelerator(cfg.mixed_precision, cfg.seed, out)
     out.mkdir(parents=True, exist_ok=True)
 
     # --- data -------------------------------------------------------------------------------
@@ -233,6 +249,7 @@ def train(cfg: SFTConfig) -> dict:
     bar = tqdm(total=total_steps, initial=state["step"], disable=not accelerator.is_main_process,
                desc="sft", dynamic_ncols=True)
     losses: list[float] = []
+    started = time.monotonic()  # the loop's own time: steps/s without start-up (bench.distributed_sft)
     model.train()
     while state["step"] < total_steps and (cfg.max_steps or state["epoch"] < cfg.epochs):
         batches = batch_order(len(train_set), cfg.batch_size, cfg.seed, state["epoch"])
@@ -247,10 +264,10 @@ def train(cfg: SFTConfig) -> dict:
                 loss = batch_loss(model, batch.tensors, accelerator.device, renderer.image_pad_id)
                 accelerator.backward(loss / cfg.grad_accum_steps)
                 losses.append(loss.item())
-            if order_log:  # every process's items of this micro-batch, in rank order
-                j = (state["micro"] - 1) * world
+            by_rank = gather_by_rank(accelerator, mine[state["micro"] - 1])  # as each process read it
+            if order_log:
                 order_log.write(json.dumps({"epoch": state["epoch"], "micro": state["micro"],
-                                            "items": [i for b in batches[j:j + world] for i in b]}) + "\n")
+                                            "items": [i for b in by_rank for i in b], "by_rank": by_rank}) + "\n")
             if state["micro"] % cfg.grad_accum_steps and state["micro"] < len(mine):
                 continue
             accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
@@ -278,8 +295,9 @@ def train(cfg: SFTConfig) -> dict:
 
     # --- final checkpoint -------------------------------------------------------------------
     accelerator.wait_for_everyone()
-    summary = {"steps": state["step"], "losses": losses, "skipped": state["skipped"], "data": data_summary,
-               "eval_loss": evaluate() if eval_set is not None else None}
+    summary = {"steps": state["step"], "train_s": round(time.monotonic() - started, 3), **gather_run_log(accelerator, losses, state["skipped"]), "data": data_summary,
+               "eval_loss": evaluate() if eval_set is not None else None,
+               "weights_sha256_by_rank": gather_fingerprints(accelerator, model)}
     checkpoints.save_final(accelerator, model, tokenizer, image_processor, out, summary)
     if accelerator.is_main_process:
         writer.close()
@@ -298,7 +316,8 @@ def main(args) -> int:
     cfg = load_config(args.config, args.overrides, model=args.model, preset=args.preset)
     checkpoints.require_corpus(cfg.corpus, cfg.data)
     summary = train(cfg)
-    print(json.dumps({k: v for k, v in summary.items() if k != "losses"}
-                     | {"first_loss": (summary["losses"] or [None])[0],
-                        "last_loss": (summary["losses"] or [None])[-1]}))
+    if is_main_process():
+        print(json.dumps({k: v for k, v in summary.items() if k != "losses"}
+                         | {"first_loss": (summary["losses"] or [None])[0],
+                            "last_loss": (summary["losses"] or [None])[-1]}))
     return 0

@@ -22,14 +22,14 @@ Departures from the published code (MMDuet2 release / verl), and why:
 - A group in which the policy sampled a vision/template special token (`<|image_pad|>` with no
   image behind it) is dropped and counted (`sampled_special_token`), never re-encoded wrongly.
 Log-probs for the ratio and the KL are taken at the sampling temperature (as verl does).
-Limits: with FSDP the HF rollouts gather the full weights per step (`summon_full_params`; untested
-here, no GPU); every process must get rollouts each step (one whose episodes were all skipped
+Limits: with FSDP2 the HF rollouts sample from a whole copy of the policy on each rank, refreshed
+once per rollout batch (training.distributed.sampling_policy; FSDP1's `summon_full_params` is
+untested here, no GPU); every process must get rollouts each step (one whose episodes were all skipped
 would leave the others waiting in the gradient all-reduce).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -55,6 +55,13 @@ from training.data.frame_folders import load_frame_files
 from training.data.mmduet2 import ReleasedEpisode, read_verl_rl
 from training.data.rl_prompts import RLPromptConfig, build_rl_prompts, stretch_episode
 from training.data.summary import episode_summary
+from training.distributed import (
+    gather_by_rank,
+    gather_fingerprints,
+    is_main_process,
+    sampling_policy,
+    sum_counts,
+)
 from training.model import (
     corpus_texts,
     load_image_processor,
@@ -164,17 +171,6 @@ def judged_reward(judge, cfg: RewardConfig) -> RewardFn:
     return reward
 
 
-def full_weights(accelerator, model):
-    """Context in which the unwrapped model holds whole weights (FSDP shards them) for sampling."""
-    from accelerate.utils import DistributedType
-
-    if accelerator.distributed_type == DistributedType.FSDP:
-        from torch.distributed.fsdp import FullyShardedDataParallel
-
-        return FullyShardedDataParallel.summon_full_params(model, writeback=False)
-    return contextlib.nullcontext()
-
-
 def prepare_item(cfg: GRPOConfig, bits: ProcessorBits, item):
     """(episode, frames or None = decode from its video, context turns, the references scored,
     earlier replies or None = the context turns' own) of a corpus RL stretch or a released RL row,
@@ -221,27 +217,27 @@ def collect_rollouts(cfg: GRPOConfig, accelerator, model, bits: ProcessorBits, i
     (the prompt's context replies as earlier replies) and the references each is scored on.
     `greedy`: one rollout per prompt at temperature 0 (validation); `on_episode` reports progress."""
     rollouts, judged, references = [], [], []
-    for number, index in enumerate(indices):
-        on_episode(number, len(indices))
-        prepared = prepare_item(cfg, bits, items[index])
-        if isinstance(prepared, Skip):
-            count_skip(prepared.reason)
-            continue
-        episode, frames, context_turns, scored, earlier = prepared
-        rcfg = RolloutConfig(n=1 if greedy else cfg.rollouts_per_episode, temperature=0.0 if greedy else cfg.temperature,
-                             top_k=cfg.top_k, max_new_tokens_per_turn=cfg.max_new_tokens_per_turn,
-                             context_turns=context_turns, seed=cfg.seed * 1_000_003 + step * 1_009 + index,
-                             draft_no_reply=cfg.draft_no_reply)
-        with full_weights(accelerator, model):
-            group = rollout_group(accelerator.unwrap_model(model), bits, episode, rcfg, frames)
-        if isinstance(group, Skip):
-            count_skip(group.reason)
-        elif any(sampled_forbidden(r, forbidden) for r in group):
-            count_skip("sampled_special_token")
-        else:
-            rollouts += group
-            judged += [reward_rollout(r, earlier) for r in group]
-            references += [scored] * len(group)
+    with sampling_policy(accelerator, model) as policy:  # entered once per call on every rank (FSDP: a collective)
+        for number, index in enumerate(indices):
+            on_episode(number, len(indices))
+            prepared = prepare_item(cfg, bits, items[index])
+            if isinstance(prepared, Skip):
+                count_skip(prepared.reason)
+                continue
+            episode, frames, context_turns, scored, earlier = prepared
+            rcfg = RolloutConfig(n=1 if greedy else cfg.rollouts_per_episode,
+                                 temperature=0.0 if greedy else cfg.temperature, top_k=cfg.top_k,
+                                 max_new_tokens_per_turn=cfg.max_new_tokens_per_turn, context_turns=context_turns,
+                                 seed=cfg.seed * 1_000_003 + step * 1_009 + index, draft_no_reply=cfg.draft_no_reply)
+            group = rollout_group(policy, bits, episode, rcfg, frames)
+            if isinstance(group, Skip):
+                count_skip(group.reason)
+            elif any(sampled_forbidden(r, forbidden) for r in group):
+                count_skip("sampled_special_token")
+            else:
+                rollouts += group
+                judged += [reward_rollout(r, earlier) for r in group]
+                references += [scored] * len(group)
     return rollouts, judged, references
 
 
@@ -299,6 +295,20 @@ def update_epoch(cfg: GRPOConfig, accelerator, model, ref_model, optimizer, roll
     return logged
 
 
+def gather_step(accelerator, judged: list[RewardRollout], terms: list[dict[str, float]],
+                logged: dict[str, float]) -> tuple[list, list, dict[str, float]]:
+    """Every process's rollouts and reward terms of a step, and its loss parts summed (each is a
+    share of the step's token mean over all processes): the record and the guard see the whole
+    batch, so every rank takes the same stop decision."""
+    if accelerator.num_processes == 1:
+        return judged, terms, logged
+    from accelerate.utils import gather_object
+
+    parts = accelerator.reduce(torch.tensor([logged[k] for k in sorted(logged)], dtype=torch.float64,
+                                            device=accelerator.device), "sum")
+    return gather_object(judged), gather_object(terms), dict(zip(sorted(logged), parts.tolist(), strict=True))
+
+
 def step_record(step: int, rollouts: list, judged: list[RewardRollout], terms: list[dict[str, float]],
                 logged: dict[str, float]) -> dict[str, float]:
     """What one step logs: losses, reply statistics and the mean of each reward term by its name."""
@@ -331,8 +341,8 @@ def train_grpo(cfg: GRPOConfig, reward_fn: RewardFn | None = None) -> dict:
     from torch.utils.tensorboard import SummaryWriter
     from tqdm.auto import tqdm
 
-    accelerator = checkpoints.make_accelerator(cfg.mixed_precision, cfg.seed)
     out = Path(cfg.output_dir)
+    accelerator = checkpoints.make_accelerator(cfg.mixed_precision, cfg.seed, out)
     out.mkdir(parents=True, exist_ok=True)
 
     # --- data: RL prompts (stretches with context, or released rows), the tokenizer, the reward ------
@@ -407,11 +417,14 @@ def train_grpo(cfg: GRPOConfig, reward_fn: RewardFn | None = None) -> dict:
         phase("update")
         logged = update_epoch(cfg, accelerator, model, ref_model, optimizer, rollouts, advantages,
                               tokenizer.pad_token_id)
-        record = step_record(state["step"] + 1, rollouts, judged, terms, logged)
+        everyone, everyone_terms, everyone_logged = gather_step(accelerator, judged, terms, logged)
+        record = step_record(state["step"] + 1, everyone, everyone, everyone_terms, everyone_logged)
         state["history"].append(record)
         state.update(step=state["step"] + 1, batch=state["batch"] + 1)
+        by_rank = gather_by_rank(accelerator, indices)
         if order_log:
-            order_log.write(json.dumps({"step": state["step"], "epoch": state["epoch"], "items": indices}) + "\n")
+            order_log.write(json.dumps({"step": state["step"], "epoch": state["epoch"],
+                                        "items": [i for b in by_rank for i in b], "by_rank": by_rank}) + "\n")
         if writer:
             for key, value in record.items():
                 writer.add_scalar(f"train/{key}", value, state["step"])
@@ -439,8 +452,9 @@ def train_grpo(cfg: GRPOConfig, reward_fn: RewardFn | None = None) -> dict:
     # --- final model ------------------------------------------------------------------------
     accelerator.wait_for_everyone()
     validation = validate(cfg, accelerator, model, bits, val_items, forbidden, reward_fn) if val_items else None
-    summary = {"steps": state["step"], "skipped": state["skipped"], "stopped": stopped,
-               "history": state["history"], "data": data_summary, "validation": validation}
+    summary = {"steps": state["step"], "skipped": sum_counts(accelerator, state["skipped"]), "stopped": stopped,
+               "history": state["history"], "data": data_summary, "validation": validation,
+               "weights_sha256_by_rank": gather_fingerprints(accelerator, model)}
     checkpoints.save_final(accelerator, model, tokenizer, image_processor, out, summary)
     if accelerator.is_main_process:
         writer.close()
@@ -462,6 +476,7 @@ def main(args) -> int:
     checkpoints.require_corpus(cfg.corpus, cfg.data)
     summary = train_grpo(cfg)
     first, last = (summary["history"] or [{}])[0], (summary["history"] or [{}])[-1]
-    print(json.dumps({"steps": summary["steps"], "skipped": summary["skipped"], "stopped": summary["stopped"],
-                      "first_reward": first.get("reward_total"), "last_reward": last.get("reward_total")}))
+    if is_main_process():
+        print(json.dumps({"steps": summary["steps"], "skipped": summary["skipped"], "stopped": summary["stopped"],
+                          "first_reward": first.get("reward_total"), "last_reward": last.get("reward_total")}))
     return 1 if summary["stopped"] else 0
