@@ -13,6 +13,8 @@ so the engine lives and dies with it). Both run float32 on one thread.
 
 Equal: reply texts and token ids, turn times, cut flags, the whole token sequence, its assistant
 mask and M-RoPE positions, the images; log-probs within 1e-3 (two engines' float32 kernels).
+A sampled group (GRPO's temperature and top-k) is reproducible from its seed, and the trainer's
+`token_logprobs` recomputes vLLM's log-probs of its tokens within 1e-3.
 
     .venv/bin/python -m pytest -m integration tests/test_vllm_rollouts_integration.py -s
 """
@@ -90,12 +92,12 @@ def hf_groups(model_dir: Path, items, cfg):
         torch.set_num_threads(threads)
 
 
-def vllm_groups(model_dir: Path, items, cfg, work: Path) -> dict:
+def vllm_groups(model_dir: Path, items, cfg, sampled_cfg, work: Path) -> dict:
     py = vllm_python()
     if subprocess.run([py, "-c", "import pyarrow"], capture_output=True).returncode != 0:  # schemas needs it
         subprocess.run([py, "-m", "pip", "install", "-q", "pyarrow"], capture_output=True, timeout=600)
     job, out = work / "job.pkl", work / "out.pkl"
-    job.write_bytes(pickle.dumps({"model": str(model_dir), "pixels": PIXELS, "cfg": cfg, "engine": ENGINE,
+    job.write_bytes(pickle.dumps({"model": str(model_dir), "pixels": PIXELS, "cfg": cfg, "sampled_cfg": sampled_cfg, "engine": ENGINE,
                                   "items": items}))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_TARGET_DEVICE": "cpu",
            "HF_HUB_OFFLINE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
@@ -109,7 +111,8 @@ def vllm_groups(model_dir: Path, items, cfg, work: Path) -> dict:
 def test_vllm_greedy_rollouts_equal_the_hf_backends(samples_dir, tmp_path):
     import torch
 
-    from training.rl.rollout import RolloutConfig
+    from training.model import load_model
+    from training.rl.rollout import RolloutConfig, collate_rollouts, token_logprobs
 
     items = episodes(samples_dir)
     row = dialogue_row()
@@ -117,8 +120,10 @@ def test_vllm_greedy_rollouts_equal_the_hf_backends(samples_dir, tmp_path):
     model_dir = tiny_vllm_checkpoint(tmp_path / "tiny-vllm", texts)
     cfg = RolloutConfig(n=2, temperature=0.0, max_new_tokens_per_turn=8, context_turns=1)
 
+    sampled_cfg = RolloutConfig(n=2, max_new_tokens_per_turn=8, context_turns=1, seed=3)  # GRPO's 1.2, top-k 10
+
     hf = hf_groups(model_dir, items, cfg)
-    vl = vllm_groups(model_dir, items, cfg, tmp_path)
+    vl = vllm_groups(model_dir, items, cfg, sampled_cfg, tmp_path)
 
     turns = equal_turns = 0
     worst_logprob = 0.0
@@ -144,3 +149,18 @@ def test_vllm_greedy_rollouts_equal_the_hf_backends(samples_dir, tmp_path):
           f"{equal_turns} equal; max |logprob diff| {worst_logprob:.2e}")
     print(f"seconds per rollout group: HF {[round(s, 3) for s in hf_s]}, vLLM {[round(s, 3) for s in vl_s]} "
           f"(vLLM/HF {sum(vl_s) / sum(hf_s):.2f}x); vLLM engine start {vl['startup_s']:.0f} s")
+
+    # Sampled (GRPO's settings): vLLM's random streams, so no HF equality; reproducible from the
+    # seed, and the trainer's recomputation gives back vLLM's log-probs of the sampled tokens.
+    first, again = vl["sampled"]
+    assert [r.input_ids.tolist() for r in again] == [r.input_ids.tolist() for r in first]
+    assert first[0].input_ids.tolist() != first[1].input_ids.tolist()  # seeds differ per rollout
+    model = load_model(str(model_dir), dtype=torch.float32).eval()
+    batch = collate_rollouts(first, 0)
+    with torch.no_grad():
+        recomputed = token_logprobs(model, batch)
+    mask = batch["assistant_mask"]
+    sampled_diff = float((recomputed[mask] - batch["old_logprobs"][mask]).abs().max())
+    print(f"sampled group (T {sampled_cfg.temperature}, top-k {sampled_cfg.top_k}): {int(mask.sum())} tokens, "
+          f"max |vLLM logprob - trainer recomputation| {sampled_diff:.2e}")
+    assert sampled_diff < 1e-3

@@ -3,7 +3,8 @@ in-process): `python -m tests.vllm_rollouts_child JOB.pkl OUT.pkl`.
 
 JOB holds the checkpoint folder, the pixel budget, the RolloutConfig, the engine settings and
 (episode, frames) pairs; OUT gets, per episode, the vLLM backend's Rollouts and the wall time of
-its rollout group, plus the engine's start-up time."""
+its rollout group, the engine's start-up time, and two sampled groups of the first episode
+(`sampled_cfg`, same seed twice)."""
 
 from __future__ import annotations
 
@@ -30,8 +31,10 @@ def main(job_path: str, out_path: str) -> None:
         started = time.perf_counter()
         group = backend.rollout_group(episode, job["cfg"], frames)
         groups.append({"seconds": time.perf_counter() - started, "rollouts": group})
+    episode, frames = job["items"][0]
+    sampled = [backend.rollout_group(episode, job["sampled_cfg"], frames) for _ in range(2)]
     with open(out_path, "wb") as fh:
-        pickle.dump({"startup_s": startup_s, "groups": groups}, fh)
+        pickle.dump({"startup_s": startup_s, "groups": groups, "sampled": sampled}, fh)
 
 
 if __name__ == "__main__":
