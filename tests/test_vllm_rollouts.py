@@ -53,7 +53,8 @@ def test_qwen_vl_processor_loads_through_the_site_folder_with_or_without_torchvi
         "from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize\n"
         "from transformers import Qwen2_5_VLProcessor\n"
         f"p = Qwen2_5_VLProcessor.from_pretrained({str(checkpoint)!r})\n"
-        "print(smart_resize(56, 56), type(p.image_processor).__name__, importlib.util.find_spec('torchvision') is None)\n"
+        "print(smart_resize(56, 56), type(p.image_processor).__name__,\n"
+        "      importlib.util.find_spec('torchvision') is None)\n"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site_dir()), str(ROOT)])}
     done = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True,
