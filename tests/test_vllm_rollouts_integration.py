@@ -105,9 +105,11 @@ def vllm_groups(model_dir: Path, items, cfg, sampled_cfg, work: Path) -> dict:
                                   "engine": ENGINE, "repeats": REPEATS, "items": items}))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_TARGET_DEVICE": "cpu",
            "HF_HUB_OFFLINE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
-           # vLLM pins its CPU worker's thread to one core ("auto"); on shared cores its time then
-           # depends on whoever else runs there (0.2 s to 5 s per group here). Unpinned, like HF's.
-           "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
+           # One OpenMP thread, unpinned, like the HF side. vLLM's CPU kernels otherwise run an
+           # OpenMP team of one thread per core pinned to cores: on cores shared with other jobs
+           # every parallel region waits for a descheduled teammate (a tiny matmul took 3.4 ms
+           # instead of 36 us, a rollout group 0.8-5.5 s instead of 0.26 s).
+           "OMP_NUM_THREADS": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
     with open(work / "child.log", "w") as log:
         done = subprocess.run([py, "-m", "tests.vllm_rollouts_child", str(job), str(out)], cwd=ROOT, env=env,
                               stdout=log, stderr=subprocess.STDOUT, timeout=1800)
