@@ -175,9 +175,11 @@ class VLLMRollouts:
         self.llm = LLM(model=model_path, enable_prefix_caching=True, gpu_memory_utilization=gpu_memory_utilization,
                        limit_mm_per_prompt={"image": 256, "video": 0},
                        mm_processor_kwargs={"size": size} if size else None, **engine_kwargs)
-        tokenizer = bits.renderer.tokenizer
-        banned = set(banned_token_ids(tokenizer))
-        self.allowed_ids = [i for i in range(len(tokenizer)) if i not in banned]
+        # Every logit row but the banned ones, as `_pick` masks them: the model's vocabulary, which in
+        # a real checkpoint is padded past the tokenizer's.
+        banned = set(banned_token_ids(bits.renderer.tokenizer))
+        vocab_size = self.llm.llm_engine.model_config.get_vocab_size()
+        self.allowed_ids = [i for i in range(vocab_size) if i not in banned]
 
     def rollout_group(self, episode: Episode, cfg: RolloutConfig,
                       frames: list[np.ndarray] | None = None) -> list[Rollout] | Skip:
