@@ -57,21 +57,35 @@ def build_tiny_tokenizer(texts: Iterable[str], vocab_size: int = 400):
     return tokenizer
 
 
-def build_tiny_model(tokenizer, seed: int = 0):
-    """A random Qwen2.5-VL: 2 text layers of width 64, a 2-block vision tower, M-RoPE intact."""
+# Text-model sizes of the two tiny variants. "default": width 64, head_dim 16 (the unit tests'
+# speed). "vllm": width 128, 2 heads of 64, because vLLM's CPU attention kernels take no head_dim
+# under 64 (issue 4); the M-RoPE sections keep Qwen's 1/4, 3/8, 3/8 split of head_dim / 2.
+TINY_TEXT_SIZES = {
+    "default": dict(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2,
+                    mrope_section=[2, 3, 3]),
+    "vllm": dict(hidden_size=128, intermediate_size=256, num_attention_heads=2, num_key_value_heads=2,
+                 mrope_section=[8, 12, 12]),
+}
+
+
+def build_tiny_model(tokenizer, seed: int = 0, variant: str = "default"):
+    """A random Qwen2.5-VL: 2 text layers (`TINY_TEXT_SIZES[variant]`), a 2-block vision tower,
+    M-RoPE intact."""
     import torch
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    sizes = dict(TINY_TEXT_SIZES[variant])
+    mrope_section = sizes.pop("mrope_section")
     config = Qwen2_5_VLConfig(
-        text_config=dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        text_config=dict(vocab_size=len(tokenizer), **sizes,
+                         num_hidden_layers=2,
                          max_position_embeddings=32768, max_window_layers=2,
-                         rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]},
+                         rope_scaling={"type": "mrope", "mrope_section": mrope_section},
                          bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"],
                          pad_token_id=ids["<|endoftext|>"]),
         vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2,
-                           out_hidden_size=64, patch_size=14, spatial_merge_size=2,
+                           out_hidden_size=sizes["hidden_size"], patch_size=14, spatial_merge_size=2,
                            temporal_patch_size=2, window_size=112, fullatt_block_indexes=[1]),
         image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
@@ -81,12 +95,13 @@ def build_tiny_model(tokenizer, seed: int = 0):
     return Qwen2_5_VLForConditionalGeneration(config)
 
 
-def save_tiny_checkpoint(texts: Iterable[str], out_dir: str | Path, seed: int = 0) -> Path:
+def save_tiny_checkpoint(texts: Iterable[str], out_dir: str | Path, seed: int = 0,
+                         variant: str = "default") -> Path:
     """Build and save a tiny tokenizer + model under `out_dir`; returns the folder."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tiny_tokenizer(texts)
-    model = build_tiny_model(tokenizer, seed=seed)
+    model = build_tiny_model(tokenizer, seed=seed, variant=variant)
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     tokenizer.save_pretrained(out)

