@@ -17,6 +17,14 @@ Scans (`SceneConfig.scan`):
   to those shots, so their score is about as high; a cut and cut-back between two reference
   frames (at most a few frames apart) is missed, as the full scan's minimum scene length would
   drop one of the pair anyway. Checked against "full" in tests/test_single_pass.py and bench/.
+- "gops" (the default): the decoder decodes keyframes only (`skip_frame="NONKEY"`, ~5% of the
+  decode). A GOP whose two keyframes differ by `keyframe_change` or more, and the last GOP, is
+  then decoded from the packets through its I and P frames only, deblocking skipped
+  (`scan.decode_anchors`), and neighbouring ones that differ by `ref_change` mark candidates, as
+  in "refs"; the frames around candidates are decoded exactly from the packets and fed to a
+  detector. A calm GOP (testsrc2-like, a talking head, a slide) costs one keyframe decode. What
+  it would miss beyond "refs": a cut inside a GOP whose two shots drift from their keyframes by
+  more than `ref_change - keyframe_change` together (11 score points within one GOP).
 - "keyframes": the opt-in scan of `scenes.py`; it reads the file itself, and the frames are then
   decoded from the packets as above.
 
@@ -47,7 +55,7 @@ from curation.video.frames import (
     smart_resize,
     video_duration_s,
 )
-from curation.video.scan import PacketLog, decode_at, hsv, ref_change
+from curation.video.scan import PacketLog, decode_anchors, decode_at, hsv, ref_change
 from curation.video.scenes import SceneConfig, build_scenes, make_detector, scaled_size
 from curation.watchdog import checkpoint
 from schemas.records import Scene
@@ -163,7 +171,7 @@ def _read_frames(path: Path, times_s: list[float], max_pixels: int) -> list[np.n
 
 class _Scan:
     """The forward pass: logs packets, decodes, and either feeds the detector every frame ("full")
-    or collects candidates and runs a detector over the frames around each ("refs"); `cuts()` then
+    or collects candidates and runs a detector over the frames around each ("refs", "gops"); `cuts()` then
     gives the cuts as (pts, score)."""
 
     RING_FRAMES = 512  # downscaled frames kept for candidate stretches (~2 GOPs; 256 px: ~55 MB at most)
@@ -171,7 +179,7 @@ class _Scan:
     def __init__(self, cfg: SceneConfig, clock: scene_stage._Clock):
         self.cfg, self.clock = cfg, clock
         self.mode = cfg.scan
-        if self.mode == "refs" and cfg.detector != "adaptive":
+        if self.mode in ("refs", "gops") and cfg.detector != "adaptive":
             self.mode = "full"  # the candidate margins below are AdaptiveDetector's window
         self.detector = make_detector(cfg) if self.mode == "full" else None
         self.margin = cfg.adaptive_window_width + 2  # frames a cut's score and window reach back/forward
@@ -187,8 +195,13 @@ class _Scan:
         self._recent: dict[int, float | None] = {}
         self._ring: dict[int, np.ndarray] = {}
         self._candidates_in_gop = 0
+        self._key: tuple[int, int, np.ndarray] | None = None  # "gops": (pts, packet index, HSV) of the last keyframe
+        self.gops_scanned = self.gops_skipped = 0
+        self._last_decodable_pts: int | None = None
 
     def run(self, container, stream, log: PacketLog, deadline: float | None) -> None:
+        if self.mode == "gops":
+            return self._run_gops(container, stream, log, deadline)
         codec = stream.codec_context
         if self.mode != "full":
             # "keyframes": only the first frame's size and the last pts are needed from this pass.
@@ -223,6 +236,71 @@ class _Scan:
                            for tc in self.detector.post_process(self.clock.timecode(self.last_pts))]
         if self.mode == "refs" and log.usable:
             self._run_stretches(log, stream, final=True)
+
+    def _run_gops(self, container, stream, log: PacketLog, deadline: float | None) -> None:
+        """Keyframes only on the way through; a GOP whose two keyframes differ by `keyframe_change`
+        or more (or the last one) is then looked into by `_scan_gop` from the logged packets."""
+        codec = stream.codec_context
+        codec.skip_frame = "NONKEY"
+        codec.options = {"skip_loop_filter": "all"}  # the keyframes only open and close GOPs
+        key_packets: dict[int, int] = {}  # keyframe pts -> index in the log
+        for n, packet in enumerate(container.demux(stream)):
+            checkpoint()
+            if deadline is not None and n % DEADLINE_EVERY == 0 and time.monotonic() > deadline:
+                raise _Deadline
+            log.add(packet)
+            if packet.is_keyframe and packet.pts is not None and log.usable and log.packets[-1] is packet:
+                key_packets[packet.pts] = len(log.packets) - 1
+            if packet.pts is not None and packet.size:
+                self.last_pts = max(self.last_pts or packet.pts, packet.pts)
+            for frame in _decode(packet):
+                self._keyframe(frame, key_packets, log, stream)
+        for frame in _flush(codec):
+            self._keyframe(frame, key_packets, log, stream)
+        if not log.usable:
+            return  # cuts() reads the file again with the full scan
+        if self._key is not None:
+            self._scan_gop(log, stream, self._key, None)
+        self.last_pts = self._last_decodable_pts if self._key is not None else None
+        self._run_stretches(log, stream, final=True)
+
+    def _keyframe(self, frame: av.VideoFrame, key_packets: dict[int, int], log: PacketLog, stream) -> None:
+        if self.first_size is None:
+            self.first_size = (frame.height, frame.width)
+            self._size = scaled_size(frame.width, frame.height, self.cfg.downscale_width)
+        self.frames += 1
+        if not log.usable or frame.pts not in key_packets:
+            return
+        key = (frame.pts, key_packets[frame.pts], hsv(self._small(frame)))
+        if self._key is not None and ref_change(self._key[2], key[2]) >= self.cfg.keyframe_change:
+            self._scan_gop(log, stream, self._key, key)
+        elif self._key is not None:
+            self.gops_skipped += 1
+        self._key = key
+
+    def _scan_gop(self, log: PacketLog, stream, start, stop) -> None:
+        """Candidates between neighbouring reference frames of one GOP (`start` to `stop`, two
+        keyframes; `stop` None: to the end), tested as in "refs" on inexact frames (`decode_anchors`);
+        the frames around them are decoded exactly later."""
+        self.gops_scanned += 1
+        end = stop[1] if stop is not None else len(log.packets)
+        frames = decode_anchors(log.packets[start[1]:end], stream)
+        self.frames += len(frames)
+        # A leading frame of an open GOP (shown before its keyframe) needs the GOP before: left out;
+        # a candidate pair then simply spans it.
+        images = sorted((f.pts, i, f) for i, f in enumerate(frames) if f.pts is not None and f.pts > start[0])
+        previous = (start[0], start[2])
+        for pts, _, frame in images:
+            checkpoint()
+            image = hsv(self._small(frame))
+            if ref_change(previous[1], image) >= self.cfg.ref_change:
+                self.candidates.append((previous[0], pts))
+            previous = (pts, image)
+        if stop is not None:
+            if ref_change(previous[1], stop[2]) >= self.cfg.ref_change:
+                self.candidates.append((previous[0], stop[0]))
+        else:  # the truncation check needs the last frame that decodes, as the other scans see it
+            self._last_decodable_pts = previous[0]
 
     def _small(self, frame: av.VideoFrame) -> np.ndarray:
         # BGR, FAST_BILINEAR: what scenes._frames feeds the detector.
@@ -293,7 +371,7 @@ class _Scan:
     def cuts(self, log: PacketLog, stream, path: Path) -> list[scene_stage.Cut] | Skip:
         if self.mode == "full":
             return self.found
-        if self.mode == "refs" and log.usable:
+        if self.mode in ("refs", "gops") and log.usable:
             order = log.display_pts()
             if len(order) < 2:
                 return []
@@ -306,6 +384,13 @@ class _Scan:
         if isinstance(found, Skip):
             return found
         return [(round(t / self.clock.time_base) + self.clock.start_pts, score) for t, score in found[0]]
+
+
+def _flush(codec) -> list[av.VideoFrame]:
+    try:
+        return codec.decode(None)
+    except (av.error.FFmpegError, ValueError):
+        return []
 
 
 def _decode(packet: av.Packet) -> list[av.VideoFrame]:
