@@ -140,8 +140,9 @@ def test_without_caption_times_no_caption_frame_is_decoded():
 def test_bad_inputs_are_the_scene_stages_skips(name):
     path = SAMPLES / "bad" / name
     want = detect_scenes(path, "v")
-    got = decode_video(path, "v", None, SceneConfig(scan="refs"))
-    assert isinstance(got, Skip) and (got.stage, got.reason) == (want.stage, want.reason)
+    for scan in ("refs", "gops"):
+        got = decode_video(path, "v", None, SceneConfig(scan=scan))
+        assert isinstance(got, Skip) and (got.stage, got.reason) == (want.stage, want.reason), scan
 
 
 def test_a_passed_deadline_is_a_skip():

@@ -95,9 +95,11 @@ def _decode_run(packets: list[av.Packet], stream, wanted: set[int]) -> dict[int,
     return out
 
 
-def decode_anchors(packets: list[av.Packet], stream: av.video.stream.VideoStream) -> list[av.VideoFrame]:
-    """The I and P frames these packets (a keyframe first) decode to, deblocking skipped; a
-    damaged packet ends the run with what decoded before it."""
+def decode_anchors(packets: list[av.Packet], stream: av.video.stream.VideoStream
+                   ) -> tuple[list[av.VideoFrame], list[int]]:
+    """The I and P frames these packets (a keyframe first) decode to, deblocking skipped, and the
+    pts of the packets the decoder took without an error (a damaged one loses its own frame, as in
+    the scan's own decode)."""
     ctx = av.CodecContext.create(stream.codec_context.name, "r")
     ctx.extradata = stream.codec_context.extradata
     ctx.thread_count = 1
@@ -110,13 +112,15 @@ def decode_anchors(packets: list[av.Packet], stream: av.video.stream.VideoStream
     # a cut still shows, as the blocks of a new shot are mostly intra-coded.
     ctx.skip_frame = "BIDIR"
     out: list[av.VideoFrame] = []
-    try:
-        for packet in packets:
+    taken: list[int] = []
+    for packet in [*packets, None]:
+        try:
             out += ctx.decode(packet)
-        out += ctx.decode(None)
-    except (av.error.FFmpegError, ValueError):
-        pass
-    return out
+        except (av.error.FFmpegError, ValueError):
+            continue
+        if packet is not None:
+            taken.append(packet.pts)
+    return out, taken
 
 
 def hsv(image_bgr: np.ndarray) -> np.ndarray:

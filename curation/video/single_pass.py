@@ -198,6 +198,7 @@ class _Scan:
         self._key: tuple[int, int, np.ndarray] | None = None  # "gops": (pts, packet index, HSV) of the last keyframe
         self.gops_scanned = self.gops_skipped = 0
         self._last_decodable_pts: int | None = None
+        self._unkeyed = False  # "gops" found no keyframe it could start a GOP from
 
     def run(self, container, stream, log: PacketLog, deadline: float | None) -> None:
         if self.mode == "gops":
@@ -257,11 +258,12 @@ class _Scan:
                 self._keyframe(frame, key_packets, log, stream)
         for frame in _flush(codec):
             self._keyframe(frame, key_packets, log, stream)
-        if not log.usable:
-            return  # cuts() reads the file again with the full scan
-        if self._key is not None:
-            self._scan_gop(log, stream, self._key, None)
-        self.last_pts = self._last_decodable_pts if self._key is not None else None
+        if not log.usable or self._key is None:
+            # cuts() reads the file again with the full scan, which says why nothing decodes, if so.
+            self._unkeyed = self._key is None
+            return
+        self._scan_gop(log, stream, self._key, None)
+        self.last_pts = self._last_decodable_pts
         self._run_stretches(log, stream, final=True)
 
     def _keyframe(self, frame: av.VideoFrame, key_packets: dict[int, int], log: PacketLog, stream) -> None:
@@ -284,7 +286,7 @@ class _Scan:
         the frames around them are decoded exactly later."""
         self.gops_scanned += 1
         end = stop[1] if stop is not None else len(log.packets)
-        frames = decode_anchors(log.packets[start[1]:end], stream)
+        frames, taken = decode_anchors(log.packets[start[1]:end], stream)
         self.frames += len(frames)
         # A leading frame of an open GOP (shown before its keyframe) needs the GOP before: left out;
         # a candidate pair then simply spans it.
@@ -299,8 +301,8 @@ class _Scan:
         if stop is not None:
             if ref_change(previous[1], stop[2]) >= self.cfg.ref_change:
                 self.candidates.append((previous[0], stop[0]))
-        else:  # the truncation check needs the last frame that decodes, as the other scans see it
-            self._last_decodable_pts = previous[0]
+        else:  # the truncation check needs the last frame that decodes, as the full scan sees it
+            self._last_decodable_pts = max([previous[0], *taken])
 
     def _small(self, frame: av.VideoFrame) -> np.ndarray:
         # BGR, FAST_BILINEAR: what scenes._frames feeds the detector.
@@ -371,7 +373,7 @@ class _Scan:
     def cuts(self, log: PacketLog, stream, path: Path) -> list[scene_stage.Cut] | Skip:
         if self.mode == "full":
             return self.found
-        if self.mode in ("refs", "gops") and log.usable:
+        if self.mode in ("refs", "gops") and log.usable and not self._unkeyed:
             order = log.display_pts()
             if len(order) < 2:
                 return []
