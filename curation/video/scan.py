@@ -95,7 +95,13 @@ def _decode_run(packets: list[av.Packet], stream, wanted: set[int]) -> dict[int,
     return out
 
 
-def decode_anchors(packets: list[av.Packet], stream: av.video.stream.VideoStream
+def decode_keyframe(packet: av.Packet, stream: av.video.stream.VideoStream) -> av.VideoFrame | None:
+    """One keyframe decoded on its own (a fresh decoder, drained at once), deblocking skipped."""
+    frames, _ = decode_anchors([packet], stream, "NONKEY")
+    return frames[0] if frames else None
+
+
+def decode_anchors(packets: list[av.Packet], stream: av.video.stream.VideoStream, skip_frame: str = "BIDIR"
                    ) -> tuple[list[av.VideoFrame], list[int]]:
     """The I and P frames these packets (a keyframe first) decode to, deblocking skipped, and the
     pts of the packets the decoder took without an error (a damaged one loses its own frame, as in
@@ -106,11 +112,11 @@ def decode_anchors(packets: list[av.Packet], stream: av.video.stream.VideoStream
     # The detector looks at a 256-px copy: deblocking changes it by ~0.1 of 255 per channel, far
     # below any threshold these frames are tested against.
     ctx.options = {"skip_loop_filter": "all"}
-    # All B-frames, the reference ones of a B-pyramid too: I/P frames are ~1/3 of an x264 stream
-    # and P-frames there reference only I/P frames (bit-exact on the bench clips). Where a P-frame
-    # does reference a skipped B-frame, FFmpeg conceals the missing block from another reference;
-    # a cut still shows, as the blocks of a new shot are mostly intra-coded.
-    ctx.skip_frame = "BIDIR"
+    # "BIDIR": all B-frames, the reference ones of a B-pyramid too: I/P frames are ~1/3 of an x264
+    # stream and P-frames there reference only I/P frames (bit-exact on the bench clips). Where a
+    # P-frame does reference a skipped B-frame, FFmpeg conceals the missing block from another
+    # reference; a cut still shows, as the blocks of a new shot are mostly intra-coded.
+    ctx.skip_frame = skip_frame
     out: list[av.VideoFrame] = []
     taken: list[int] = []
     for packet in [*packets, None]:

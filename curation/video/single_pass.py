@@ -55,7 +55,14 @@ from curation.video.frames import (
     smart_resize,
     video_duration_s,
 )
-from curation.video.scan import PacketLog, decode_anchors, decode_at, hsv, ref_change
+from curation.video.scan import (
+    PacketLog,
+    decode_anchors,
+    decode_at,
+    decode_keyframe,
+    hsv,
+    ref_change,
+)
 from curation.video.scenes import SceneConfig, build_scenes, make_detector, scaled_size
 from curation.watchdog import checkpoint
 from schemas.records import Scene
@@ -65,6 +72,9 @@ FRAMES_STAGE = "frames"
 CHECK_MAX_PIXELS = 28 * 28 * 4  # the frames check only proves decodability: smallest useful size
 MAX_PACKET_BYTES = 1 << 30  # our choice: a 10-minute 720p web video is 100-300 MB of packets
 DEADLINE_EVERY = 64  # packets between deadline checks
+# The "gops" scan's candidate test compares I/P frames at most this many frames apart: x264's
+# default runs of up to 3 B-frames (our choice; wider pairs are decoded exactly, see _scan_gop).
+ANCHOR_GAP_FRAMES = 4
 
 # scene list -> {key: frame times}: the caption frames wanted once the scenes are known.
 TimesForScenes = Callable[[list[Scene]], dict[int, list[float]]]
@@ -241,23 +251,15 @@ class _Scan:
     def _run_gops(self, container, stream, log: PacketLog, deadline: float | None) -> None:
         """Keyframes only on the way through; a GOP whose two keyframes differ by `keyframe_change`
         or more (or the last one) is then looked into by `_scan_gop` from the logged packets."""
-        codec = stream.codec_context
-        codec.skip_frame = "NONKEY"
-        codec.options = {"skip_loop_filter": "all"}  # the keyframes only open and close GOPs
-        key_packets: dict[int, int] = {}  # keyframe pts -> index in the log
         for n, packet in enumerate(container.demux(stream)):
             checkpoint()
             if deadline is not None and n % DEADLINE_EVERY == 0 and time.monotonic() > deadline:
                 raise _Deadline
             log.add(packet)
-            if packet.is_keyframe and packet.pts is not None and log.usable and log.packets[-1] is packet:
-                key_packets[packet.pts] = len(log.packets) - 1
             if packet.pts is not None and packet.size:
                 self.last_pts = max(self.last_pts or packet.pts, packet.pts)
-            for frame in _decode(packet):
-                self._keyframe(frame, key_packets, log, stream)
-        for frame in _flush(codec):
-            self._keyframe(frame, key_packets, log, stream)
+            if packet.is_keyframe and log.usable and log.packets and log.packets[-1] is packet:
+                self._keyframe(packet, len(log.packets) - 1, log, stream)
         if not log.usable or self._key is None:
             # cuts() reads the file again with the full scan, which says why nothing decodes, if so.
             self._unkeyed = self._key is None
@@ -266,14 +268,17 @@ class _Scan:
         self.last_pts = self._last_decodable_pts
         self._run_stretches(log, stream, final=True)
 
-    def _keyframe(self, frame: av.VideoFrame, key_packets: dict[int, int], log: PacketLog, stream) -> None:
+    def _keyframe(self, packet: av.Packet, at: int, log: PacketLog, stream) -> None:
+        # Decoded on its own (`decode_keyframe`), not by the stream's decoder with skip_frame=NONKEY:
+        # that one holds keyframes of an open-GOP stream back, and lets some out of order or never.
+        frame = decode_keyframe(packet, stream)
+        if frame is None or frame.pts is None:
+            return  # a damaged keyframe: its GOP joins the one before
         if self.first_size is None:
             self.first_size = (frame.height, frame.width)
             self._size = scaled_size(frame.width, frame.height, self.cfg.downscale_width)
         self.frames += 1
-        if not log.usable or frame.pts not in key_packets:
-            return
-        key = (frame.pts, key_packets[frame.pts], hsv(self._small(frame)))
+        key = (frame.pts, at, hsv(self._small(frame)))
         if self._key is not None and ref_change(self._key[2], key[2]) >= self.cfg.keyframe_change:
             self._scan_gop(log, stream, self._key, key)
         elif self._key is not None:
@@ -281,27 +286,40 @@ class _Scan:
         self._key = key
 
     def _scan_gop(self, log: PacketLog, stream, start, stop) -> None:
-        """Candidates between neighbouring reference frames of one GOP (`start` to `stop`, two
-        keyframes; `stop` None: to the end), tested as in "refs" on inexact frames (`decode_anchors`);
-        the frames around them are decoded exactly later."""
+        """Candidates between neighbouring I/P frames of one GOP (`start` to `stop`, two keyframes;
+        `stop` None: to the end), tested as in "refs" on inexact frames (`decode_anchors`); the
+        frames around them are decoded exactly later. The test holds for frames a few apart: two
+        further apart than ANCHOR_GAP_FRAMES (B-frame runs of another encoder) are first looked
+        for among all reference frames, and are a candidate, whatever they score, if still apart."""
         self.gops_scanned += 1
         end = stop[1] if stop is not None else len(log.packets)
-        frames, taken = decode_anchors(log.packets[start[1]:end], stream)
-        self.frames += len(frames)
-        # A leading frame of an open GOP (shown before its keyframe) needs the GOP before: left out;
-        # a candidate pair then simply spans it.
-        images = sorted((f.pts, i, f) for i, f in enumerate(frames) if f.pts is not None and f.pts > start[0])
+        gap_pts = ANCHOR_GAP_FRAMES / (self.clock.rate * self.clock.time_base)
+        last_pts = stop[0] if stop is not None else log.display_pts()[-1]
+        for skip in ("BIDIR", "NONREF"):
+            frames, taken = decode_anchors(log.packets[start[1]:end], stream, skip)
+            self.frames += len(frames)
+            # A leading frame of an open GOP (shown before its keyframe) needs the GOP before: left
+            # out; a candidate pair then simply spans it.
+            shown = sorted({f.pts for f in frames if f.pts is not None and start[0] < f.pts < last_pts})
+            edges = [start[0], *shown, last_pts]
+            if all(b - a <= gap_pts for a, b in zip(edges, edges[1:], strict=False)):
+                break
+        images = {f.pts: f for f in frames}
         previous = (start[0], start[2])
-        for pts, _, frame in images:
+        for pts in shown:
             checkpoint()
-            image = hsv(self._small(frame))
-            if ref_change(previous[1], image) >= self.cfg.ref_change:
+            image = hsv(self._small(images[pts]))
+            if pts - previous[0] > gap_pts or ref_change(previous[1], image) >= self.cfg.ref_change:
                 self.candidates.append((previous[0], pts))
             previous = (pts, image)
         if stop is not None:
-            if ref_change(previous[1], stop[2]) >= self.cfg.ref_change:
+            if stop[0] - previous[0] > gap_pts or ref_change(previous[1], stop[2]) >= self.cfg.ref_change:
                 self.candidates.append((previous[0], stop[0]))
-        else:  # the truncation check needs the last frame that decodes, as the full scan sees it
+        else:
+            # No frame closes the last GOP: its tail is always decoded exactly and looked at.
+            if last_pts > previous[0]:
+                self.candidates.append((previous[0], last_pts))
+            # The truncation check needs the last frame that decodes, as the full scan sees it.
             self._last_decodable_pts = max([previous[0], *taken])
 
     def _small(self, frame: av.VideoFrame) -> np.ndarray:
@@ -340,7 +358,7 @@ class _Scan:
         where = {pts: i for i, pts in enumerate(order)}
         stretches: list[list[int]] = []  # [first, last] display indices, merged
         waiting = []
-        for before, after in self.candidates:
+        for before, after in sorted(self.candidates):
             if before not in where or after not in where:
                 continue
             lo, hi = max(0, where[before] - self.margin), where[after] + self.margin
@@ -363,8 +381,10 @@ class _Scan:
                     images.append((pts, self._ring[pts]))
                 elif pts in again:
                     images.append((pts, self._small(again[pts])))
-            if len(images) != hi - lo + 1:
-                raise ValueError(f"{hi - lo + 1 - len(images)} frames around a candidate cut do not decode")
+            # A frame that does not decode (damage, a file cut short) is left out, as the full
+            # scan's decoder loses it; a damaged file is then caught by the truncation check.
+            if not images:
+                continue
             found, _ = scene_stage._feed(iter(images), make_detector(self.cfg, 0.0), self.clock)
             # A cut at display index j is judged from frames j-3..j+2.
             self.found += [(pts, score) for pts, score in found
