@@ -52,10 +52,15 @@ class PacketLog:
         return self._order
 
 
-def decode_at(log: PacketLog, stream: av.video.stream.VideoStream, wanted_pts: Iterable[int]
-              ) -> dict[int, av.VideoFrame]:
+def decode_at(log: PacketLog, stream: av.video.stream.VideoStream, wanted_pts: Iterable[int],
+              reuse_stream_decoder: bool = False) -> dict[int, av.VideoFrame]:
     """The frames with these pts, decoded from the logged packets; a frame that does not decode
-    (damaged packet, unknown pts) is simply absent."""
+    (damaged packet, unknown pts) is simply absent.
+
+    `reuse_stream_decoder`: decode with the stream's own (single-threaded, idle) decoder, flushed
+    before each run, instead of a fresh one. Its frames carry what the container adds to the
+    codec parameters (a WebM's chroma siting, which a fresh decoder does not know and which
+    changes swscale's output), so they convert exactly as `decode_frames`' and the scan's do."""
     index = {p.pts: i for i, p in enumerate(log.packets)}
     keys = [i for i, p in enumerate(log.packets) if p.is_keyframe]
     wanted = {pts for pts in wanted_pts if pts in index}
@@ -74,16 +79,22 @@ def decode_at(log: PacketLog, stream: av.video.stream.VideoStream, wanted_pts: I
         runs[keys[k]] = max(runs.get(keys[k], -1), at)
     out: dict[int, av.VideoFrame] = {}
     for start, stop in sorted(runs.items()):
-        out.update(_decode_run(log.packets[start:stop + 1], stream, wanted))
+        out.update(_decode_run(log.packets[start:stop + 1], stream, wanted, reuse_stream_decoder))
     return out
 
 
-def _decode_run(packets: list[av.Packet], stream, wanted: set[int]) -> dict[int, av.VideoFrame]:
-    # A fresh single-threaded decoder per run: skip_frame then applies to exactly the packet sent
-    # next (frame threads would read it late), and an IDR keyframe needs no earlier state.
-    ctx = av.CodecContext.create(stream.codec_context.name, "r")
-    ctx.extradata = stream.codec_context.extradata
-    ctx.thread_count = 1
+def _decode_run(packets: list[av.Packet], stream, wanted: set[int], reuse: bool) -> dict[int, av.VideoFrame]:
+    # A single-threaded decoder with no state per run: skip_frame then applies to exactly the
+    # packet sent next (frame threads would read it late), and an IDR keyframe needs no earlier state.
+    if reuse:
+        ctx = stream.codec_context
+        if ctx.is_open:
+            ctx.flush_buffers()
+    else:
+        ctx = av.CodecContext.create(stream.codec_context.name, "r")
+        ctx.extradata = stream.codec_context.extradata
+    if not ctx.is_open:
+        ctx.thread_count = 1
     out: dict[int, av.VideoFrame] = {}
     try:
         for packet in packets:

@@ -117,6 +117,8 @@ def decode_video(path: str | Path, video_id: str, duration_s: float | None, scen
             kinds = sorted({s.type for s in container.streams}) or ["none"]
             return Skip(STAGE, "no_video_stream", f"{path.name} has streams: {', '.join(kinds)}")
         stream = container.streams.video[0]
+        # "gops" decodes with single-threaded decoders of its own and the stream's, fed packet by packet.
+        threads = 1 if cfg.scan == "gops" else threads
         if threads != 1:
             stream.thread_type = "AUTO"
         stream.thread_count = max(0, threads)
@@ -151,7 +153,7 @@ def decode_video(path: str | Path, video_id: str, duration_s: float | None, scen
         wanted = {"check": [times[0], times[-1]]} if times else {}
         captions = caption_times(scenes) if caption_times is not None else {}
         if log.usable:
-            picker = _Picker(log, stream, scan.first_size, rate)
+            picker = _Picker(log, stream, scan.first_size, rate, reuse_stream_decoder=threads == 1)
             check = picker.frames(wanted.get("check", []), CHECK_MAX_PIXELS)
             frames = {sid: picker.frames(ts, caption_max_pixels) for sid, ts in captions.items()}
             out.frames_redecoded += picker.decoded
@@ -296,7 +298,8 @@ class _Scan:
         gap_pts = ANCHOR_GAP_FRAMES / (self.clock.rate * self.clock.time_base)
         last_pts = stop[0] if stop is not None else log.display_pts()[-1]
         for skip in ("BIDIR", "NONREF"):
-            frames, taken = decode_anchors(log.packets[start[1]:end], stream, skip)
+            # A GOP of one frame (an intra-only stream) has nothing between its keyframes.
+            frames, taken = decode_anchors(log.packets[start[1]:end], stream, skip) if end - start[1] > 1 else ([], [])
             self.frames += len(frames)
             # A leading frame of an open GOP (shown before its keyframe) needs the GOP before: left
             # out; a candidate pair then simply spans it.
@@ -372,7 +375,8 @@ class _Scan:
                 stretches.append([lo, hi])
         self.candidates = waiting
         missing = [order[i] for lo, hi in stretches for i in range(lo, hi + 1) if order[i] not in self._ring]
-        again = decode_at(log, stream, missing)
+        # The stream's decoder is idle once "gops" has read the file; "refs" is still using it.
+        again = decode_at(log, stream, missing, reuse_stream_decoder=self.mode == "gops")
         self.redecoded += len(again)
         for lo, hi in stretches:
             images = []
@@ -440,8 +444,10 @@ class _Picker:
     """`decode_frames`' pick rule over the logged packets: each time gets the first frame shown at
     or after it (within half a frame), or the last frame for times less than a second past it."""
 
-    def __init__(self, log: PacketLog, stream, first_size: tuple[int, int] | None, rate: Fraction):
+    def __init__(self, log: PacketLog, stream, first_size: tuple[int, int] | None, rate: Fraction,
+                 reuse_stream_decoder: bool):
         self.log, self.stream, self.first_size = log, stream, first_size
+        self.reuse = reuse_stream_decoder
         self.half_frame_s = 0.5 / float(stream.average_rate or 25)
         self.order = log.display_pts()
         self.time_base = stream.time_base
@@ -462,7 +468,7 @@ class _Picker:
                             "(truncated or damaged file?)")
                 i = len(self.times) - 1
             picks.append(self.order[i])
-        decoded = decode_at(self.log, self.stream, picks)
+        decoded = decode_at(self.log, self.stream, picks, self.reuse)
         self.decoded += len(decoded)
         if any(pts not in decoded for pts in picks):
             return "a wanted frame does not decode"
