@@ -147,12 +147,13 @@ def test_caption_requests_are_the_ones_the_separate_stage_makes():
 def test_packets_over_the_cap_fall_back_to_reading_the_file_with_the_same_answer():
     path = SAMPLES / "videos" / "bikes.mp4"
     scenes, times, _, captions = separate_stages(path)
-    decoded = decode_video(path, "v", None, SceneConfig(scan="refs"), None,
-                           lambda found: caption_frame_times(found, CAPTIONS), CAPTIONS.caption_max_pixels,
-                           max_packet_bytes=10_000)
-    assert decoded.scenes == scenes and decoded.timeline == times
-    assert_same_frames(decoded.captions, captions)
-    assert decoded.decodes == 3  # the pass, the full scan, the frames
+    for scan in ("refs", "gops"):
+        decoded = decode_video(path, "v", None, SceneConfig(scan=scan), None,
+                               lambda found: caption_frame_times(found, CAPTIONS), CAPTIONS.caption_max_pixels,
+                               max_packet_bytes=10_000)
+        assert decoded.scenes == scenes and decoded.timeline == times
+        assert_same_frames(decoded.captions, captions)
+        assert decoded.decodes == 3  # the pass, the full scan, the frames
 
 
 def test_without_caption_times_no_caption_frame_is_decoded():

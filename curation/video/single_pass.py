@@ -25,6 +25,10 @@ Scans (`SceneConfig.scan`):
   detector. A calm GOP (testsrc2-like, a talking head, a slide) costs one keyframe decode. What
   it would miss beyond "refs": a cut inside a GOP whose two shots drift from their keyframes by
   more than `ref_change - keyframe_change` together (11 score points within one GOP).
+  Exact frames are decoded by the stream's own decoder once the file is read (`decode_at`'s
+  `reuse_stream_decoder`): a fresh decoder lacks what the container adds to the codec
+  parameters (a WebM's chroma siting), and swscale's output depends on it. "refs" decodes its
+  stretches mid-scan with fresh decoders, so on such a container its scores can differ slightly.
 - "keyframes": the opt-in scan of `scenes.py`; it reads the file itself, and the frames are then
   decoded from the packets as above.
 
