@@ -7,8 +7,8 @@ test sources), keyframes every 2 s and no keyframe at the cuts, cached in bench/
 clip, in fresh processes (CPU-s from getrusage, children's decoder threads included):
 - today: `detect_scenes` (scan="full") + the frames check (`decode_frames` of the timeline's first
   and last times) [text path], + `decode_scene_frames` [caption path];
-- new: `decode_video` with the default scan ("refs"), without [text] and with caption times [caption];
-and whether the scenes, the timeline and the caption frames are the same. With --long, the
+- new: `decode_video` with the default scan ("gops"), without [text] and with caption times [caption];
+and whether the scenes (cut times and detector scores), the timeline and the caption frames are the same. With --long, the
 `scenedetect` CLI (detect-adaptive, defaults) against `decode_video` on a 10-minute 720p video.
 Goals: new/today <= 0.35 (text), <= 0.4 (caption); CLI/ours >= 3; decodes per video 1.
 """
@@ -59,7 +59,7 @@ else:
                        (lambda s: caption_frame_times(s, cfg)) if captions else None, cfg.caption_max_pixels)
     scenes, times, frames, decodes = out.scenes, out.timeline, out.captions, out.decodes
 r = resource.getrusage(resource.RUSAGE_SELF)
-print(json.dumps({"cpu_s": r.ru_utime + r.ru_stime, "cuts": [s.start_s for s in scenes[1:]], "timeline": times,
+print(json.dumps({"cpu_s": r.ru_utime + r.ru_stime, "cuts": [(s.start_s, s.score) for s in scenes[1:]], "timeline": times,
                   "frames": digest(frames) if frames else None, "decodes": decodes}))
 """
 _IDLE = "import resource, json; import curation.video.single_pass, curation.text.descriptions; r = resource.getrusage(resource.RUSAGE_SELF); print(json.dumps({'cpu_s': r.ru_utime + r.ru_stime}))"

@@ -57,9 +57,17 @@ class SceneConfig(BaseModel):
     # and cut-back inside one GOP to a look-alike shot is missed.
     # "refs" (curation.video.single_pass, issue 22): decode reference frames only and fully decode
     # just the frames around neighbouring reference frames that differ by `ref_change` or more.
-    # `detect_scenes` itself runs "refs" as "full"; the flow's single pass runs it.
-    scan: Literal["full", "keyframes", "refs"] = "refs"  # same cuts as "full" on tests/test_single_pass.py
-    keyframe_change: float = Field(4.0, ge=0)  # our choice, checked against full scans in bench/scenes.py
+    # "gops" (issue 22, the default): keyframes only on the way through; a GOP whose two keyframes
+    # differ by `keyframe_change` or more is looked into through its I/P frames (deblocking
+    # skipped), and only the frames around neighbouring ones that differ by `ref_change` are
+    # decoded fully. `detect_scenes` itself runs "refs" and "gops" as "full"; the flow's single
+    # pass runs them.
+    scan: Literal["full", "keyframes", "refs", "gops"] = "gops"  # same cuts as "full" on tests/test_single_pass.py
+    # Our choice, checked against full scans in bench/scenes.py and bench/single_pass.py. A cut
+    # inside a GOP scores >= adaptive_min_content_val (15) between its two frames, so its
+    # keyframes differ by at least 15 minus how far each shot drifts from its keyframe: 4 lets
+    # the two shots drift by 11 together within one GOP.
+    keyframe_change: float = Field(4.0, ge=0)
     # = adaptive_min_content_val: a cut scores at least that, and so do the two shots around it.
     ref_change: float = Field(15.0, ge=0)
 

@@ -17,6 +17,18 @@ Scans (`SceneConfig.scan`):
   to those shots, so their score is about as high; a cut and cut-back between two reference
   frames (at most a few frames apart) is missed, as the full scan's minimum scene length would
   drop one of the pair anyway. Checked against "full" in tests/test_single_pass.py and bench/.
+- "gops" (the default): the decoder decodes keyframes only (`skip_frame="NONKEY"`, ~5% of the
+  decode). A GOP whose two keyframes differ by `keyframe_change` or more, and the last GOP, is
+  then decoded from the packets through its I and P frames only, deblocking skipped
+  (`scan.decode_anchors`), and neighbouring ones that differ by `ref_change` mark candidates, as
+  in "refs"; the frames around candidates are decoded exactly from the packets and fed to a
+  detector. A calm GOP (testsrc2-like, a talking head, a slide) costs one keyframe decode. What
+  it would miss beyond "refs": a cut inside a GOP whose two shots drift from their keyframes by
+  more than `ref_change - keyframe_change` together (11 score points within one GOP).
+  Exact frames are decoded by the stream's own decoder once the file is read (`decode_at`'s
+  `reuse_stream_decoder`): a fresh decoder lacks what the container adds to the codec
+  parameters (a WebM's chroma siting), and swscale's output depends on it. "refs" decodes its
+  stretches mid-scan with fresh decoders, so on such a container its scores can differ slightly.
 - "keyframes": the opt-in scan of `scenes.py`; it reads the file itself, and the frames are then
   decoded from the packets as above.
 
@@ -47,7 +59,14 @@ from curation.video.frames import (
     smart_resize,
     video_duration_s,
 )
-from curation.video.scan import PacketLog, decode_at, hsv, ref_change
+from curation.video.scan import (
+    PacketLog,
+    decode_anchors,
+    decode_at,
+    decode_keyframe,
+    hsv,
+    ref_change,
+)
 from curation.video.scenes import SceneConfig, build_scenes, make_detector, scaled_size
 from curation.watchdog import checkpoint
 from schemas.records import Scene
@@ -57,6 +76,9 @@ FRAMES_STAGE = "frames"
 CHECK_MAX_PIXELS = 28 * 28 * 4  # the frames check only proves decodability: smallest useful size
 MAX_PACKET_BYTES = 1 << 30  # our choice: a 10-minute 720p web video is 100-300 MB of packets
 DEADLINE_EVERY = 64  # packets between deadline checks
+# The "gops" scan's candidate test compares I/P frames at most this many frames apart: x264's
+# default runs of up to 3 B-frames (our choice; wider pairs are decoded exactly, see _scan_gop).
+ANCHOR_GAP_FRAMES = 4
 
 # scene list -> {key: frame times}: the caption frames wanted once the scenes are known.
 TimesForScenes = Callable[[list[Scene]], dict[int, list[float]]]
@@ -99,6 +121,8 @@ def decode_video(path: str | Path, video_id: str, duration_s: float | None, scen
             kinds = sorted({s.type for s in container.streams}) or ["none"]
             return Skip(STAGE, "no_video_stream", f"{path.name} has streams: {', '.join(kinds)}")
         stream = container.streams.video[0]
+        # "gops" decodes with single-threaded decoders of its own and the stream's, fed packet by packet.
+        threads = 1 if cfg.scan == "gops" else threads
         if threads != 1:
             stream.thread_type = "AUTO"
         stream.thread_count = max(0, threads)
@@ -133,7 +157,7 @@ def decode_video(path: str | Path, video_id: str, duration_s: float | None, scen
         wanted = {"check": [times[0], times[-1]]} if times else {}
         captions = caption_times(scenes) if caption_times is not None else {}
         if log.usable:
-            picker = _Picker(log, stream, scan.first_size, rate)
+            picker = _Picker(log, stream, scan.first_size, rate, reuse_stream_decoder=threads == 1)
             check = picker.frames(wanted.get("check", []), CHECK_MAX_PIXELS)
             frames = {sid: picker.frames(ts, caption_max_pixels) for sid, ts in captions.items()}
             out.frames_redecoded += picker.decoded
@@ -163,7 +187,7 @@ def _read_frames(path: Path, times_s: list[float], max_pixels: int) -> list[np.n
 
 class _Scan:
     """The forward pass: logs packets, decodes, and either feeds the detector every frame ("full")
-    or collects candidates and runs a detector over the frames around each ("refs"); `cuts()` then
+    or collects candidates and runs a detector over the frames around each ("refs", "gops"); `cuts()` then
     gives the cuts as (pts, score)."""
 
     RING_FRAMES = 512  # downscaled frames kept for candidate stretches (~2 GOPs; 256 px: ~55 MB at most)
@@ -171,7 +195,7 @@ class _Scan:
     def __init__(self, cfg: SceneConfig, clock: scene_stage._Clock):
         self.cfg, self.clock = cfg, clock
         self.mode = cfg.scan
-        if self.mode == "refs" and cfg.detector != "adaptive":
+        if self.mode in ("refs", "gops") and cfg.detector != "adaptive":
             self.mode = "full"  # the candidate margins below are AdaptiveDetector's window
         self.detector = make_detector(cfg) if self.mode == "full" else None
         self.margin = cfg.adaptive_window_width + 2  # frames a cut's score and window reach back/forward
@@ -187,8 +211,14 @@ class _Scan:
         self._recent: dict[int, float | None] = {}
         self._ring: dict[int, np.ndarray] = {}
         self._candidates_in_gop = 0
+        self._key: tuple[int, int, np.ndarray] | None = None  # "gops": (pts, packet index, HSV) of the last keyframe
+        self.gops_scanned = self.gops_skipped = 0
+        self._last_decodable_pts: int | None = None
+        self._unkeyed = False  # "gops" found no keyframe it could start a GOP from
 
     def run(self, container, stream, log: PacketLog, deadline: float | None) -> None:
+        if self.mode == "gops":
+            return self._run_gops(container, stream, log, deadline)
         codec = stream.codec_context
         if self.mode != "full":
             # "keyframes": only the first frame's size and the last pts are needed from this pass.
@@ -223,6 +253,81 @@ class _Scan:
                            for tc in self.detector.post_process(self.clock.timecode(self.last_pts))]
         if self.mode == "refs" and log.usable:
             self._run_stretches(log, stream, final=True)
+
+    def _run_gops(self, container, stream, log: PacketLog, deadline: float | None) -> None:
+        """Keyframes only on the way through; a GOP whose two keyframes differ by `keyframe_change`
+        or more (or the last one) is then looked into by `_scan_gop` from the logged packets."""
+        for n, packet in enumerate(container.demux(stream)):
+            checkpoint()
+            if deadline is not None and n % DEADLINE_EVERY == 0 and time.monotonic() > deadline:
+                raise _Deadline
+            log.add(packet)
+            if packet.pts is not None and packet.size:
+                self.last_pts = max(self.last_pts or packet.pts, packet.pts)
+            if packet.is_keyframe and log.usable and log.packets and log.packets[-1] is packet:
+                self._keyframe(packet, len(log.packets) - 1, log, stream)
+        if not log.usable or self._key is None:
+            # cuts() reads the file again with the full scan, which says why nothing decodes, if so.
+            self._unkeyed = self._key is None
+            return
+        self._scan_gop(log, stream, self._key, None)
+        self.last_pts = self._last_decodable_pts
+        self._run_stretches(log, stream, final=True)
+
+    def _keyframe(self, packet: av.Packet, at: int, log: PacketLog, stream) -> None:
+        # Decoded on its own (`decode_keyframe`), not by the stream's decoder with skip_frame=NONKEY:
+        # that one holds keyframes of an open-GOP stream back, and lets some out of order or never.
+        frame = decode_keyframe(packet, stream)
+        if frame is None or frame.pts is None:
+            return  # a damaged keyframe: its GOP joins the one before
+        if self.first_size is None:
+            self.first_size = (frame.height, frame.width)
+            self._size = scaled_size(frame.width, frame.height, self.cfg.downscale_width)
+        self.frames += 1
+        key = (frame.pts, at, hsv(self._small(frame)))
+        if self._key is not None and ref_change(self._key[2], key[2]) >= self.cfg.keyframe_change:
+            self._scan_gop(log, stream, self._key, key)
+        elif self._key is not None:
+            self.gops_skipped += 1
+        self._key = key
+
+    def _scan_gop(self, log: PacketLog, stream, start, stop) -> None:
+        """Candidates between neighbouring I/P frames of one GOP (`start` to `stop`, two keyframes;
+        `stop` None: to the end), tested as in "refs" on inexact frames (`decode_anchors`); the
+        frames around them are decoded exactly later. The test holds for frames a few apart: two
+        further apart than ANCHOR_GAP_FRAMES (B-frame runs of another encoder) are first looked
+        for among all reference frames, and are a candidate, whatever they score, if still apart."""
+        self.gops_scanned += 1
+        end = stop[1] if stop is not None else len(log.packets)
+        gap_pts = ANCHOR_GAP_FRAMES / (self.clock.rate * self.clock.time_base)
+        last_pts = stop[0] if stop is not None else log.display_pts()[-1]
+        for skip in ("BIDIR", "NONREF"):
+            # A GOP of one frame (an intra-only stream) has nothing between its keyframes.
+            frames, taken = decode_anchors(log.packets[start[1]:end], stream, skip) if end - start[1] > 1 else ([], [])
+            self.frames += len(frames)
+            # A leading frame of an open GOP (shown before its keyframe) needs the GOP before: left
+            # out; a candidate pair then simply spans it.
+            shown = sorted({f.pts for f in frames if f.pts is not None and start[0] < f.pts < last_pts})
+            edges = [start[0], *shown, last_pts]
+            if all(b - a <= gap_pts for a, b in zip(edges, edges[1:], strict=False)):
+                break
+        images = {f.pts: f for f in frames}
+        previous = (start[0], start[2])
+        for pts in shown:
+            checkpoint()
+            image = hsv(self._small(images[pts]))
+            if pts - previous[0] > gap_pts or ref_change(previous[1], image) >= self.cfg.ref_change:
+                self.candidates.append((previous[0], pts))
+            previous = (pts, image)
+        if stop is not None:
+            if stop[0] - previous[0] > gap_pts or ref_change(previous[1], stop[2]) >= self.cfg.ref_change:
+                self.candidates.append((previous[0], stop[0]))
+        else:
+            # No frame closes the last GOP: its tail is always decoded exactly and looked at.
+            if last_pts > previous[0]:
+                self.candidates.append((previous[0], last_pts))
+            # The truncation check needs the last frame that decodes, as the full scan sees it.
+            self._last_decodable_pts = max([previous[0], *taken])
 
     def _small(self, frame: av.VideoFrame) -> np.ndarray:
         # BGR, FAST_BILINEAR: what scenes._frames feeds the detector.
@@ -260,7 +365,7 @@ class _Scan:
         where = {pts: i for i, pts in enumerate(order)}
         stretches: list[list[int]] = []  # [first, last] display indices, merged
         waiting = []
-        for before, after in self.candidates:
+        for before, after in sorted(self.candidates):
             if before not in where or after not in where:
                 continue
             lo, hi = max(0, where[before] - self.margin), where[after] + self.margin
@@ -274,7 +379,8 @@ class _Scan:
                 stretches.append([lo, hi])
         self.candidates = waiting
         missing = [order[i] for lo, hi in stretches for i in range(lo, hi + 1) if order[i] not in self._ring]
-        again = decode_at(log, stream, missing)
+        # The stream's decoder is idle once "gops" has read the file; "refs" is still using it.
+        again = decode_at(log, stream, missing, reuse_stream_decoder=self.mode == "gops")
         self.redecoded += len(again)
         for lo, hi in stretches:
             images = []
@@ -283,8 +389,10 @@ class _Scan:
                     images.append((pts, self._ring[pts]))
                 elif pts in again:
                     images.append((pts, self._small(again[pts])))
-            if len(images) != hi - lo + 1:
-                raise ValueError(f"{hi - lo + 1 - len(images)} frames around a candidate cut do not decode")
+            # A frame that does not decode (damage, a file cut short) is left out, as the full
+            # scan's decoder loses it; a damaged file is then caught by the truncation check.
+            if not images:
+                continue
             found, _ = scene_stage._feed(iter(images), make_detector(self.cfg, 0.0), self.clock)
             # A cut at display index j is judged from frames j-3..j+2.
             self.found += [(pts, score) for pts, score in found
@@ -293,7 +401,7 @@ class _Scan:
     def cuts(self, log: PacketLog, stream, path: Path) -> list[scene_stage.Cut] | Skip:
         if self.mode == "full":
             return self.found
-        if self.mode == "refs" and log.usable:
+        if self.mode in ("refs", "gops") and log.usable and not self._unkeyed:
             order = log.display_pts()
             if len(order) < 2:
                 return []
@@ -306,6 +414,13 @@ class _Scan:
         if isinstance(found, Skip):
             return found
         return [(round(t / self.clock.time_base) + self.clock.start_pts, score) for t, score in found[0]]
+
+
+def _flush(codec) -> list[av.VideoFrame]:
+    try:
+        return codec.decode(None)
+    except (av.error.FFmpegError, ValueError):
+        return []
 
 
 def _decode(packet: av.Packet) -> list[av.VideoFrame]:
@@ -333,8 +448,10 @@ class _Picker:
     """`decode_frames`' pick rule over the logged packets: each time gets the first frame shown at
     or after it (within half a frame), or the last frame for times less than a second past it."""
 
-    def __init__(self, log: PacketLog, stream, first_size: tuple[int, int] | None, rate: Fraction):
+    def __init__(self, log: PacketLog, stream, first_size: tuple[int, int] | None, rate: Fraction,
+                 reuse_stream_decoder: bool):
         self.log, self.stream, self.first_size = log, stream, first_size
+        self.reuse = reuse_stream_decoder
         self.half_frame_s = 0.5 / float(stream.average_rate or 25)
         self.order = log.display_pts()
         self.time_base = stream.time_base
@@ -355,7 +472,7 @@ class _Picker:
                             "(truncated or damaged file?)")
                 i = len(self.times) - 1
             picks.append(self.order[i])
-        decoded = decode_at(self.log, self.stream, picks)
+        decoded = decode_at(self.log, self.stream, picks, self.reuse)
         self.decoded += len(decoded)
         if any(pts not in decoded for pts in picks):
             return "a wanted frame does not decode"
