@@ -98,3 +98,4 @@ def find_cache(corpus_root: str | Path, mode: str, seconds_per_frame: float, fra
     (the trainer then decodes; a partly prepared cache serves what it has)."""
     cache = FrameCache(corpus_root, seconds_per_frame, frame_cap, max_pixels)
     return cache if mode == "auto" and cache.exists() else None
+
