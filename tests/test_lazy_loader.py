@@ -190,3 +190,27 @@ def test_prepare_cli_writes_the_cache(corpus, tmp_path):
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["written"] == 2 and report["skipped"] == {"video_missing": 1}
     assert np.load(FrameCache(root, 2.0, 4, 3136).path_of("bikes")).shape[0] == 4
+
+
+def test_grpo_prompts_take_their_frames_from_the_cache(corpus, tmp_path):
+    from types import SimpleNamespace
+
+    from curation.video.frames import decode_frames
+    from training.data.episodes import decode_episode_frames
+    from training.rl.grpo import GRPOConfig, prepare_item, rl_items
+
+    root = shutil.copytree(corpus, tmp_path / "c")
+    cfg = GRPOConfig(corpus=str(root), split="train", max_pixels=PIXELS, episodes={"max_frames": 8},
+                     prompts={"validation_share": 0.0})
+    bits = SimpleNamespace(max_pixels=PIXELS)
+    items, _, _ = rl_items(cfg)
+    assert items and all(it[2] is None for it in items)  # no cache prepared: the rollout decodes
+    assert all(prepare_item(cfg, bits, it)[1] is None for it in items if it[1] is not None)
+    prepare_cache(root, ["train"], FrameCache(root, 2.0, 8, PIXELS), progress=False)
+    items, _, _ = rl_items(cfg)
+    for item in items:
+        if item[1] is None:
+            continue
+        episode, frames = prepare_item(cfg, bits, item)[:2]
+        decoded = decode_episode_frames(episode, PIXELS, decode_frames)
+        assert len(frames) == len(decoded) and all(np.array_equal(a, b) for a, b in zip(frames, decoded, strict=True))
