@@ -66,6 +66,8 @@ def measure_rss(corpus: Path) -> dict:
     sample = [items[i] for i in spread_indices(len(items), 2000)]
     summary = episode_summary([it[0] for it in sample], EpisodeConfig(), frame_timeline)
     texts = corpus_texts(sample, "system")
+    for split in items.splits:
+        split.drop_cache()
     mine = rank_batches(batch_order(len(items), 1, 0, 0, items.block_sizes()), 2, 0)
     seconds = time.perf_counter() - started
     del sample, texts

@@ -215,6 +215,8 @@ def train(cfg: SFTConfig) -> dict:
                     **episode_summary([it[0] for it in sample if isinstance(it, tuple)], cfg.episodes, frame_timeline),
                     **offline_summary}
     accelerator.print("data " + json.dumps(data_summary))
+    for split in splits:
+        split.drop_cache()
     # tiny preset: a tokenizer trained on this corpus's text, built once per run dir
     texts = corpus_texts(sample, cfg.template.system_prompt) + [
         m.content.replace(IMAGE, "") for it in offline_items for m in it.example.messages]

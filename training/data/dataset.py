@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from curation.skips import Skip
@@ -102,8 +104,33 @@ class CollateEpisodes:
         return Batch(collate_episodes(built, self.pad_id) if built else None, skips)
 
 
+class BatchOrder(Sequence):
+    """Batches of item indices over one permutation, held as a numpy array (8 bytes per item, not a
+    Python list per batch: ~20 MiB at 99k dialogues); a batch is a list of ints when taken, a
+    slice is another `BatchOrder`."""
+
+    def __init__(self, order: np.ndarray, batch_size: int, batch_ids: np.ndarray | None = None):
+        self.order = order
+        self.batch_size = batch_size
+        self.batch_ids = np.arange(-(-len(order) // batch_size)) if batch_ids is None else batch_ids
+
+    def __len__(self) -> int:
+        return len(self.batch_ids)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return BatchOrder(self.order, self.batch_size, self.batch_ids[index])
+        b = int(self.batch_ids[index])
+        return self.order[b * self.batch_size:(b + 1) * self.batch_size].tolist()
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Sequence) and len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+
+    __hash__ = None  # mutable-looking sequence semantics, like a list
+
+
 def batch_order(n_items: int, batch_size: int, seed: int, epoch: int, blocks: list[int] | None = None,
-                window_blocks: int = CACHED_ROW_GROUPS) -> list[list[int]]:
+                window_blocks: int = CACHED_ROW_GROUPS) -> BatchOrder:
     """A seeded permutation of the items cut into batches (the last one may be short).
 
     Without `blocks`, a uniform permutation. With `blocks` (sizes of consecutive blocks of items
@@ -111,13 +138,13 @@ def batch_order(n_items: int, batch_size: int, seed: int, epoch: int, blocks: li
     Either way a pure function of its arguments."""
     generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
     if not blocks:
-        order = torch.randperm(n_items, generator=generator).tolist()
+        order = torch.randperm(n_items, generator=generator)
     else:
         order = local_permutation(n_items, blocks, window_blocks, generator)
-    return [order[i:i + batch_size] for i in range(0, n_items, batch_size)]
+    return BatchOrder(order.numpy(), batch_size)
 
 
-def local_permutation(n_items: int, blocks: list[int], window_blocks: int, generator) -> list[int]:
+def local_permutation(n_items: int, blocks: list[int], window_blocks: int, generator) -> torch.Tensor:
     starts = torch.tensor([0] + blocks).cumsum(0)
     n_blocked = int(starts[-1])
     if n_blocked > n_items:
@@ -137,10 +164,10 @@ def local_permutation(n_items: int, blocks: list[int], window_blocks: int, gener
         merged = torch.empty(n_items, dtype=torch.long)
         merged[at], merged[~at] = rest, order
         order = merged
-    return order.tolist()
+    return order
 
 
-def rank_batches(batches: list[list[int]], world: int, rank: int) -> list[list[int]]:
+def rank_batches(batches: BatchOrder, world: int, rank: int) -> BatchOrder:
     """This process's share: every `world`-th batch from `rank`, over the first whole rounds (the
     tail that cannot feed every process is dropped). Shares are disjoint and cover those rounds."""
     return batches[:len(batches) // world * world][rank::world]

@@ -130,6 +130,13 @@ class LazySplit:
     def __getstate__(self) -> dict:  # a spawned DataLoader worker gets the index, not open files
         return {**self.__dict__, "_cache": OrderedDict(), "_files": {}}
 
+    def drop_cache(self) -> None:
+        """Forget the decoded row groups and hand Arrow's freed memory back (after the summary
+        sample, before loader workers fork: they would each inherit the pages)."""
+        self._cache.clear()
+        self._files.clear()  # open readers keep their buffers
+        pa.default_memory_pool().release_unused()
+
     def block_sizes(self) -> list[int]:
         """Items per row group, in item order (cut at `max_dialogues`): the blocks of the
         locality-aware batch order."""
@@ -210,6 +217,13 @@ class SplitItems:
             return self.extra[index - self.corpus_items]
         s = int(np.searchsorted(self.starts, index, side="right")) - 1
         return self.splits[s][index - int(self.starts[s])]
+
+    def drop_cache(self) -> None:
+        """Forget the decoded row groups and hand Arrow's freed memory back (after the summary
+        sample, before loader workers fork: they would each inherit the pages)."""
+        self._cache.clear()
+        self._files.clear()  # open readers keep their buffers
+        pa.default_memory_pool().release_unused()
 
     def block_sizes(self) -> list[int]:
         """Row-group blocks of the corpus items, which come first (the extra items are not blocked)."""
