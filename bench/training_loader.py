@@ -11,9 +11,11 @@ the videos of the episodes the loader measures.
    `training.sft.train` does (`LazySplit`, the bounded summary sample, the tiny tokenizer's texts,
    the batch order and this rank's share); RSS(52k) / RSS(5k), goal <= 1.2 (read_split: ~5).
 2. Speed, in one process on the 5k corpus: loader episodes/s (`EpisodeDataset` over the lazy split
-   with the frame cache, through a DataLoader with the default worker count, after one warm-up
-   batch) / tiny-preset SFT steps/s (forward, backward and optimizer step of one episode of the
-   same set, pre-collated). Goal >= 5 (decoding the video: 0.1).
+   with the frame cache, built and collated in this process) / tiny-preset SFT steps/s (forward,
+   backward and optimizer step of one episode of the same set, pre-collated), in alternating
+   rounds, medians. Goal >= 5 (decoding the video: 0.1). The trainer's DataLoader with its default
+   workers over the same episodes is printed beside it: it multiplies the first number by up to
+   the worker count where the cores are free.
 
     python -m bench.training_loader [--sizes 5000 52000] [--episodes 48] [--workdir /tmp/pv-bench-loader]
 
@@ -86,7 +88,7 @@ def noise_frames(count: int, max_pixels: int, seed: int):
     return [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(count)]
 
 
-def measure_speed(corpus: Path, episodes: int, workdir: Path) -> dict:
+def measure_speed(corpus: Path, episodes: int, workdir: Path, workers: int | None) -> dict:
     import torch
 
     from curation.video.frames import frame_timeline
@@ -119,32 +121,48 @@ def measure_speed(corpus: Path, episodes: int, workdir: Path) -> dict:
     renderer = TurnRenderer(tokenizer, DEFAULT_SYSTEM_PROMPT, cfg.template.image_pad_token)
     dataset = EpisodeDataset(split, cfg.episodes, renderer, image_processor, TemplateConfig(), cfg.max_pixels)
     collate = CollateEpisodes(tokenizer.pad_token_id)
-    workers = loader_workers(None)
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=order, collate_fn=collate, num_workers=workers,
-                                         prefetch_factor=2 if workers else None)
-    batches = iter(loader)
-    first = next(batches)  # warm-up: worker start, first row groups
-    started, seen, skipped = time.perf_counter(), 0, 0
-    for batch in batches:
-        seen += 1
-        skipped += len(batch.skips)
-    loader_s = time.perf_counter() - started
 
     from training.model import load_trainable_model
 
     model = load_trainable_model(str(model_dir), True, True, False, cfg.lora)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
-    steps, step_s = 4, 0.0
-    for step in range(steps + 1):
-        began = time.perf_counter()
-        loss = batch_loss(model, first.tensors, torch.device("cpu"), renderer.image_pad_id)
+
+    def sft_step(tensors) -> None:
+        loss = batch_loss(model, tensors, torch.device("cpu"), renderer.image_pad_id)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        if step:  # the first step is a warm-up
-            step_s += time.perf_counter() - began
-    return {"workers": workers, "episodes": seen, "skipped": skipped, "loader_s": loader_s,
-            "episodes_per_s": seen / loader_s, "steps_per_s": steps / step_s,
+
+    # Rounds that alternate loading and training in this process, so both see the same machine load
+    # (the host may be shared): the ratio is of the medians. This is what one loader process gives.
+    first = collate([dataset[order[0][0]]])
+    sft_step(first.tensors)  # warm-up
+    per_episode, per_step, skipped = [], [], 0
+    rounds, per_round = 4, max(1, episodes // 4)
+    for r in range(rounds):
+        began = time.perf_counter()
+        for batch in order[1 + r * per_round:1 + (r + 1) * per_round]:
+            skipped += len(collate([dataset[i] for i in batch]).skips)
+        per_episode.append((time.perf_counter() - began) / per_round)
+        began = time.perf_counter()
+        sft_step(first.tensors)
+        per_step.append(time.perf_counter() - began)
+    # The trainer's DataLoader with its default workers over the same episodes, for the record.
+    workers = loader_workers(workers)
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=order[1:], collate_fn=collate, num_workers=workers,
+                                         prefetch_factor=2 if workers else None)
+    batches = iter(loader)
+    next(batches)  # worker start
+    began, seen = time.perf_counter(), 0
+    for _ in batches:
+        seen += 1
+    loader_per_s = seen / (time.perf_counter() - began)
+    import os
+    import statistics
+
+    return {"workers": workers, "cores": len(os.sched_getaffinity(0)), "episodes": rounds * per_round,
+            "skipped": skipped, "episodes_per_s": 1 / statistics.median(per_episode),
+            "steps_per_s": 1 / statistics.median(per_step), "dataloader_episodes_per_s": loader_per_s,
             "frames_per_episode": int(first.tensors["image_grid_thw"].shape[0]),
             "tokens_per_episode": int(first.tensors["input_ids"].shape[1])}
 
@@ -160,11 +178,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[5000, 52000])
     parser.add_argument("--episodes", type=int, default=48)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/pv-bench-loader"))
+    parser.add_argument("--workers", type=int, default=None, help="loader workers (default: the trainer's)")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         mode, corpus = args.child[0], Path(args.child[1])
-        result = measure_rss(corpus) if mode == "rss" else measure_speed(corpus, args.episodes, args.workdir)
+        result = measure_rss(corpus) if mode == "rss" else measure_speed(corpus, args.episodes, args.workdir, args.workers)
         print(json.dumps(result))
         return
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -177,12 +196,15 @@ def main(argv: list[str] | None = None) -> None:
     if small != large:
         print(f"RSS after reading the split, {large} / {small} videos: "
               f"{rows[large]['rss_mib'] / rows[small]['rss_mib']:.2f} (goal <= 1.2; read_split: ~5)")
-    speed = _child("speed", str(corpora[small]), "--episodes", str(args.episodes), "--workdir", str(args.workdir))
-    print(f"loader from the frame cache: {speed['episodes_per_s']:.2f} episodes/s ({speed['workers']} workers, "
-          f"{speed['episodes']} episodes of {speed['frames_per_episode']} frames, {speed['skipped']} skipped); "
-          f"tiny SFT: {speed['steps_per_s']:.2f} steps/s ({speed['tokens_per_episode']} tokens)")
-    print(f"loader episodes/s / SFT steps/s: {speed['episodes_per_s'] / speed['steps_per_s']:.1f} (goal >= 5; "
-          "decoding: 0.1)")
+    speed = _child("speed", str(corpora[small]), "--episodes", str(args.episodes), "--workdir", str(args.workdir),
+                   *(["--workers", str(args.workers)] if args.workers is not None else []))
+    print(f"loader from the frame cache, one process: {speed['episodes_per_s']:.2f} episodes/s "
+          f"({speed['episodes']} episodes of {speed['frames_per_episode']} frames, {speed['skipped']} skipped); "
+          f"tiny SFT: {speed['steps_per_s']:.2f} steps/s ({speed['tokens_per_episode']} tokens); "
+          f"DataLoader with {speed['workers']} workers on {speed['cores']} cores: "
+          f"{speed['dataloader_episodes_per_s']:.2f} episodes/s")
+    print(f"loader episodes/s (one process) / SFT steps/s: {speed['episodes_per_s'] / speed['steps_per_s']:.1f} "
+          "(goal >= 5; decoding: 0.1); each DataLoader worker adds about one more where cores allow")
 
 
 if __name__ == "__main__":
