@@ -214,3 +214,18 @@ def test_grpo_prompts_take_their_frames_from_the_cache(corpus, tmp_path):
         episode, frames = prepare_item(cfg, bits, item)[:2]
         decoded = decode_episode_frames(episode, PIXELS, decode_frames)
         assert len(frames) == len(decoded) and all(np.array_equal(a, b) for a, b in zip(frames, decoded, strict=True))
+
+
+def test_sft_trains_from_the_cache_without_the_videos(corpus, tmp_path):
+    from training.sft import SFTConfig, train
+
+    root = shutil.copytree(corpus, tmp_path / "c")
+    cfg = SFTConfig.model_validate({"corpus": str(root), "output_dir": str(tmp_path / "run"), "preset": "tiny",
+                                    "max_pixels": PIXELS, "episodes": {"max_frames": 8}, "max_steps": 4,
+                                    "eval_split": None, "num_workers": 0})
+    prepare_cache(root, ["train"], FrameCache(root, 2.0, 8, PIXELS), progress=False)
+    shutil.rmtree(root / "videos")  # nothing left to decode: every frame comes from the cache
+    summary = train(cfg)
+    assert summary["data"]["frame_cache"] and summary["data"]["items"] == 4
+    assert summary["skipped"] == {"video_missing": 1}  # "gone": no video row, no cache entry
+    assert len(summary["losses"]) == 3

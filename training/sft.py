@@ -14,6 +14,9 @@ Departures from the published code (MMDuet2 release), and why:
 - The patch merger stays trainable when the vision tower is frozen (Qwen2.5-VL fine-tuning
   default; set `train_merger: false` to freeze it too). ZeRO-3 is replaced by accelerate/FSDP.
 - The learning-rate schedule (cosine after warm-up) is not published; it is a config value.
+- The data order is locality-aware, not a uniform shuffle: row groups shuffled, items shuffled within
+  windows of `order_window_blocks` row groups (training.data.dataset), so a rank reads only its
+  share of a lazily read split; frames come from the prepared frame cache when there is one.
 """
 
 from __future__ import annotations
