@@ -229,3 +229,15 @@ def test_sft_trains_from_the_cache_without_the_videos(corpus, tmp_path):
     assert summary["data"]["frame_cache"] and summary["data"]["items"] == 4
     assert summary["skipped"] == {"video_missing": 1}  # "gone": no video row, no cache entry
     assert len(summary["losses"]) == 3
+
+
+def test_a_shard_damaged_after_opening_is_a_counted_skip(corpus, tmp_path):
+    from training.data.chat_template import TemplateConfig
+
+    root = shutil.copytree(corpus, tmp_path / "c")
+    split = LazySplit(root, "train")
+    shard = root / "data" / "dialogues" / "train-00000.parquet"
+    shard.write_bytes(b"\0" * shard.stat().st_size)  # same size, footer already read
+    dataset = EpisodeDataset(split, EpisodeConfig(max_frames=4), None, None, TemplateConfig(), PIXELS)
+    skip = dataset[0]
+    assert skip.reason == "unreadable_shard" and "train-00000.parquet" in skip.detail

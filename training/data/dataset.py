@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from curation.corpus.shards import CorpusError
 from curation.skips import Skip
 from training.data.chat_template import (
     EncodedEpisode,
@@ -59,7 +60,10 @@ class EpisodeDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> EncodedEpisode | Skip:
         from curation.video.frames import decode_frames, frame_timeline  # the one frame decoder
 
-        item = self.items[index]
+        try:
+            item = self.items[index]
+        except CorpusError as error:  # a shard damaged after the run opened it: counted, not a crash mid-run
+            return Skip(STAGE, "unreadable_shard", str(error)[:500])
         if isinstance(item, ReleasedEpisode):
             frames = load_frame_files(item.frame_paths, self.max_pixels)
             if isinstance(frames, Skip):
