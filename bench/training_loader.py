@@ -13,7 +13,7 @@ the videos of the episodes the loader measures.
 2. Speed, in one process on the 5k corpus: loader episodes/s (`EpisodeDataset` over the lazy split
    with the frame cache, built and collated in this process) / tiny-preset SFT steps/s (forward,
    backward and optimizer step of one episode of the same set, pre-collated), in alternating
-   rounds, medians. Goal >= 5 (decoding the video: 0.1). The trainer's DataLoader with its default
+   rounds, medians, one torch thread each (a per-core ratio). Goal >= 5 (decoding the video: 0.1). The trainer's DataLoader with its default
    workers over the same episodes is printed beside it: it multiplies the first number by up to
    the worker count where the cores are free.
 
@@ -104,6 +104,9 @@ def measure_speed(corpus: Path, episodes: int, workdir: Path, workers: int | Non
     )
     from training.sft import SFTConfig, batch_loss
 
+    # One thread for both sides: on a shared host, a multi-threaded step's time swings 5x with the
+    # load (spinning threads), a single-threaded loader's does not; per core, the ratio is stable.
+    torch.set_num_threads(1)
     cfg = SFTConfig(preset="tiny")
     split = LazySplit(corpus, "train")
     split.frame_cache = cache = FrameCache(corpus, cfg.episodes.seconds_per_frame, cfg.episodes.frame_cap,

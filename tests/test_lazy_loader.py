@@ -241,3 +241,22 @@ def test_a_shard_damaged_after_opening_is_a_counted_skip(corpus, tmp_path):
     dataset = EpisodeDataset(split, EpisodeConfig(max_frames=4), None, None, TemplateConfig(), PIXELS)
     skip = dataset[0]
     assert skip.reason == "unreadable_shard" and "train-00000.parquet" in skip.detail
+
+
+def test_fast_pixel_inputs_are_the_processors_bit_for_bit(samples_dir):
+    from curation.video.frames import decode_frames
+    from training.data.pixels import fast_image_inputs
+    from training.model import load_image_processor
+
+    rng = np.random.default_rng(0)
+    for budget in (PIXELS, 128 * 28 * 28):
+        processor = load_image_processor("/nonexistent-so-defaults", budget)
+        decoded = decode_frames(samples_dir / "videos" / "bikes.mp4", [0.0, 1.0, 2.0], budget)
+        noise = [rng.integers(0, 256, decoded[0].shape, dtype=np.uint8) for _ in range(2)]
+        for frames in (decoded, noise):
+            fast = fast_image_inputs(frames, processor)
+            slow = processor(images=frames, return_tensors="pt")
+            assert fast is not None
+            assert torch.equal(fast[0], slow["pixel_values"]) and torch.equal(fast[1], slow["image_grid_thw"])
+    odd = [rng.integers(0, 256, (50, 70, 3), dtype=np.uint8)]  # not at a target size: the processor's job
+    assert fast_image_inputs(odd, processor) is None

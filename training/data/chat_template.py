@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from curation.skips import Skip
 from schemas import NO_REPLY
 from training.data.episodes import STAGE, Episode
+from training.data.pixels import fast_image_inputs
 
 IGNORE_INDEX = -100
 
@@ -155,6 +156,9 @@ class EncodedEpisode:
 
 
 def image_inputs(frames: list[np.ndarray], image_processor) -> tuple[torch.Tensor, torch.Tensor]:
+    fast = fast_image_inputs(frames, image_processor)  # the processor's output, without its per-frame loop
+    if fast is not None:
+        return fast
     out = image_processor(images=frames, return_tensors="pt")
     return out["pixel_values"], out["image_grid_thw"]
 
