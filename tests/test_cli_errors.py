@@ -47,6 +47,8 @@ def test_build_corpus_usage_mistakes(argv, expected, capsys):
     (["sft", "--preset", "tiny", "max_step=2"], "max_step: unknown key (did you mean max_steps?)"),
     (["grpo", "--config", "/no/such/grpo.yaml"], "config file /no/such/grpo.yaml not found"),
     (["sft", "max_steps"], "override 'max_steps' is not key=value"),
+    (["prepare", "corpus=/no/such/dir"], "no corpus index (build the corpus first"),
+    (["prepare", "max_pixel=3136"], "max_pixel: unknown key (did you mean max_pixels?)"),
     (["score", "--predictions", "/no/p.jsonl", "--references", "/no/r.jsonl"], "no such file: /no/p.jsonl"),
 ])
 def test_training_usage_mistakes(argv, expected, capsys):

@@ -127,6 +127,6 @@ def corpus_texts(items, system_prompt: str) -> list[str]:
         if hasattr(item, "episode"):
             texts += [x for turn in item.episode.turns for x in (*turn.questions, turn.reply)]
         else:
-            dialogue, _ = item
+            dialogue = item[0]  # (dialogue, video path[, frame cache])
             texts += [u.text for u in dialogue.user_turns] + [r.answer for r in dialogue.references]
     return texts

@@ -15,6 +15,7 @@ from schemas.cli import add_cli_flags, run_cli
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "sft": ("training.sft", "supervised fine-tuning on streaming episodes"),
+    "prepare": ("training.prepare", "decode every episode's frames once into the corpus's frame cache"),
     "grpo": ("training.rl.grpo", "multi-turn GRPO with the PAUC reward"),
     "eval": ("training.eval.evaluate", "stream a ProactiveVideoQA-format set through a model, write predictions"),
     "score": ("training.eval.score", "score a prediction file: PAUC at omega and duplicate rate, per category"),

@@ -15,12 +15,16 @@ Departures from the published code (MMDuet2 release), and why:
 - The patch merger stays trainable when the vision tower is frozen (Qwen2.5-VL fine-tuning
   default; set `train_merger: false` to freeze it too). ZeRO-3 is replaced by accelerate/FSDP.
 - The learning-rate schedule (cosine after warm-up) is not published; it is a config value.
+- The data order is locality-aware, not a uniform shuffle: row groups shuffled, items shuffled within
+  windows of `order_window_blocks` row groups (training.data.dataset), so a rank reads only its
+  share of a lazily read split; frames come from the prepared frame cache when there is one.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Literal
@@ -32,9 +36,17 @@ from pydantic import BaseModel, ConfigDict, Field
 from curation.video.frames import frame_timeline
 from training import checkpoints
 from training.data.chat_template import DEFAULT_SYSTEM_PROMPT, TemplateConfig, TurnRenderer
-from training.data.corpus import read_split, splits_of
-from training.data.dataset import CollateEpisodes, EpisodeDataset, batch_order
+from training.data.corpus import splits_of
+from training.data.dataset import (
+    CollateEpisodes,
+    EpisodeDataset,
+    batch_order,
+    loader_workers,
+    rank_batches,
+)
 from training.data.episodes import EpisodeConfig
+from training.data.frame_cache import find_cache
+from training.data.lazy_split import LazySplit, SplitItems, spread_indices
 from training.data.offline import IMAGE, OfflineDataset, OfflineEncoder, OfflineSource, mix_offline
 from training.data.summary import episode_summary
 from training.distributed import gather_by_rank, gather_fingerprints, is_main_process, sum_counts
@@ -103,7 +115,17 @@ class SFTConfig(BaseModel):
     eval_every_steps: int = Field(500, ge=1)
     save_every_steps: int = Field(500, ge=1)
     resume: bool = True  # continue from the latest checkpoint in output_dir if there is one
-    num_workers: int = Field(0, ge=0)
+    # DataLoader workers per process; None: min(4, cores per process - 1), 0 where fork is not
+    # the start method (training.data.dataset.loader_workers)
+    num_workers: int | None = Field(None, ge=0)
+    prefetch_batches: int = Field(2, ge=1, description="batches each worker prepares ahead")
+    # "auto": frames from `python -m training.run prepare`'s cache when this run's key was
+    # prepared (training.data.frame_cache), decoded otherwise; "off": always decode
+    frame_cache: Literal["auto", "off"] = "auto"
+    # the data summary and the tiny tokenizer read this many dialogues, spread over the split
+    # (never the whole split: issue 17)
+    summary_sample: int = Field(2000, ge=1)
+    order_window_blocks: int = Field(4, ge=1, description="row groups shuffled together (dataset.batch_order)")
     episodes: EpisodeConfig = EpisodeConfig()
     template: TemplateConfig = TemplateConfig(system_prompt=DEFAULT_SYSTEM_PROMPT)
 
@@ -193,17 +215,29 @@ def train(cfg: SFTConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
 
     # --- data -------------------------------------------------------------------------------
-    splits = [] if cfg.data else [read_split(cfg.corpus, cfg.split, cfg.max_dialogues)]
-    splits += [read_split(x.path, x.split, x.max_dialogues) for x in cfg.extra_corpora]
-    items = released_items(cfg) + [(d, s.video_path(d.video_id)) for s in splits for d in s.dialogues]
-    if not items:
+    def open_split(root: str, split: str, max_dialogues: int | None) -> LazySplit:
+        lazy = LazySplit(root, split, max_dialogues)  # an index; rows are read by the rank that trains them
+        lazy.frame_cache = find_cache(root, cfg.frame_cache, cfg.episodes.seconds_per_frame,
+                                      cfg.episodes.frame_cap, cfg.max_pixels)
+        return lazy
+
+    splits = [] if cfg.data else [open_split(cfg.corpus, cfg.split, cfg.max_dialogues)]
+    splits += [open_split(x.path, x.split, x.max_dialogues) for x in cfg.extra_corpora]
+    items = SplitItems(splits, released_items(cfg))
+    if not len(items):
         raise ValueError(f"{cfg.data or cfg.corpus}: {'no usable line' if cfg.data else f'split {cfg.split!r} has no dialogues'}")
     offline_items, offline_summary = mix_offline(cfg.offline, len(items), cfg.seed)
-    data_summary = {"split": cfg.split, **episode_summary([it[0] for it in items if isinstance(it, tuple)], cfg.episodes, frame_timeline),
+    # the summary and the tiny tokenizer's texts: a bounded sample spread over the items
+    sample = [items[i] for i in spread_indices(len(items), cfg.summary_sample)]
+    data_summary = {"split": cfg.split, "items": len(items), "summarised": len(sample),
+                    "frame_cache": any(s.frame_cache for s in splits),
+                    **episode_summary([it[0] for it in sample if isinstance(it, tuple)], cfg.episodes, frame_timeline),
                     **offline_summary}
     accelerator.print("data " + json.dumps(data_summary))
+    for split in splits:
+        split.drop_cache()
     # tiny preset: a tokenizer trained on this corpus's text, built once per run dir
-    texts = corpus_texts(items, cfg.template.system_prompt) + [
+    texts = corpus_texts(sample, cfg.template.system_prompt) + [
         m.content.replace(IMAGE, "") for it in offline_items for m in it.example.messages]
     cfg = checkpoints.resolve_tiny_preset(cfg, texts, accelerator, out)
     tokenizer = load_tokenizer(cfg.model)
@@ -219,15 +253,18 @@ def train(cfg: SFTConfig) -> dict:
         train_set = torch.utils.data.ConcatDataset([train_set, OfflineDataset(offline_items, encoder)])
     eval_set = None
     if cfg.eval_split and not cfg.data and cfg.eval_split in splits_of(cfg.corpus):
-        held_out = read_split(cfg.corpus, cfg.eval_split, cfg.max_eval_dialogues)
-        eval_set = dataset_of([(d, held_out.video_path(d.video_id)) for d in held_out.dialogues])
+        eval_set = dataset_of(open_split(cfg.corpus, cfg.eval_split, cfg.max_eval_dialogues))
     collate = CollateEpisodes(tokenizer.pad_token_id)
+    blocks = items.block_sizes()  # row groups: the locality-aware batch order's blocks
+    workers = loader_workers(cfg.num_workers, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    if workers:  # forked workers tokenize too; the Rust tokenizer's own threads would be disabled noisily
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
     # --- model and optimizer ------------------------------------------------------------------
     model = load_trainable_model(cfg.model, cfg.freeze_vision_tower, cfg.train_merger,
                                  cfg.gradient_checkpointing, cfg.lora)
     world, rank = accelerator.num_processes, accelerator.process_index
-    micro_per_epoch = len(batch_order(len(train_set), cfg.batch_size, cfg.seed, 0)) // world
+    micro_per_epoch = math.ceil(len(train_set) / cfg.batch_size) // world
     if micro_per_epoch == 0:
         raise ValueError(f"{len(train_set)} dialogues cannot feed {world} processes")
     steps_per_epoch = max(1, math.ceil(micro_per_epoch / cfg.grad_accum_steps))
@@ -236,7 +273,8 @@ def train(cfg: SFTConfig) -> dict:
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
 
     # --- resume: the step count and the position in the seeded batch order ---------------------
-    order_key = {"items": len(train_set), "batch_size": cfg.batch_size, "seed": cfg.seed, "processes": world}
+    order_key = {"items": len(train_set), "batch_size": cfg.batch_size, "seed": cfg.seed, "processes": world,
+                 "blocks": len(blocks), "window_blocks": cfg.order_window_blocks}
     state = {"step": 0, "epoch": 0, "micro": 0, "skipped": {}, "order": order_key}
     state = checkpoints.resume_state(accelerator, out, state, cfg.resume)
 
@@ -252,10 +290,11 @@ def train(cfg: SFTConfig) -> dict:
     started = time.monotonic()  # the loop's own time: steps/s without start-up (bench.distributed_sft)
     model.train()
     while state["step"] < total_steps and (cfg.max_steps or state["epoch"] < cfg.epochs):
-        batches = batch_order(len(train_set), cfg.batch_size, cfg.seed, state["epoch"])
-        mine = batches[:micro_per_epoch * world][rank::world]
-        loader = torch.utils.data.DataLoader(train_set, batch_sampler=mine[state["micro"]:],
-                                             collate_fn=collate, num_workers=cfg.num_workers)
+        batches = batch_order(len(train_set), cfg.batch_size, cfg.seed, state["epoch"], blocks,
+                              cfg.order_window_blocks)
+        mine = rank_batches(batches, world, rank)
+        loader = torch.utils.data.DataLoader(train_set, batch_sampler=mine[state["micro"]:], collate_fn=collate,
+                                             num_workers=workers, prefetch_factor=cfg.prefetch_batches if workers else None)
         for batch in loader:
             state["micro"] += 1
             for skip in batch.skips:

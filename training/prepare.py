@@ -1,0 +1,41 @@
+"""`python -m training.run prepare --config FILE [key=value ...]`: fill the frame cache.
+
+Decodes, once, the frames every episode of the corpus needs at the run's interval, frame cap and
+pixel budget (the SFT config's `episodes.seconds_per_frame`, `episodes.max_frames`, `max_pixels`)
+into `<corpus>/cache/frames/<key>/` (training.data.frame_cache), so `sft` (with `frame_cache:
+auto`, the default) decodes no video. Resumable: a re-run decodes only videos not cached yet; a
+changed interval or pixel budget is another key, so another folder. An undecodable or missing
+video is counted by reason and left to the trainer, which skips it as before.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from training.data.corpus import splits_of
+from training.data.frame_cache import FrameCache
+from training.data.prepare_frames import prepare_cache
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--config", help="YAML or JSON file of SFTConfig fields (corpus, episodes, max_pixels)")
+    parser.add_argument("--splits", help="comma-separated dialogue splits (default: every split in the index)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="decoding processes (default: the usable cores)")
+    parser.add_argument("overrides", nargs="*", help="dotted key=value, e.g. episodes.seconds_per_frame=1")
+
+
+def main(args) -> int:
+    from training import checkpoints
+    from training.sft import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    checkpoints.require_corpus(cfg.corpus, None)
+    splits = args.splits.split(",") if args.splits else sorted(splits_of(cfg.corpus))
+    cache = FrameCache(cfg.corpus, cfg.episodes.seconds_per_frame, cfg.episodes.frame_cap, cfg.max_pixels)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    counts = prepare_cache(cfg.corpus, splits, cache, args.workers or cores)
+    print(json.dumps({"cache": str(cache.folder), "splits": splits, "written": counts.written,
+                      "present": counts.present, "skipped": counts.skipped}))
+    return 0
