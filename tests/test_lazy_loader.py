@@ -92,6 +92,9 @@ def test_split_items_put_the_corpus_first(corpus):
     items = SplitItems([LazySplit(corpus, "train"), LazySplit(corpus, "validation")], extra=["released"])
     assert len(items) == 6 and items.block_sizes() == [2, 2, 1]
     assert items[4].dialogue.dialogue_id == "bikes-v-0" and items[5] == "released"
+    first = items[0].dialogue.dialogue_id
+    items.drop_cache()  # every split forgets its row groups; reading again re-reads them
+    assert all(not split._cache for split in items.splits) and items[0].dialogue.dialogue_id == first
 
 
 def test_loader_workers_default():

@@ -219,11 +219,8 @@ class SplitItems:
         return self.splits[s][index - int(self.starts[s])]
 
     def drop_cache(self) -> None:
-        """Forget the decoded row groups and hand Arrow's freed memory back (after the summary
-        sample, before loader workers fork: they would each inherit the pages)."""
-        self._cache.clear()
-        self._files.clear()  # open readers keep their buffers
-        pa.default_memory_pool().release_unused()
+        for split in self.splits:
+            split.drop_cache()
 
     def block_sizes(self) -> list[int]:
         """Row-group blocks of the corpus items, which come first (the extra items are not blocked)."""
