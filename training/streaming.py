@@ -181,6 +181,10 @@ class StreamingSession:
         self.banned = torch.tensor(banned_token_ids(renderer.tokenizer), dtype=torch.long)
         self.no_reply_draft = no_reply_draft_ids(renderer)
         self.vision_end_id = renderer.tokenizer.convert_tokens_to_ids("<|vision_end|>")
+        # Per-turn constants, tokenised once: a silent turn's decision is a few ms, and a tokenizer
+        # call is tens of µs that would count in every turn's latency.
+        self.suffix_ids = renderer.assistant_suffix_ids()
+        self.no_reply_text = self._decode(self.no_reply_draft)
         self._append(renderer.system_ids(), [], sampled=False)
 
     # -------------------------------------------------------------- sequence bookkeeping
@@ -282,7 +286,7 @@ class StreamingSession:
             self._forward(self.fed, self._to_device(pixel_values), self._to_device(grid_thw))
             reply = TurnReply(turn.time_s, turn.forced_reply, [], False, time.perf_counter() - started, True)
             self.turns.append(reply)
-            self.trailing_suffix = len(self.renderer.assistant_suffix_ids())  # the fed reply ends with it
+            self.trailing_suffix = len(self.suffix_ids)  # the fed reply ends with it
             return reply
         self._append(prefix, [], sampled=False)
         eos, cap = self.renderer.eos_id, self.config.max_new_tokens_per_turn
@@ -304,11 +308,10 @@ class StreamingSession:
         if cut:
             self._append([eos], [], sampled=False)  # closes the turn; not a policy action
         # The closing newline enters the cache with the next turn's tokens.
-        suffix = self.renderer.assistant_suffix_ids()
-        self._append(suffix, [], sampled=False)
-        self.trailing_suffix = len(suffix)
-        text = self.renderer.tokenizer.decode([t for t in generated if t != eos], skip_special_tokens=True)
-        reply = TurnReply(turn.time_s, text.strip(), generated, cut, time.perf_counter() - started,
+        self._append(self.suffix_ids, [], sampled=False)
+        self.trailing_suffix = len(self.suffix_ids)
+        text = self.no_reply_text if generated == self.no_reply_draft else self._decode(generated)
+        reply = TurnReply(turn.time_s, text, generated, cut, time.perf_counter() - started,
                           draft_accepted=accepted, ingest_s=ingest_s)
         self.turns.append(reply)
         return reply
@@ -317,6 +320,10 @@ class StreamingSession:
         """Where a user turn's frames end: after its last image pad and the `<|vision_end|>` closing it."""
         end = len(user_ids) - user_ids[::-1].index(self.renderer.image_pad_id)
         return end + (end < len(user_ids) and user_ids[end] == self.vision_end_id)
+
+    def _decode(self, ids: list[int]) -> str:
+        eos = self.renderer.eos_id
+        return self.renderer.tokenizer.decode([t for t in ids if t != eos], skip_special_tokens=True).strip()
 
     def _to_device(self, x):
         return None if x is None else x.to(self.device)
