@@ -416,13 +416,6 @@ class _Scan:
         return [(round(t / self.clock.time_base) + self.clock.start_pts, score) for t, score in found[0]]
 
 
-def _flush(codec) -> list[av.VideoFrame]:
-    try:
-        return codec.decode(None)
-    except (av.error.FFmpegError, ValueError):
-        return []
-
-
 def _decode(packet: av.Packet) -> list[av.VideoFrame]:
     # A damaged packet loses its own frame, as under the separate scan's frame-threaded decode
     # (which reports no error for it); a file cut short is then caught by the truncation check.

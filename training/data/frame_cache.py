@@ -87,11 +87,6 @@ class FrameCache:
         return path
 
 
-def timeline_length(duration_s: float, seconds_per_frame: float, frame_cap: int, frame_timeline) -> int:
-    """Frames a video of `duration_s` needs (`frame_timeline` is curation.video.frames')."""
-    return len(frame_timeline(duration_s, seconds_per_frame, frame_cap))
-
-
 def find_cache(corpus_root: str | Path, mode: str, seconds_per_frame: float, frame_cap: int,
                max_pixels: int) -> FrameCache | None:
     """The corpus's cache for this run's key when `mode` is "auto" and it was prepared, else None
