@@ -128,9 +128,8 @@ def is_main_process() -> bool:
     return PartialState().is_main_process
 
 
-def gather_fingerprints(accelerator, model) -> list[str | None]:
-    """Every rank's `weights_fingerprint`, in rank order (one collective)."""
-    mine = weights_fingerprint(accelerator, model)
+def per_rank(accelerator, mine) -> list:
+    """Every process's `mine`, in rank order (one collective; no collective in a world of 1)."""
     if accelerator.num_processes == 1:
         return [mine]
     from accelerate.utils import gather_object
@@ -138,23 +137,22 @@ def gather_fingerprints(accelerator, model) -> list[str | None]:
     return gather_object([mine])
 
 
-def gather_by_rank(accelerator, items: list[int]) -> list[list[int]]:
-    """Each process's own item indices for this step, in rank order (one collective)."""
-    if accelerator.num_processes == 1:
-        return [list(items)]
-    from accelerate.utils import gather_object
+def gather_fingerprints(accelerator, model) -> list[str | None]:
+    """Every rank's `weights_fingerprint`, in rank order."""
+    return per_rank(accelerator, weights_fingerprint(accelerator, model))
 
-    return gather_object([list(items)])
+
+def gather_by_rank(accelerator, items: list[int]) -> list[list[int]]:
+    """Each process's own item indices for this step, in rank order."""
+    return per_rank(accelerator, list(items))
 
 
 def sum_counts(accelerator, counts: dict[str, int]) -> dict[str, int]:
     """Per-process counts (skips by reason) summed over every process."""
     if accelerator.num_processes == 1:
         return counts
-    from accelerate.utils import gather_object
-
     total: dict[str, int] = {}
-    for mine in gather_object([counts]):
+    for mine in per_rank(accelerator, counts):
         for key, n in mine.items():
             total[key] = total.get(key, 0) + n
     return total

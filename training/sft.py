@@ -49,7 +49,13 @@ from training.data.frame_cache import find_cache
 from training.data.lazy_split import LazySplit, SplitItems, spread_indices
 from training.data.offline import IMAGE, OfflineDataset, OfflineEncoder, OfflineSource, mix_offline
 from training.data.summary import episode_summary
-from training.distributed import gather_by_rank, gather_fingerprints, is_main_process, sum_counts
+from training.distributed import (
+    gather_by_rank,
+    gather_fingerprints,
+    is_main_process,
+    per_rank,
+    sum_counts,
+)
 from training.model import (
     corpus_texts,
     load_image_processor,
@@ -174,10 +180,8 @@ def gather_run_log(accelerator, losses: list[float], skipped: dict[str, int]) ->
     not the main process's own share."""
     if accelerator.num_processes == 1:
         return {"losses": losses, "skipped": skipped}
-    from accelerate.utils import gather_object
-
     # equal lengths: a rank that skipped a batch another trained on would have hung the all-reduce
-    by_rank = gather_object([losses])
+    by_rank = per_rank(accelerator, losses)
     return {"losses": [sum(xs) / len(xs) for xs in zip(*by_rank, strict=True)],
             "skipped": sum_counts(accelerator, skipped)}
 
