@@ -319,10 +319,11 @@ def gather_step(accelerator, judged: list[RewardRollout], terms: list[dict[str, 
     return gather_object(judged), gather_object(terms), dict(zip(sorted(logged), parts.tolist(), strict=True))
 
 
-def step_record(step: int, rollouts: list, judged: list[RewardRollout], terms: list[dict[str, float]],
+def step_record(step: int, judged: list[RewardRollout], terms: list[dict[str, float]],
                 logged: dict[str, float]) -> dict[str, float]:
-    """What one step logs: losses, reply statistics and the mean of each reward term by its name."""
-    record = {"step": step, "rollouts": len(rollouts), **logged, **reply_stats(judged)}
+    """What one step logs: losses, reply statistics and the mean of each reward term by its name
+    (`judged` holds one entry per rollout)."""
+    record = {"step": step, "rollouts": len(judged), **logged, **reply_stats(judged)}
     for key in sorted({k for t in terms for k in t}):
         record[key] = sum(t[key] for t in terms) / len(terms)
     return record
@@ -428,7 +429,7 @@ def train_grpo(cfg: GRPOConfig, reward_fn: RewardFn | None = None) -> dict:
         logged = update_epoch(cfg, accelerator, model, ref_model, optimizer, rollouts, advantages,
                               tokenizer.pad_token_id)
         everyone, everyone_terms, everyone_logged = gather_step(accelerator, judged, terms, logged)
-        record = step_record(state["step"] + 1, everyone, everyone, everyone_terms, everyone_logged)
+        record = step_record(state["step"] + 1, everyone, everyone_terms, everyone_logged)
         state["history"].append(record)
         state.update(step=state["step"] + 1, batch=state["batch"] + 1)
         by_rank = gather_by_rank(accelerator, indices)
