@@ -11,7 +11,6 @@ video is counted by reason and left to the trainer, which skips it as before.
 from __future__ import annotations
 
 import json
-import os
 
 from training.data.corpus import splits_of
 from training.data.frame_cache import FrameCache
@@ -28,14 +27,14 @@ def add_arguments(parser) -> None:
 
 def main(args) -> int:
     from training import checkpoints
+    from training.data.dataset import usable_cores
     from training.sft import load_config
 
     cfg = load_config(args.config, args.overrides)
     checkpoints.require_corpus(cfg.corpus, None)
     splits = args.splits.split(",") if args.splits else sorted(splits_of(cfg.corpus))
     cache = FrameCache(cfg.corpus, cfg.episodes.seconds_per_frame, cfg.episodes.frame_cap, cfg.max_pixels)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    counts = prepare_cache(cfg.corpus, splits, cache, args.workers or cores)
+    counts = prepare_cache(cfg.corpus, splits, cache, args.workers or usable_cores())
     print(json.dumps({"cache": str(cache.folder), "splits": splits, "written": counts.written,
                       "present": counts.present, "skipped": counts.skipped}))
     return 0

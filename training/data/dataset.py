@@ -185,5 +185,9 @@ def loader_workers(requested: int | None, processes_per_node: int = 1) -> int:
         return requested
     if multiprocessing.get_context().get_start_method() != "fork":
         return 0
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(0, min(4, cores // max(1, processes_per_node) - 1))
+    return max(0, min(4, usable_cores() // max(1, processes_per_node) - 1))
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
