@@ -27,13 +27,18 @@ class CorpusSplit:
         return self.root / video.path
 
 
+def unreadable_shard(path: Path, error: Exception) -> CorpusError:
+    """The error for a damaged shard file: it names the file, whatever pyarrow raised."""
+    return CorpusError(f"{path}: unreadable shard: {type(error).__name__}: {error}")
+
+
 def read_records(path: Path, record_cls):
     try:
         return from_table(read_parquet(path), record_cls)
     except SchemaVersionError:
         raise
-    except Exception as error:  # a damaged file: name it, whatever pyarrow raised
-        raise CorpusError(f"{path}: unreadable shard: {type(error).__name__}: {error}") from None
+    except Exception as error:
+        raise unreadable_shard(path, error) from None
 
 
 def read_split(root: str | Path, split: str = "train", max_dialogues: int | None = None) -> CorpusSplit:

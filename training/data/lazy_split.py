@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 from curation.corpus.shards import CorpusError, shard_paths
 from schemas import Dialogue, SchemaVersionError, from_table
 from schemas.arrow import check_version
+from training.data.corpus import unreadable_shard
 from training.data.frame_cache import FrameCache
 
 CACHED_ROW_GROUPS = 4  # per process: a window of the locality-aware order (dataset.batch_order) fits
@@ -53,8 +54,8 @@ def spread_indices(n_items: int, limit: int) -> list[int]:
 def _footer(path: Path) -> pq.FileMetaData:
     try:
         meta = pq.read_metadata(path)
-    except Exception as error:  # a damaged file: name it, whatever pyarrow raised
-        raise CorpusError(f"{path}: unreadable shard: {type(error).__name__}: {error}") from None
+    except Exception as error:
+        raise unreadable_shard(path, error) from None
     check_version(meta.metadata, str(path))
     return meta
 
@@ -83,7 +84,7 @@ class VideoPaths:
             try:
                 parts.append(pq.read_table(path, columns=["video_id", "path"]))
             except Exception as error:
-                raise CorpusError(f"{path}: unreadable shard: {type(error).__name__}: {error}") from None
+                raise unreadable_shard(path, error) from None
         table = pa.concat_tables(parts) if parts else pa.table({"video_id": pa.array([], pa.string()),
                                                                 "path": pa.array([], pa.string())})
         table = table.take(pc.sort_indices(table, [("video_id", "ascending")])).combine_chunks()
@@ -157,7 +158,7 @@ class LazySplit:
                 self._files[f] = pq.ParquetFile(path)
             table = self._files[f].read_row_group(int(self.group_index[g]))
         except Exception as error:
-            raise CorpusError(f"{path}: unreadable shard: {type(error).__name__}: {error}") from None
+            raise unreadable_shard(path, error) from None
         self._cache[g] = table
         while len(self._cache) > self.cached_row_groups:
             self._cache.popitem(last=False)
@@ -192,7 +193,7 @@ class LazySplit:
             try:
                 parts.append(pq.read_table(path, columns=[name]).column(name))
             except Exception as error:
-                raise CorpusError(f"{path}: unreadable shard: {type(error).__name__}: {error}") from None
+                raise unreadable_shard(path, error) from None
         chunks = [c for part in parts for c in part.chunks]
         return pa.chunked_array(chunks, type=parts[0].type if parts else pa.string()).slice(0, self.n_items)
 
