@@ -184,7 +184,7 @@ class StreamingSession:
         # Per-turn constants, tokenised once: a silent turn's decision is a few ms, and a tokenizer
         # call is tens of µs that would count in every turn's latency.
         self.suffix_ids = renderer.assistant_suffix_ids()
-        self.no_reply_text = self._decode(self.no_reply_draft)
+        self.no_reply_text = renderer.reply_text(self.no_reply_draft)
         self._append(renderer.system_ids(), [], sampled=False)
 
     # -------------------------------------------------------------- sequence bookkeeping
@@ -310,7 +310,7 @@ class StreamingSession:
         # The closing newline enters the cache with the next turn's tokens.
         self._append(self.suffix_ids, [], sampled=False)
         self.trailing_suffix = len(self.suffix_ids)
-        text = self.no_reply_text if generated == self.no_reply_draft else self._decode(generated)
+        text = self.no_reply_text if generated == self.no_reply_draft else self.renderer.reply_text(generated)
         reply = TurnReply(turn.time_s, text, generated, cut, time.perf_counter() - started,
                           draft_accepted=accepted, ingest_s=ingest_s)
         self.turns.append(reply)
@@ -320,10 +320,6 @@ class StreamingSession:
         """Where a user turn's frames end: after its last image pad and the `<|vision_end|>` closing it."""
         end = len(user_ids) - user_ids[::-1].index(self.renderer.image_pad_id)
         return end + (end < len(user_ids) and user_ids[end] == self.vision_end_id)
-
-    def _decode(self, ids: list[int]) -> str:
-        eos = self.renderer.eos_id
-        return self.renderer.tokenizer.decode([t for t in ids if t != eos], skip_special_tokens=True).strip()
 
     def _to_device(self, x):
         return None if x is None else x.to(self.device)

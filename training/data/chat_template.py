@@ -154,6 +154,10 @@ class TurnRenderer:
         end = len(ids) - ids[::-1].index(self.eos_id)
         return ids, ids[:end] + [IGNORE_INDEX] * (len(ids) - end)
 
+    def reply_text(self, ids: list[int]) -> str:
+        """A generated reply's text: its ids without `<|im_end|>`, special tokens dropped, stripped."""
+        return self.tokenizer.decode([t for t in ids if t != self.eos_id], skip_special_tokens=True).strip()
+
     def assistant_suffix_ids(self) -> list[int]:
         """What follows a generated `<|im_end|>` before the next user turn (a newline for Qwen)."""
         return self.encode(self._suffix_text)
