@@ -203,13 +203,15 @@ class VLLMRollouts:
                                  skip_special_tokens=False)
                   for seed in seeds]
         prompts = [list(r.system_ids()) for _ in range(cfg.n)]  # one image pad per frame
+        pixel_values, grid_thw = image_inputs(frames, self.bits.image_processor)  # every turn's, in order
+        at = 0
         images: list[Image.Image] = []
         pieces: list[list[tuple[list[int], bool, list[float]]]] = [[] for _ in range(cfg.n)]
         turns: list[list[TurnReply]] = [[] for _ in range(cfg.n)]
         for turn in episode_stream_turns(episode, frames, cfg.context_turns):
             started = time.perf_counter()
             images += [Image.fromarray(f) for f in turn.frames]
-            _, grid = image_inputs(turn.frames, self.bits.image_processor)
+            grid, at = grid_thw[at:at + len(turn.frames)], at + len(turn.frames)
             user_prompt = r.encode(r.user_turn_text(len(turn.frames), turn.text))
             user_ids = r.expand_images(user_prompt, tokens_per_image(grid, self.bits.image_processor.merge_size))
             for prompt in prompts:
@@ -231,10 +233,8 @@ class VLLMRollouts:
                 lps = [d[t].logprob for t, d in zip(ids, gen.logprobs or [], strict=True)]
                 closing = ([eos] if cut else []) + r.assistant_suffix_ids()
                 pieces[k] += [(user_ids, False, []), (ids, True, lps), (closing, False, [])]
-                text = r.tokenizer.decode([t for t in ids if t != eos], skip_special_tokens=True).strip()
-                turns[k].append(TurnReply(turn.time_s, text, ids, cut, latency_s))
+                turns[k].append(TurnReply(turn.time_s, r.reply_text(ids), ids, cut, latency_s))
                 prompts[k] += ids + closing
-        pixel_values, grid_thw = image_inputs(frames, self.bits.image_processor)
         return [self._as_rollout(episode, k, seeds[k], pieces[k], turns[k], pixel_values, grid_thw)
                 for k in range(cfg.n)]
 
