@@ -312,16 +312,19 @@ class _Scan:
             if all(b - a <= gap_pts for a, b in zip(edges, edges[1:], strict=False)):
                 break
         images = {f.pts: f for f in frames}
+
+        def test_pair(a: tuple[int, np.ndarray], b: tuple[int, np.ndarray]) -> None:
+            if b[0] - a[0] > gap_pts or ref_change(a[1], b[1]) >= self.cfg.ref_change:
+                self.candidates.append((a[0], b[0]))
+
         previous = (start[0], start[2])
         for pts in shown:
             checkpoint()
-            image = hsv(self._small(images[pts]))
-            if pts - previous[0] > gap_pts or ref_change(previous[1], image) >= self.cfg.ref_change:
-                self.candidates.append((previous[0], pts))
-            previous = (pts, image)
+            current = (pts, hsv(self._small(images[pts])))
+            test_pair(previous, current)
+            previous = current
         if stop is not None:
-            if stop[0] - previous[0] > gap_pts or ref_change(previous[1], stop[2]) >= self.cfg.ref_change:
-                self.candidates.append((previous[0], stop[0]))
+            test_pair(previous, (stop[0], stop[2]))
         else:
             # No frame closes the last GOP: its tail is always decoded exactly and looked at.
             if last_pts > previous[0]:
