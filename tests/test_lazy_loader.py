@@ -154,6 +154,21 @@ def test_frame_cache_key_rebuild_and_resume(corpus, tmp_path):
     assert bad.frame_count("bikes") is None
 
 
+def test_a_damaged_or_foreign_cache_file_is_a_miss_and_prepare_writes_it_again(corpus, tmp_path):
+    root = shutil.copytree(corpus, tmp_path / "c")
+    cache = FrameCache(root, 2.0, 8, PIXELS)
+    prepare_cache(root, ["train"], cache, workers=1, progress=False)
+    path = cache.path_of("generated_four_scenes")
+    for damage in (lambda: path.write_bytes(b"not an npy"), lambda: np.save(path, np.zeros((8, 4))),
+                   lambda: path.write_bytes(path.read_bytes()[:200])):
+        prepare_cache(root, ["train"], cache, workers=1, progress=False)
+        damage()
+        assert cache.load("generated_four_scenes", [0.0, 2.0]) is None  # the trainer decodes instead
+        assert cache.frame_count("generated_four_scenes") is None
+        assert prepare_cache(root, ["train"], cache, workers=1, progress=False).written == 1
+        assert [f.shape for f in cache.load("generated_four_scenes", [0.0])][0][2] == 3
+
+
 def test_training_from_the_cache_encodes_what_decoding_encodes(corpus, tmp_path):
     from training.data.chat_template import TemplateConfig, TurnRenderer
     from training.model import load_image_processor

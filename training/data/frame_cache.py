@@ -51,19 +51,27 @@ class FrameCache:
         bucket = hashlib.sha256(video_id.encode()).hexdigest()[:2]
         return self.folder / bucket / f"{video_id}.npy"
 
-    def frame_count(self, video_id: str) -> int | None:
-        """Frames stored for the video (from the .npy header only), None when absent or unreadable."""
+    def _stored(self, video_id: str) -> np.ndarray | None:
+        """The video's frames as a memory map, None when absent, unreadable or not what `write`
+        stores ((N, H, W, 3) uint8): the cache is read as untrusted as any other file."""
         try:
-            return int(np.load(self.path_of(video_id), mmap_mode="r").shape[0])
+            stored = np.load(self.path_of(video_id), mmap_mode="r")
         except (OSError, ValueError):
             return None
+        if stored.dtype != np.uint8 or stored.ndim != 4 or stored.shape[3] != 3:
+            return None
+        return stored
+
+    def frame_count(self, video_id: str) -> int | None:
+        """Frames stored for the video (from the .npy header only), None when there is no usable file."""
+        stored = self._stored(video_id)
+        return None if stored is None else int(stored.shape[0])
 
     def load(self, video_id: str, times_s: list[float]) -> list[np.ndarray] | None:
         """The frames at `times_s` (each on the timeline), or None on a miss: no file, a damaged
         one, or a time past the stored frames or off the timeline. The caller then decodes."""
-        try:
-            stored = np.load(self.path_of(video_id), mmap_mode="r")
-        except (OSError, ValueError):
+        stored = self._stored(video_id)
+        if stored is None:
             return None
         picks = []
         for t in times_s:
