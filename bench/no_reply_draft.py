@@ -9,10 +9,12 @@ trained policy: `NO REPLY` on silent turns, a fixed reply of `--reply-tokens` to
 ones. Spoken turns are spread evenly at the silent share of the sample corpus (23 of its 52 turns
 are silent; `--silent-share` to change it).
 
-Three arms in lockstep: the draft (the default: a turn's frames enter the cache in their own
+Five arms in lockstep: the draft (the default: a turn's frames enter the cache in their own
 forward, then the decision forward holds the turn's text, closing tokens and the draft), plain
-decoding (the same ingest, `NO REPLY` decoded token by token), and the draft with the frames in the
-decision forward (one model call per silent turn). Reported, each the ratio with / without the
+decoding (the same ingest, `NO REPLY` decoded token by token), the draft with the frames in the
+decision forward (one model call per silent turn), and the draft and plain decoding on stock sdpa
+(`cached_chunk_attention` off, on a second copy of the model) to show what the chunk attention
+path (`training.cached_chunk_attention`) adds. Reported, each the ratio with / without the
 draft: median silent-turn decision latency (goal <= 0.5), median spoken-turn decision latency (goal
 <= 1.05: the draft must not slow replies), the same two with the frames' ingest time added, and the
 episode's summed decision latency and whole-turn time at the silent share, plus that sum projected
@@ -72,19 +74,27 @@ def policy_biases(renderer: TurnRenderer, reply_tokens: int) -> tuple[dict, dict
     return chain(draft), chain([*reply, renderer.eos_id])
 
 
-def run_lockstep(model, renderer, processor, turns, spoken, biases, config):
-    """Per turn: (decision latency, ingest time) of each arm and whether it spoke. Arms: the draft,
-    plain decoding, and the draft with the frames in the decision forward (`ingest_frames_first`
-    off: one forward per silent turn, no ingest call). Every arm's tokens must agree."""
-    arms = [StreamingSession(model, renderer, processor, config.model_copy(update=u))
-            for u in ({}, {"draft_no_reply": False}, {"ingest_frames_first": False})]
+ARMS = (  # (config changes, model): 0 the draft (default), 1 plain decoding, 2 frames in the decision
+    ({}, 0), ({"draft_no_reply": False}, 0), ({"ingest_frames_first": False}, 0),
+    # 3, 4: the draft and plain decoding on stock sdpa (a second copy of the model, same weights)
+    ({"cached_chunk_attention": False}, 1), ({"cached_chunk_attention": False, "draft_no_reply": False}, 1))
+
+
+def run_lockstep(models, renderer, processor, turns, spoken, biases, config):
+    """Per turn: (decision latency, ingest time) of each arm in ARMS and whether it spoke. Every
+    arm's tokens must agree."""
+    arms = [StreamingSession(models[m], renderer, processor, config.model_copy(update=u)) for u, m in ARMS]
     rows = []
     for i, turn in enumerate(turns):
-        hook = add_next_token_bias(model, biases[i in spoken])
-        try:
-            replies = [arm.step(turn) for arm in arms]
+        hooks = [add_next_token_bias(model, biases[i in spoken]) for model in models]
+        try:  # the arms take turns going first, so a cost of running first or last hits each alike
+            first = i % len(arms)
+            order = [*range(first, len(arms)), *range(first)]
+            stepped = {k: arms[k].step(turn) for k in order}
+            replies = [stepped[k] for k in range(len(arms))]
         finally:
-            hook.remove()
+            for hook in hooks:
+                hook.remove()
         assert all(r.token_ids == replies[0].token_ids for r in replies), (i, [r.text for r in replies])
         assert (replies[0].text == NO_REPLY) == (i not in spoken), (i, replies[0].text)
         rows.append(([(r.latency_s, r.ingest_s) for r in replies], i in spoken))
@@ -104,29 +114,31 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     tokenizer = build_tiny_tokenizer([REPLY_TEXT])
-    model = build_tiny_model(tokenizer).eval()
+    models = [build_tiny_model(tokenizer).eval() for _ in range(2)]  # same seed, same weights
     renderer = TurnRenderer(tokenizer)
     processor = load_image_processor("/nonexistent-so-defaults", args.frame_size**2)
     turns = make_turns(args.turns, args.frame_size)
     spoken = spoken_turns(args.turns, args.silent_share)
     biases = policy_biases(renderer, args.reply_tokens)
     config = StreamConfig()  # FACTS.md: at most 100 new tokens per turn; greedy
-    run_lockstep(model, renderer, processor, turns[:3], spoken, biases, config)  # warm-up
+    run_lockstep(models, renderer, processor, turns[:3], spoken, biases, config)  # warm-up
     started = time.perf_counter()
-    rows = [r for _ in range(args.repeats) for r in run_lockstep(model, renderer, processor, turns, spoken, biases,
+    rows = [r for _ in range(args.repeats) for r in run_lockstep(models, renderer, processor, turns, spoken, biases,
                                                                  config)]
     wall_s = time.perf_counter() - started
 
     def median(kind: bool, arm: int, whole: bool = False) -> float:
         return statistics.median(r[0][arm][0] + whole * r[0][arm][1] for r in rows if r[1] == kind)
 
-    def compare(kind: bool, whole: bool = False, arm: int = 0) -> dict:
-        a, b = 1e3 * median(kind, arm, whole), 1e3 * median(kind, 1, whole)
+    def compare(kind: bool, whole: bool = False, arm: int = 0, base: int = 1) -> dict:
+        a, b = 1e3 * median(kind, arm, whole), 1e3 * median(kind, base, whole)
         return {"with_ms": a, "without_ms": b, "ratio": a / b}
 
     silent, speak = compare(False), compare(True)
     silent_turn, speak_turn = compare(False, True), compare(True, True)
     one_forward = compare(False, True, arm=2)  # the draft, frames in the decision forward
+    stock_silent, stock_speak = compare(False, arm=3, base=4), compare(True, arm=3, base=4)
+    stock_plain = compare(False, arm=1, base=4)  # plain decoding, chunk attention / stock sdpa
 
     def episode(arm: int, whole: bool) -> float:
         return sum(r[0][arm][0] + whole * r[0][arm][1] for r in rows) / args.repeats
@@ -157,10 +169,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"the draft with the frames in the decision forward (one call per silent turn): silent turn "
           f"{one_forward['with_ms']:.1f} ms ({one_forward['ratio']:.2f} of plain's turn + ingest), episode "
           f"{turns_s['one_forward_s']:.2f} s; the draft saves {saved} decode forwards per silent turn")
+    print(f"on stock sdpa (no chunk attention): silent decision {stock_silent['with_ms']:.1f} / "
+          f"{stock_silent['without_ms']:.1f} ms = {stock_silent['ratio']:.2f}, spoken {stock_speak['ratio']:.2f}; "
+          f"plain decoding's silent decision with chunk attention / stock {stock_plain['ratio']:.2f}")
     print("episode decision ratio projected from the medians at silent share "
           + ", ".join(f"{s:.2f}: {projected(s):.2f}" for s in shares))
     print(json.dumps({"silent_turn": silent, "spoken_turn": speak, "silent_turn_with_ingest": silent_turn,
                       "spoken_turn_with_ingest": speak_turn, "silent_turn_one_forward": one_forward,
+                      "stock_sdpa": {"silent_turn": stock_silent, "spoken_turn": stock_speak,
+                                     "plain_silent_chunk_over_stock": stock_plain},
                       "episode_decisions": decisions, "episode_turns": turns_s, "silent_share": args.silent_share,
                       "decode_steps_saved": saved, "projected": {str(s): projected(s) for s in shares}}))
     return 0

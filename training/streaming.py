@@ -28,7 +28,10 @@ turn's decision forward holds only its text, its closing tokens and the draft (`
 decision latency). On a silent turn that decision is then one small forward where plain decoding
 takes that forward plus one per remaining `NO REPLY` token. The cache is the same as one forward
 over the whole turn (causal attention; float rounding of a different chunking, ~1e-6); the price is
-one more model call per turn, reported by `bench.no_reply_draft` as the whole-turn ratio.
+one more model call per turn, reported by `bench.no_reply_draft` as the whole-turn ratio. That
+decision forward is a chunk of several queries over a long cache, which stock `sdpa` serves by
+copying the cache; the session switches the language model to `training.cached_chunk_attention`
+(`cached_chunk_attention`), which gives the same results without the copy.
 
 M-RoPE positions are computed here, explicitly, for every token (`mrope_position_ids`, Qwen2.5-VL's
 rule: text tokens count up by one on all three axes; an image's tokens take (t, h, w) grid
@@ -56,6 +59,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas import NO_REPLY
+from training.cached_chunk_attention import use_cached_chunk_attention
 from training.data.chat_template import TurnRenderer, image_inputs, questions_text, tokens_per_image
 from training.data.episodes import Episode
 
@@ -73,6 +77,9 @@ class StreamConfig(BaseModel):
     draft_no_reply: bool = True
     # Encode the turn's frames in their own forward before its decision forward (see above).
     ingest_frames_first: bool = True
+    # Switch the model's `sdpa` to `training.cached_chunk_attention` (same results; a multi-token
+    # forward over the cache no longer copies it). It stays switched for the model's later uses.
+    cached_chunk_attention: bool = True
 
 
 @dataclass
@@ -162,6 +169,8 @@ class StreamingSession:
                  generator: torch.Generator | None = None):
         self.model, self.renderer, self.image_processor, self.config = model, renderer, image_processor, config
         self.generator = generator
+        if config.cached_chunk_attention:
+            use_cached_chunk_attention(model)
         self.merge_size = image_processor.merge_size
         self.device = next(model.parameters()).device
         self._cache_kw = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
