@@ -54,6 +54,18 @@ def test_chunk_attention_equals_stock_sdpa_with_the_causal_mask(heads, kv_heads,
     assert torch.allclose(cached_chunk_attention(module, query, key, value, None, scaling=0.25)[0], stock, atol=1e-6)
 
 
+def test_chunk_attention_in_half_precision_with_a_real_checkpoints_heads():
+    # Qwen2.5-VL-3B's text attention: 16 query heads over 2 key/value heads of 128 dims.
+    gen = torch.Generator().manual_seed(0)
+    query, key, value = (torch.randn(1, h, n, 128, generator=gen).to(torch.bfloat16)
+                         for h, n in ((16, 12), (2, 3000), (2, 3000)))
+    module = types.SimpleNamespace(num_key_value_groups=8, is_causal=True)
+    stock, _ = sdpa_attention_forward(module, query, key, value, causal_tail(12, 3000), scaling=128**-0.5)
+    fast, _ = cached_chunk_attention(module, query, key, value, None, scaling=128**-0.5)
+    assert fast.dtype == torch.bfloat16
+    assert torch.allclose(fast.float(), stock.float(), atol=2e-3)
+
+
 def test_mask_is_left_out_only_for_an_unpadded_cached_chunk():
     from transformers.masking_utils import causal_mask_function
 
