@@ -16,10 +16,10 @@ decision forward (one model call per silent turn), and the draft and plain decod
 (`cached_chunk_attention` off, on a second copy of the model) to show what the chunk attention
 path (`training.cached_chunk_attention`) adds. Reported, each the ratio with / without the
 draft: median silent-turn decision latency (goal <= 0.5), median spoken-turn decision latency (goal
-<= 1.05: the draft must not slow replies), each also as the median of per-turn ratios (the two
-arms of a turn run back to back, so that one is steadier on a shared machine), the same two with the frames' ingest time added, and the
-episode's summed decision latency and whole-turn time at the silent share, plus that sum projected
-at other shares from the per-turn medians.
+<= 1.05: the draft must not slow replies), each also as the median of per-turn ratios (the two arms
+of a turn run back to back, so that one is steadier on a shared machine), the same two with the
+frames' ingest time added, and the episode's summed decision latency and whole-turn time at the
+silent share, plus that sum projected at other shares from the per-turn medians.
 
     .venv/bin/python -m bench.no_reply_draft [--turns 90] [--silent-share 0.44] [--reply-tokens 20] [--repeats 2]
 """
