@@ -3,6 +3,8 @@ token cap closing a turn in place, forced prefixes and context replies, SFT's to
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -14,6 +16,7 @@ from training.data.episodes import EpisodeConfig, build_episode
 from training.model import load_image_processor
 from training.streaming import (
     StreamConfig,
+    StreamingSession,
     StreamTurn,
     episode_stream_turns,
     latency_stats,
@@ -196,3 +199,36 @@ def test_replies_never_sample_vision_or_turn_tokens(bits):
     logits[list(banned)] = 50.0  # the policy wants nothing else
     picks = {session._pick(logits) for _ in range(50)}
     assert banned and not picks & banned
+
+
+def test_frames_ingested_as_they_arrive_equal_the_whole_turn(bits):
+    """A live caller feeds each frame as it arrives (`ingest`), then closes the turn with its text
+    (`step`), or with its last frames: the same sequence, positions, cache, replies and log-probs as
+    the whole turn given to `step`; a context turn with a fed reply too."""
+    model, renderer, processor = bits
+    shots = frames(9, seed=2)
+    stream = [StreamTurn(time_s=2.0 * (i + 1), frames=shots[3 * i:3 * i + 3],
+                         text="Who walks past the cars?" if i == 1 else "",
+                         forced_reply="A man walks past." if i == 0 else None) for i in range(3)]
+    config = StreamConfig(max_new_tokens_per_turn=6)
+    whole, each, rest = (StreamingSession(model, renderer, processor, config) for _ in range(3))
+    for turn in stream:
+        want = whole.step(turn)
+        for frame in turn.frames:  # each frame the moment it arrives
+            assert each.ingest([frame]) > 0
+        got = each.step(StreamTurn(turn.time_s, frames=[], text=turn.text, forced_reply=turn.forced_reply))
+        rest.ingest(turn.frames[:1])  # the first frame early, the others with the turn's close
+        late = rest.step(dataclasses.replace(turn, frames=turn.frames[1:]))
+        assert got.token_ids == late.token_ids == want.token_ids and got.text == want.text
+        assert got.ingest_s > 0 and late.ingest_s > 0
+        for session in (each, rest):
+            assert session.ids == whole.ids and session.fed == whole.fed
+            for a, b in zip(session.cache.layers, whole.cache.layers, strict=True):
+                assert torch.allclose(a.keys, b.keys, atol=1e-5) and torch.allclose(a.values, b.values, atol=1e-5)
+    for session in (each, rest):
+        got, want = session.result(), whole.result()
+        assert torch.equal(got.position_ids, want.position_ids) and torch.equal(got.image_grid_thw, want.image_grid_thw)
+        assert torch.equal(got.pixel_values, want.pixel_values)
+        assert torch.allclose(got.logprobs, want.logprobs, atol=1e-4)
+    with pytest.raises(ValueError, match="KV cache"):
+        StreamingSession(model, renderer, processor, StreamConfig(reencode=True)).ingest(shots[:1])

@@ -28,7 +28,9 @@ turn's decision forward holds only its text, its closing tokens and the draft (`
 decision latency). On a silent turn that decision is then one small forward where plain decoding
 takes that forward plus one per remaining `NO REPLY` token. The cache is the same as one forward
 over the whole turn (causal attention; float rounding of a different chunking, ~1e-6); the price is
-one more model call per turn, reported by `bench.no_reply_draft` as the whole-turn ratio. That
+one more model call per turn, reported by `bench.no_reply_draft` as the whole-turn ratio. A live
+caller can do this per frame: `ingest(frames)` as each frame arrives, then `step(turn)` at the
+turn's close with its text (and any frames not ingested); same tokens, positions and cache. That
 decision forward is a chunk of several queries over a long cache, which stock `sdpa` serves by
 copying the cache; the session switches the language model to `training.cached_chunk_attention`
 (`cached_chunk_attention`), which gives the same results without the copy.
@@ -184,6 +186,11 @@ class StreamingSession:
         self.cache = None
         self.fed = 0  # tokens already in the cache
         self.turns: list[TurnReply] = []
+        # The open turn: token counts of its frames already ingested, its tokens in the sequence, the
+        # seconds that took.
+        self._open_counts: list[int] = []
+        self._open_len = 0
+        self._open_ingest_s = 0.0
         self.trailing_suffix = 0  # tokens after the last reply's `<|im_end|>` (dropped by result())
         # Tokens a reply must never contain: an image pad with no image behind it breaks the
         # stream's M-RoPE positions; the others open turns or vision spans (HF's suppress_tokens).
@@ -257,43 +264,58 @@ class StreamingSession:
 
     # -------------------------------------------------------------- one turn
     @torch.no_grad()
-    def step(self, turn: StreamTurn) -> TurnReply | None:
-        """Feed one user turn; its reply, or None for a `skip_inference` turn."""
+    def ingest(self, frames: list[np.ndarray]) -> float:
+        """Encode frames of the open user turn into the cache now, as they arrive, before the turn
+        closes; the seconds it took. The turn's tokens up to these frames' last `<|vision_end|>`
+        enter the cache; `step` later feeds the turn's remaining frames (those not given here), its
+        text and its closing tokens. Called by `step` itself when `ingest_frames_first` is on."""
+        if self.config.reencode:
+            raise ValueError("ingest() needs the KV cache; with reencode=True give a turn's frames to step()")
         started = time.perf_counter()
-        pixel_values = grid_thw = None
-        counts: list[int] = []
-        grids: list[tuple[int, int, int]] = []
-        if turn.frames:
-            pixel_values, grid_thw = image_inputs(turn.frames, self.image_processor)
-            counts = tokens_per_image(grid_thw, self.merge_size)
-            grids = [tuple(int(x) for x in g) for g in grid_thw]
-            self.pixels.append(pixel_values)
-            self.grids.append(grid_thw)
+        pixel_values, grid_thw, counts, grids = self._images(frames)
+        if not counts:
+            return 0.0
+        self._open_counts += counts
+        user_ids = self.renderer.user_turn_ids(self._open_counts)
+        new = self._open_turn_rest(user_ids[:self._frames_end(user_ids)])
+        self._append(new, grids, sampled=False)
+        self._forward(self.fed, self._to_device(pixel_values), self._to_device(grid_thw))
+        self._open_len += len(new)
+        spent = time.perf_counter() - started
+        self._open_ingest_s += spent
+        return spent
+
+    @torch.no_grad()
+    def step(self, turn: StreamTurn) -> TurnReply | None:
+        """Close one user turn and feed it (its frames, after any given to `ingest` for it); its
+        reply, or None for a `skip_inference` turn."""
+        frames = turn.frames
+        if frames and self.config.ingest_frames_first and not self.config.reencode and turn.forced_reply is None \
+                and not turn.skip_inference:
+            self.ingest(frames)
+            frames = []
+        started = time.perf_counter()
+        pixel_values, grid_thw, counts, grids = self._images(frames)
         prefix = self.renderer.encode(self.config.must_reply_prefix) if turn.must_reply else []
         if self.config.reencode:  # drop the cache: the whole history is encoded again
             self.cache, self.fed = None, 0
             pixel_values = torch.cat(self.pixels) if self.pixels else None
             grid_thw = torch.cat(self.grids) if self.grids else None
+        user_ids = self._open_turn_rest(self.renderer.user_turn_ids(self._open_counts + counts, turn.text,
+                                                                    generate=not turn.skip_inference))
+        ingest_s = self._open_ingest_s
+        self._open_counts, self._open_len, self._open_ingest_s = [], 0, 0.0
+        self._append(user_ids, grids, sampled=False)
         if turn.skip_inference:
-            self._append(self.renderer.user_turn_ids(counts, turn.text, generate=False), grids, sampled=False)
             self._forward(self.fed, self._to_device(pixel_values), self._to_device(grid_thw))
             self.trailing_suffix = 0
             return None
-        user_ids = self.renderer.user_turn_ids(counts, turn.text)
-        ingest_s = 0.0
-        if self.config.ingest_frames_first and grids and not self.config.reencode and turn.forced_reply is None:
-            split = self._frames_end(user_ids)
-            self._append(user_ids[:split], grids, sampled=False)
-            self._forward(self.fed, self._to_device(pixel_values), self._to_device(grid_thw))
-            user_ids, grids, pixel_values, grid_thw = user_ids[split:], [], None, None
-            decided = time.perf_counter()
-            ingest_s, started = decided - started, decided
-        self._append(user_ids, grids, sampled=False)
         if turn.forced_reply is not None:
             ids, _ = self.renderer.assistant_turn(turn.forced_reply)
             self._append(ids, [], sampled=False)
             self._forward(self.fed, self._to_device(pixel_values), self._to_device(grid_thw))
-            reply = TurnReply(turn.time_s, turn.forced_reply, [], False, time.perf_counter() - started, True)
+            reply = TurnReply(turn.time_s, turn.forced_reply, [], False, time.perf_counter() - started, True,
+                              ingest_s=ingest_s)
             self.turns.append(reply)
             self.trailing_suffix = len(self.suffix_ids)  # the fed reply ends with it
             return reply
@@ -324,6 +346,24 @@ class StreamingSession:
                           draft_accepted=accepted, ingest_s=ingest_s)
         self.turns.append(reply)
         return reply
+
+    def _images(self, frames: list[np.ndarray]):
+        """Pixel inputs, grids and token counts of a turn's frames, kept for `result()`."""
+        if not frames:
+            return None, None, [], []
+        pixel_values, grid_thw = image_inputs(frames, self.image_processor)
+        self.pixels.append(pixel_values)
+        self.grids.append(grid_thw)
+        return (pixel_values, grid_thw, tokens_per_image(grid_thw, self.merge_size),
+                [tuple(int(x) for x in g) for g in grid_thw])
+
+    def _open_turn_rest(self, turn_ids: list[int]) -> list[int]:
+        """The tokens of the open turn's rendering `turn_ids` not yet in the sequence: those after the
+        ones `ingest` appended, which must be its first tokens."""
+        if self._open_len and turn_ids[:self._open_len] != self.ids[len(self.ids) - self._open_len:]:
+            raise ValueError("the chat template renders a turn's later frames or text in front of the frames "
+                             "already ingested; give the turn's frames to step() instead of ingest()")
+        return turn_ids[self._open_len:]
 
     def _frames_end(self, user_ids: list[int]) -> int:
         """Where a user turn's frames end: after its last image pad and the `<|vision_end|>` closing it."""

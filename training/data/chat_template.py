@@ -99,7 +99,7 @@ class TurnRenderer:
         self._probe_user = user_message(1, "?")
         # Rendered turn texts by their inputs: most streamed turns are identical ("two frames, no
         # question", "NO REPLY"), and the Jinja render was a fifth of an episode's load time.
-        self._texts: dict[tuple, str] = {}
+        self._texts: dict[tuple, str | list[int]] = {}
         after_reply = self.assistant_turn_text("x")
         self._suffix_text = after_reply[after_reply.index("x") + 1:].split("<|im_end|>", 1)[1]
 
@@ -109,7 +109,7 @@ class TurnRenderer:
     def _delta(self, messages: list[dict], gen: bool) -> str:
         return self.render(messages, gen)[len(self._memo(("system",), lambda: self.render(self._system))):]
 
-    def _memo(self, key: tuple, make) -> str:
+    def _memo(self, key: tuple, make):
         if key not in self._texts:
             if len(self._texts) >= MEMO_TEXTS:  # bounded: long runs see many distinct questions
                 self._texts.clear()
@@ -138,7 +138,8 @@ class TurnRenderer:
     def user_turn_ids(self, image_token_counts: list[int], text: str = "", generate: bool = True) -> list[int]:
         """A user turn with its frames and text, ending with the assistant generation prompt
         (`generate=False`: without it, for a turn that is fed and not answered)."""
-        ids = self.encode(self.user_turn_text(len(image_token_counts), text, generate))
+        key = (len(image_token_counts), text, generate)  # memoised ids: a streamed turn renders it twice
+        ids = self._memo(("user_ids", *key), lambda: self.encode(self.user_turn_text(*key)))
         return self.expand_images(ids, image_token_counts)
 
     def assistant_turn_text(self, reply: str) -> str:
