@@ -41,7 +41,7 @@ def causal_tail(q: int, kv: int) -> torch.Tensor:
 
 @pytest.mark.parametrize("heads,kv_heads", [(4, 2), (8, 2), (4, 4)])
 @pytest.mark.parametrize("batch,q,kv", [(1, 2, 3), (1, 9, 500), (2, 5, 64)])
-def test_chunk_attention_equals_stock_sdpa_with_the_causal_mask(heads, kv_heads, batch, q, kv, monkeypatch):
+def test_chunk_attention_equals_stock_sdpa_with_the_causal_mask(heads, kv_heads, batch, q, kv):
     gen = torch.Generator().manual_seed(q * kv + heads)
     query, key, value = (torch.randn(batch, h, n, 16, generator=gen)
                          for h, n in ((heads, q), (kv_heads, kv), (kv_heads, kv)))
@@ -50,8 +50,6 @@ def test_chunk_attention_equals_stock_sdpa_with_the_causal_mask(heads, kv_heads,
     fast, _ = cached_chunk_attention(module, query, key, value, None, scaling=0.25)
     assert fast.shape == stock.shape == (batch, q, heads, 16)
     assert torch.allclose(fast, stock, atol=1e-6)
-    monkeypatch.setattr(cca, "MAX_MASK_ELEMENTS", 1)  # a chunk too big for the float mask: stock path
-    assert torch.allclose(cached_chunk_attention(module, query, key, value, None, scaling=0.25)[0], stock, atol=1e-6)
 
 
 def test_chunk_attention_in_half_precision_with_a_real_checkpoints_heads():
@@ -66,12 +64,13 @@ def test_chunk_attention_in_half_precision_with_a_real_checkpoints_heads():
     assert torch.allclose(fast.float(), stock.float(), atol=2e-3)
 
 
-def test_mask_is_left_out_only_for_an_unpadded_cached_chunk():
+def test_mask_is_left_out_only_for_an_unpadded_cached_chunk(monkeypatch):
     from transformers.masking_utils import causal_mask_function
 
     def mask(**kw):
         base = {"batch_size": 1, "q_length": 4, "kv_length": 10, "q_offset": 6, "kv_offset": 0,
-                "mask_function": causal_mask_function, "attention_mask": None}
+                "mask_function": causal_mask_function, "attention_mask": None,
+                "config": types.SimpleNamespace(num_attention_heads=4, num_key_value_heads=2)}
         return cached_chunk_mask(**base | kw)
 
     assert mask() is None
@@ -83,6 +82,9 @@ def test_mask_is_left_out_only_for_an_unpadded_cached_chunk():
     assert mask(local_size=3) is not None  # a sliding window
     assert mask(q_length=1, kv_length=10, q_offset=9) is None  # a decode step: stock sdpa skips it too
     assert mask(q_length=10, q_offset=0) is None  # no cache: stock sdpa's is_causal
+    assert torch.equal(mask(config=None)[0, 0], causal_tail(4, 10)[0, 0])  # heads unknown: stock sdpa
+    monkeypatch.setattr(cca, "MAX_MASK_ELEMENTS", 2 * 4 * 10 - 1)  # the float mask would not fit: stock sdpa
+    assert torch.equal(mask()[0, 0], causal_tail(4, 10)[0, 0])
 
 
 def test_cached_chunk_forward_equals_stock_sdpa_and_the_rest_is_bit_identical(renderer, tmp_path, monkeypatch):
@@ -111,6 +113,10 @@ def test_cached_chunk_forward_equals_stock_sdpa_and_the_rest_is_bit_identical(re
     assert torch.allclose(chunk_fast, chunk, atol=1e-5)
     heads = model.config.text_config.num_attention_heads // model.config.text_config.num_key_value_heads
     assert built == [(heads, 9, 40)] * model.config.text_config.num_hidden_layers  # the chunk took the fast path
+    monkeypatch.setattr(cca, "MAX_MASK_ELEMENTS", heads * 9 * 40 - 1)  # too big for the float mask
+    built.clear()
+    _, chunk_capped, _ = forwards()
+    assert built == [] and torch.allclose(chunk_capped, chunk, atol=1e-5)  # stock sdpa served it
     for layer, layer_fast in zip(cache.layers, cache_fast.layers, strict=True):
         assert torch.allclose(layer_fast.keys, layer.keys, atol=1e-5)
     assert use_cached_chunk_attention(model)  # idempotent

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 CACHED_CHUNK_ATTENTION = "sdpa_cached_chunk"
 # The chunk's float mask holds (query heads per key/value head) x queries x keys values; past this
-# many (64 MiB in fp32) it falls back to stock sdpa with a boolean mask, as transformers would build.
+# many (64 MiB in fp32) the mask function hands the chunk to stock sdpa with its boolean mask.
 MAX_MASK_ELEMENTS = 1 << 24
 _last_mask: tuple[tuple, torch.Tensor] | None = None  # one forward's layers share their mask
 
@@ -45,14 +45,22 @@ def _is_cached_chunk(q_length, kv_length, q_offset, kv_offset, attention_mask, l
     return plain_causal and no_padding and kv_offset == 0 and q_offset == kv_length - q_length
 
 
+def _heads_per_kv_head(config) -> int | None:
+    heads, kv_heads = getattr(config, "num_attention_heads", None), getattr(config, "num_key_value_heads", None)
+    return heads // kv_heads if isinstance(heads, int) and isinstance(kv_heads, int) and kv_heads else None
+
+
 def cached_chunk_mask(*args, **kwargs):
-    """`sdpa_mask`, except no mask for a cached chunk (the attention below knows its shape)."""
+    """`sdpa_mask`, except no mask for a cached chunk whose float mask fits MAX_MASK_ELEMENTS (the
+    attention below builds that one); a bigger chunk gets `sdpa_mask`'s boolean mask and stock sdpa."""
     from transformers.masking_utils import causal_mask_function, sdpa_mask
 
-    if not args and "q_length" in kwargs and _is_cached_chunk(
+    rep = _heads_per_kv_head(kwargs.get("config"))
+    if not args and "q_length" in kwargs and rep and _is_cached_chunk(
             kwargs["q_length"], kwargs.get("kv_length"), kwargs.get("q_offset", 0), kwargs.get("kv_offset", 0),
             kwargs.get("attention_mask"), kwargs.get("local_size"), kwargs.get("allow_is_causal_skip", True),
-            kwargs.get("mask_function", causal_mask_function)):
+            kwargs.get("mask_function", causal_mask_function)) \
+            and rep * kwargs["q_length"] * kwargs["kv_length"] <= MAX_MASK_ELEMENTS:
         return None
     return sdpa_mask(*args, **kwargs)
 
@@ -70,11 +78,6 @@ def cached_chunk_attention(module: torch.nn.Module, query: torch.Tensor, key: to
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
     rep = heads // kv_heads
-    if rep * q_length * kv_length > MAX_MASK_ELEMENTS:
-        causal = torch.arange(kv_length, device=query.device) <= (
-            kv_length - q_length + torch.arange(q_length, device=query.device))[:, None]
-        return sdpa_attention_forward(module, query, key, value, causal[None, None], dropout=dropout,
-                                      scaling=scaling, **kwargs)
     grouped = query.reshape(batch, kv_heads, rep * q_length, dim)
     mask = _chunk_mask(rep, q_length, kv_length, query.dtype, query.device)
     out = F.scaled_dot_product_attention(grouped, key, value, attn_mask=mask, dropout_p=dropout, scale=scaling)
