@@ -230,5 +230,7 @@ def test_frames_ingested_as_they_arrive_equal_the_whole_turn(bits):
         assert torch.equal(got.position_ids, want.position_ids) and torch.equal(got.image_grid_thw, want.image_grid_thw)
         assert torch.equal(got.pixel_values, want.pixel_values)
         assert torch.allclose(got.logprobs, want.logprobs, atol=1e-4)
+    with pytest.raises(ValueError, match=r"frame 1: expected an \(H, W, 3\) RGB array, got ndarray of shape \(28, 56\)"):
+        each.ingest([shots[0], shots[0][..., 0]])  # a grayscale frame from a live caller
     with pytest.raises(ValueError, match="KV cache"):
         StreamingSession(model, renderer, processor, StreamConfig(reencode=True)).ingest(shots[:1])

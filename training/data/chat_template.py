@@ -176,6 +176,10 @@ class EncodedEpisode:
 
 
 def image_inputs(frames: list[np.ndarray], image_processor) -> tuple[torch.Tensor, torch.Tensor]:
+    for i, frame in enumerate(frames):  # a live caller's frame, not only the decoder's: say which one is wrong
+        if getattr(frame, "ndim", None) != 3 or frame.shape[-1] != 3:
+            raise ValueError(f"frame {i}: expected an (H, W, 3) RGB array, got {type(frame).__name__} "
+                             f"of shape {getattr(frame, 'shape', None)}")
     fast = fast_image_inputs(frames, image_processor)  # the processor's output, without its per-frame loop
     if fast is not None:
         return fast
