@@ -1,4 +1,5 @@
-"""Content checksums: the one sha256 used for acquired videos and their sidecars."""
+"""Content checksums: the one sha256 used for acquired videos and their sidecars, and the cheap
+state (size, mtime) that says whether a local file changed since."""
 
 from __future__ import annotations
 
@@ -15,3 +16,16 @@ def sha256_file(path: str | Path, chunk_bytes: int = CHUNK_BYTES) -> str:
         while chunk := handle.read(chunk_bytes):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+ABSENT = "absent"
+
+
+def file_state(path: str | Path) -> str:
+    """A file's size and modification time (ns): what an edit, a replacement or a copy from
+    elsewhere changes, read without opening the file; `absent` when it is not a file."""
+    try:
+        stat = Path(path).stat()
+    except OSError:
+        return ABSENT
+    return f"{stat.st_size}:{stat.st_mtime_ns}" if Path(path).is_file() else ABSENT

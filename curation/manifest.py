@@ -14,15 +14,20 @@ from __future__ import annotations
 
 import csv
 import json
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from curation.skips import declare_reasons
 from schemas.records import MAX_VIDEO_ID_CHARS, Quarantine, check_safe_id, printable
 
 STAGE = "manifest"
+# A row's own content decides each of these; a changed row is a new item.
+declare_reasons(final=("invalid_row", "missing_id", "unsafe_id", "id_too_long", "duplicate_id", "missing_uri",
+                       "unreadable_row"))
 TextFormat = Literal["whisperx", "narration", "csv"]
 
 
@@ -74,6 +79,13 @@ def _check_text(field: str, value: str, limit: int, keep: str = "") -> None:
 
 def is_local(uri: str) -> bool:
     return "://" not in uri and not uri.startswith("youtube:")
+
+
+def local_path(uri: str) -> Path | None:
+    """The file a local path or file:// URI names; None for anything fetched from elsewhere."""
+    if uri.startswith("file://"):
+        return Path(urllib.parse.unquote(uri.removeprefix("file://")))
+    return Path(uri) if is_local(uri) else None
 
 
 def _resolve(uri: str | None, base: Path) -> str | None:

@@ -48,6 +48,18 @@ class Budget:
 
 
 _CURRENT: ContextVar[Budget | None] = ContextVar("curation_stage_budget", default=None)
+_CANCEL: ContextVar[threading.Event | None] = ContextVar("curation_cancel", default=None)
+
+
+@contextmanager
+def cancelled_by(event: threading.Event) -> Iterator[None]:
+    """Within the block, `checkpoint()` also raises `Interrupted` once `event` is set: a stop for
+    one batch (its output disk refused a write), where `STOP` stops the whole process's run."""
+    token = _CANCEL.set(event)
+    try:
+        yield
+    finally:
+        _CANCEL.reset(token)
 
 
 @contextmanager
@@ -65,6 +77,9 @@ def checkpoint() -> None:
     """Raise if the run is stopping or the current stage's budget is spent; cheap enough per packet."""
     if STOP.is_set():
         raise Interrupted("the run is stopping")
+    cancel = _CANCEL.get()
+    if cancel is not None and cancel.is_set():
+        raise Interrupted("the batch is stopping")
     budget = _CURRENT.get()
     if budget is not None and time.monotonic() > budget.deadline:
         raise StageTimeout(budget.stage, budget.seconds)

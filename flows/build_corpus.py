@@ -7,13 +7,17 @@ Task granularity: one Prefect task run per batch of videos, never one per video:
 milliseconds of API traffic and tens of thousands of them destabilise a self-hosted server
 (FACTS.md, "Measured on these 2-core machines"). Inside a batch, `flows.video_pool` runs
 `flows.video_pipeline.run_video` on bounded threads with separate bounds for downloads, CPU and LLM
-work, and a watchdog over every stage. SIGTERM/SIGINT stop the run within seconds
-(`flows.stopping`): exit code 128 + the signal, finished videos kept, no shards written.
+work, and a watchdog over every stage. SIGTERM/SIGINT stop the run within seconds at any point
+(`flows.stopping`): exit code 128 + the signal, finished videos kept, the published corpus left as
+it was, and Prefect records the run Cancelled. One build per `output_dir` at a time
+(`curation.corpus.build_lock`).
 
-Resume is the project's own, not Prefect's result cache: a video whose result file exists for the
-same config fingerprint is skipped; retryable failures (crashes, network, LLM outages) are redone.
-What is done comes from the results catalogue (`curation.corpus.catalogue`), which reads only
-result files it has not seen, and the shard update rewrites only the hash buckets that changed.
+Resume is the project's own, not Prefect's result cache: a video's result is reused only when its
+config fingerprint, manifest row, text and video file are those it was made from and none of its
+reasons is retryable (`curation.corpus.reuse`). What is done comes from the results catalogue
+(`curation.corpus.catalogue`), which reads only result files it has not seen, and the shard update
+rewrites only the hash buckets that changed; shards, index, card and figures are released as one
+swap (`flows.publish_build`, `curation.corpus.release`).
 
 On Dask, every worker must see `output_dir` at the same path (shared storage): a batch checks the
 flow's run marker there first (`curation.corpus.run_marker`) and refuses to run without it.
@@ -28,47 +32,42 @@ import flows.quiet  # noqa: F401  (must precede the Prefect import)
 import argparse
 import functools
 import hashlib
-import json
 import socket
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.states import Cancelled, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 from rich.console import Console
 
 from curation.config import CorpusConfig, WorkerLimits, load_config
-from curation.corpus.card import write_dataset_card
-from curation.corpus.catalogue import CatalogueEntry, sync_catalogue
+from curation.corpus.build_lock import CorpusBusy, corpus_lock
+from curation.corpus.catalogue import sync_catalogue
+from curation.corpus.release import finish_release
 from curation.corpus.results import VideoResult, write_result
+from curation.corpus.reuse import REDO_WHY, redo_reason
 from curation.corpus.run_marker import unshared_output, write_run_marker
-from curation.corpus.shards import publish, update_shards
 from curation.llm.client import LLMClient, LLMConfig
 from curation.manifest import ManifestRow, read_manifest
-from curation.skips import Skip
+from curation.skips import Skip, declare_reasons
 from curation.watchdog import STOP
+from flows.ephemeral import start_tied_server
 from flows.progress import RunProgress
+from flows.publish_build import publish_build
 from flows.quiet import quiet_prefect_handlers
-from flows.stopping import stop_on_signals
-from flows.summary import RunSummary
+from flows.stopping import StopRequest, exit_process, stop_on_signals
 from flows.video_pipeline import OUTPUT_REFUSED, Limits, PipelineContext
 from flows.video_pool import run_videos
 from schemas.cli import UsageError, add_cli_flags, run_cli
 from schemas.records import Quarantine
 
-# Reasons worth another try on a re-run: the cause may be gone (a server back up, a bug fixed).
-# Final, by contrast: whatever the input itself decides, e.g. a redirect loop or a redirect to a
-# refused scheme (`redirect_loop`, `redirect_refused`), a malformed URL (`bad_uri`), a stage over
-# its watchdog budget (`stage_timeout`: the same file would hang again; delete its result file, or
-# raise `watchdog.*`, to try again).
-RETRYABLE_REASONS = {"crash", "http_error", "http_5xx", "timeout", "connection_error", "llm_failed",
-                     "llm_empty", "missing_extra"}
-
+declare_reasons(retryable=("unstorable_result",))  # a crash row: a value no stage should let through
 _PROGRESS: RunProgress | None = None  # set in the flow's process; absent on Dask workers
 _REFUSED = threading.Event()  # the output location refused a write: later batches do nothing
 
@@ -82,11 +81,6 @@ def _client(llm_json: str) -> LLMClient:
 def _limits(workers_json: str) -> Limits:
     # One set of bounds per process and worker setting, shared by every batch it runs.
     return Limits.from_workers(WorkerLimits.model_validate_json(workers_json))
-
-
-def is_final(entry: CatalogueEntry, fingerprint: str) -> bool:
-    return entry.config_fingerprint == fingerprint and not any(
-        kind == "error" or reason in RETRYABLE_REASONS for _, reason, kind in entry.quarantine)
 
 
 @task(name="process-batch", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
@@ -146,7 +140,8 @@ def store_result(results_dir: Path, result: VideoResult) -> None:
         row = Skip("results", "unstorable_result", f"{type(error).__name__}: {error}").to_quarantine(
             result.video_id, result.video_id, "error")
         write_result(results_dir, VideoResult(video_id=result.video_id, config_fingerprint=result.config_fingerprint,
-                                              quarantine=[row], stage_durations_s=result.stage_durations_s))
+                                              inputs=result.inputs, quarantine=[row],
+                                              stage_durations_s=result.stage_durations_s))
 
 
 def _refusal(error: OSError) -> dict[str, Any]:
@@ -162,23 +157,6 @@ def _manifest_skip_result(row: Quarantine, fingerprint: str) -> VideoResult:
     return VideoResult(video_id=key, config_fingerprint=fingerprint, quarantine=[row])
 
 
-def _add_usage(path: Path, usage: dict[str, int]) -> dict[str, int]:
-    """LLM usage over every run that built this corpus (a result file cannot carry its own share:
-    one client serves many videos at once)."""
-    total: dict[str, int] = {}
-    if path.exists():
-        try:
-            total = json.loads(path.read_text())
-        except (OSError, ValueError):
-            total = {}
-    for key, value in usage.items():
-        total[key] = total.get(key, 0) + value
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(total, sort_keys=True))
-    tmp.replace(path)
-    return total
-
-
 def _task_runner(config: CorpusConfig):
     if config.task_runner == "dask":
         from prefect_dask import DaskTaskRunner  # optional extra: pip install '.[dask]'
@@ -191,37 +169,62 @@ def _task_runner(config: CorpusConfig):
 
 
 def _run(config: CorpusConfig, console: Console) -> dict[str, Any]:
-    global _PROGRESS
+    """The whole build: one per corpus folder, stopped by SIGTERM/SIGINT at any point."""
+    with corpus_lock(config.output_dir), stop_on_signals(config.watchdog.stop_grace_s) as stop:
+        return _build(config, console, stop)
+
+
+def _build(config: CorpusConfig, console: Console, stop: StopRequest) -> dict[str, Any]:
     logger = get_run_logger()
     started = time.perf_counter()
     corpus_root = Path(config.output_dir)
     results_dir = corpus_root / "work" / "results"
     fingerprint = config.fingerprint()
+    finish_release(corpus_root)  # what a killed build committed lands before anything is read
 
     read = read_manifest(config.manifest)
     rows = read.rows[: config.limit] if config.limit else read.rows
     catalogue = sync_catalogue(results_dir)
+    items = {row.video_id for row in rows}
     for skip in read.skips:
         result = _manifest_skip_result(skip, fingerprint)
+        items.add(result.video_id)
         if result.video_id not in catalogue:
             write_result(results_dir, result)
+    why = Counter()
     todo = []
     for row in rows:
-        previous = catalogue.get(row.video_id)
-        if previous is None or not is_final(previous, fingerprint):
+        reason = redo_reason(catalogue.get(row.video_id), row, fingerprint, corpus_root)
+        if reason is not None:
             todo.append(row)
+            why[REDO_WHY[reason]] += 1
     # Counted as the summary counts ("items"): quarantined manifest rows are items too.
-    logger.info("%d manifest items: %d quarantined at the manifest, %d to process, %d already finished",
-                len(rows) + len(read.skips), len(read.skips), len(todo), len(rows) - len(todo))
-    run_token = write_run_marker(corpus_root)
+    logger.info("%d manifest items: %d quarantined at the manifest, %d to process%s, %d already finished",
+                len(rows) + len(read.skips), len(read.skips), len(todo),
+                f" ({', '.join(f'{n} {w}' for w, n in why.most_common())})" if why else "", len(rows) - len(todo))
+    usage, refused, unshared = _process(todo, config, console, stop)
+    if refused:  # no shards or card from a partial run: the re-run writes them
+        return {"output_refused": refused}
+    if stop.signum is None and not unshared:
+        data = publish_build(config, console, items, len(todo), len(rows) - len(todo), usage, started)
+        if data is not None:
+            return data
+    if stop.signum is not None:  # finished videos are on disk, the re-run does the rest
+        return {"interrupted": stop.name, "exit_code": stop.exit_code}
+    return {"output_unshared": unshared | {"flow_host": socket.gethostname()}}
 
+
+def _process(todo: list[ManifestRow], config: CorpusConfig, console: Console, stop: StopRequest
+             ) -> tuple[dict[str, int], dict[str, Any] | None, dict[str, Any] | None]:
+    """The batches: LLM usage, and why the run stopped early (a refused write, unshared storage)."""
+    global _PROGRESS
+    run_token = write_run_marker(Path(config.output_dir))
     batches = [todo[i: i + config.batch_size] for i in range(0, len(todo), config.batch_size)]
     config_json = config.model_dump_json()
     usage: dict[str, int] = {}
     refused = unshared = None
     _REFUSED.clear()
-    with RunProgress(total=len(todo), console=console) as progress, \
-            stop_on_signals(config.watchdog.stop_grace_s) as stop:
+    with RunProgress(total=len(todo), console=console) as progress:
         _PROGRESS = progress if config.task_runner == "local" else None
         try:
             futures = [process_batch.submit([r.model_dump(mode="json") for r in batch], config_json, run_token)
@@ -234,57 +237,36 @@ def _run(config: CorpusConfig, console: Console) -> dict[str, Any]:
                     usage[key] = usage.get(key, 0) + value
                 refused = refused or out.get("refused")
                 unshared = unshared or out.get("unshared")
+            if stop.signum is not None:
+                progress.stop_requested()
         finally:
             _PROGRESS = None
-    if refused:  # no shards or card from a partial run: the re-run writes them
-        return {"output_refused": refused}
-    if stop.signum is not None:  # the same: finished videos are on disk, the re-run does the rest
-        return {"interrupted": stop.name, "exit_code": stop.exit_code}
-    if unshared:
-        return {"output_unshared": unshared | {"flow_host": socket.gethostname()}}
+    return usage, refused, unshared
 
-    catalogue = sync_catalogue(results_dir)  # reads only what the batches wrote
-    summary = RunSummary(new_this_run=len(todo), reused=len(rows) - len(todo))
-    for entry in catalogue:
-        summary.add(entry)
-    summary.llm_usage.update(_add_usage(corpus_root / "work" / "llm_usage.json", usage))
-    # Publishing waits for the card, so a remote copy never names a card it lacks.
-    shards = update_shards(results_dir, corpus_root, config.shards.model_copy(update={"publish_url": None}),
-                           catalogue=catalogue)
-    index = shards.index
-    logger.info("shards: %d files written, %d unchanged, %d removed", len(shards.written), shards.kept,
-                len(shards.removed))
-    data = summary.as_dict() | {"llm_usage_this_run": usage, "seconds": round(time.perf_counter() - started, 2),
-                                "shards_this_run": {"written": shards.written, "kept": shards.kept,
-                                                    "removed": len(shards.removed)},
-                                "corpus": str(corpus_root), "config_fingerprint": fingerprint,
-                                "llm_model": config.llm.model}
-    (corpus_root / "summary.json").write_text(json.dumps(data, indent=2, default=str))
-    write_dataset_card(corpus_root, index, data, llm_backend=config.llm.backend)
-    if config.shards.publish_url:
-        publish(corpus_root, config.shards.publish_url)
-    summary.print(console)
-    create_table_artifact(key="build-corpus-stages", table=summary.stage_rows() or [{"stage": "-"}],
-                          description="Quarantined items and time per stage")
-    create_table_artifact(key="build-corpus-quarantine", table=summary.reason_rows() or [{"reason": "-"}],
-                          description="Quarantine reasons")
-    create_markdown_artifact(key="build-corpus-summary", markdown=summary.markdown())
+
+def _outcome(data: dict[str, Any]) -> Any:
+    """What Prefect records: Cancelled for a stopped run, Failed for one the output location
+    refused, Completed (the summary) otherwise; the data rides along for the command line."""
+    if data.get("interrupted"):
+        return Cancelled(message=f"stopped by {data['interrupted']}; finished videos are kept", data=data)
+    if data.get("output_refused") or data.get("output_unshared"):
+        return Failed(message="the output location refused a write or is not shared", data=data)
     return data
 
 
 @flow(name="build-corpus", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=1))
-def build_corpus(config: str = "samples/sample.yaml", overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+def build_corpus(config: str = "samples/sample.yaml", overrides: dict[str, Any] | None = None) -> Any:
     """Build (or resume) a corpus. `overrides` takes dotted keys, e.g. {"llm.model": "..."}."""
     cfg = load_config(config, overrides)
     try:
         if cfg.task_runner == "local":
-            return _run(cfg, Console(stderr=True))
+            return _outcome(_run(cfg, Console(stderr=True)))
         # Dask: the same batches, submitted through a subflow whose task runner is the cluster.
-        return _run_batches.with_options(task_runner=_task_runner(cfg))(cfg.model_dump_json())
+        return _outcome(_run_batches.with_options(task_runner=_task_runner(cfg))(cfg.model_dump_json()))
     except OSError as error:  # a write of the flow itself (manifest skips, shards, card)
         if error.errno not in OUTPUT_REFUSED:
             raise
-        return {"output_refused": _refusal(error)}
+        return _outcome({"output_refused": _refusal(error)})
 
 
 @flow(name="build-corpus-batches")
@@ -323,9 +305,17 @@ def _main(argv: list[str]) -> int:
     add_cli_flags(parser)
     args = parser.parse_args(argv)
     overrides = parse_overrides(args.set)
-    check_config(args.config, overrides or None)
-    quiet_prefect_handlers()
-    data = build_corpus(config=args.config, overrides=overrides or None)
+    cfg = check_config(args.config, overrides or None)
+    try:
+        with corpus_lock(cfg.output_dir):  # before Prefect starts: a busy folder costs no wait
+            quiet_prefect_handlers()
+            start_tied_server()
+            state = build_corpus(config=args.config, overrides=overrides or None, return_state=True)
+    except CorpusBusy as error:
+        raise UsageError(str(error)) from None
+    data = state.result(raise_on_failure=False)
+    if isinstance(data, BaseException):
+        raise data
     if data.get("interrupted"):
         print(f"build-corpus stopped by {data['interrupted']}: finished videos are kept; run the same command "
               "again to do the rest and write the shards.", file=sys.stderr)
@@ -353,4 +343,4 @@ if __name__ == "__main__":
     # module reference, and `__main__.process_batch` does not exist on a worker.
     from flows.build_corpus import main as _main
 
-    sys.exit(_main())
+    exit_process(_main())

@@ -1,7 +1,9 @@
 """One progress display for a run: videos done / quarantined / in flight, with an ETA.
 
 "quarantined" is what the summary's quarantine table counts (a skip or a crash); the bar does not
-say "failed", which the summary never does.
+say "failed", which the summary never does. The counts add up: completed = ok + quarantined; a
+video a stop interrupted is not completed (it has no result and the next run does it), and once a
+run is stopping the line says how many are left for the next run.
 """
 
 from __future__ import annotations
@@ -27,16 +29,17 @@ class RunProgress:
 
     def __init__(self, total: int, console: Console | None = None):
         self._lock = threading.Lock()
+        self.total = total
         self.done = self.failed = self.in_flight = 0
+        self.stopping = False
         self._progress = Progress(
             # Fits 80 columns: rich cuts a wider line (a pipe or CI log is 80 wide).
             TextColumn("[bold]build-corpus"), BarColumn(bar_width=16), MofNCompleteColumn(),
-            TextColumn("[green]{task.fields[done]} ok [yellow]{task.fields[failed]} quarantined "
-                       "[cyan]{task.fields[in_flight]} running"),
+            TextColumn("{task.fields[counts]}"),
             TimeElapsedColumn(), TimeRemainingColumn(),
             console=console, transient=False,
         )
-        self._task = self._progress.add_task("videos", total=total, done=0, failed=0, in_flight=0)
+        self._task = self._progress.add_task("videos", total=total, counts=self.counts_text())
 
     def __enter__(self) -> RunProgress:
         # Prefect's "Task run ... Finished" lines would be printed into the live bar; the bar and
@@ -50,6 +53,14 @@ class RunProgress:
         self._progress.stop()
         TASK_RUN_LOGGER.setLevel(self._task_runs_level)
 
+    def counts_text(self) -> str:
+        text = (f"[green]{self.done} ok [yellow]{self.failed} quarantined "
+                f"[cyan]{self.in_flight} running")
+        if self.stopping:
+            left = self.total - self.done - self.failed - self.in_flight
+            text += f" [red]{left} left for the next run"
+        return text
+
     def on_event(self, event: str, video_id: str) -> None:
         with self._lock:
             if event == "start":
@@ -58,7 +69,8 @@ class RunProgress:
                 self.in_flight = max(0, self.in_flight - 1)
                 self.done += event == "done"
                 self.failed += event == "failed"
-            self._refresh(advance=0 if event == "start" else 1)
+                self.stopping |= event == "interrupted"
+            self._refresh(advance=int(event in ("done", "failed")))
 
     def add_batch(self, done: int, failed: int) -> None:
         with self._lock:
@@ -66,6 +78,11 @@ class RunProgress:
             self.failed += failed
             self._refresh(advance=done + failed)
 
+    def stop_requested(self) -> None:
+        """The run is stopping: from now on the line counts what is left for the next run."""
+        with self._lock:
+            self.stopping = True
+            self._refresh(advance=0)
+
     def _refresh(self, advance: int) -> None:
-        self._progress.update(self._task, advance=advance, done=self.done, failed=self.failed,
-                              in_flight=self.in_flight)
+        self._progress.update(self._task, advance=advance, counts=self.counts_text())

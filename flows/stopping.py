@@ -17,13 +17,16 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from curation.watchdog import STOP
+from flows.ephemeral import stop_temporary_servers
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
+VIDEO_THREAD = "video"  # the name `flows.video_pool` gives the threads that run stages
 
 
 @dataclass
@@ -39,20 +42,10 @@ class StopRequest:
         return 128 + (self.signum or 0)
 
 
-def _stop_temporary_servers() -> None:
-    try:
-        from prefect.server.api.server import SubprocessASGIServer
-
-        for server in list(SubprocessASGIServer._instances.values()):
-            server.stop()
-    except Exception:  # noqa: BLE001 - best effort on the way out; the exit must happen regardless
-        pass
-
-
 def hard_exit(request: StopRequest) -> None:
     print(f"build-corpus: still running after {request.name}: exiting now; finished videos are kept and the "
           "rest is redone by the next run", file=sys.stderr, flush=True)
-    stopper = threading.Thread(target=_stop_temporary_servers, daemon=True)
+    stopper = threading.Thread(target=stop_temporary_servers, daemon=True)
     stopper.start()
     stopper.join(timeout=6)
     os._exit(request.exit_code)
@@ -85,3 +78,24 @@ def stop_on_signals(grace_s: float) -> Iterator[StopRequest]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+EXIT_JOIN_S = 3.0  # a video thread at a checkpoint ends within milliseconds; one in native code may never
+
+
+def exit_process(code: int) -> None:
+    """End the process with `code`. An interpreter that exits while a video thread (a daemon) is
+    still inside OpenCV or FFmpeg can abort in their C++ teardown ("terminate called without an
+    active exception", exit 134): the threads get `EXIT_JOIN_S` to end (a stopping run ends its
+    stages at the next checkpoint); any still running then, the process ends with `os._exit`
+    after flushing its output and stopping Prefect's temporary server, which is safe for the
+    reason SIGKILL is (results, shards and releases are atomic)."""
+    deadline = time.monotonic() + EXIT_JOIN_S
+    for thread in [t for t in threading.enumerate() if t.name.startswith(VIDEO_THREAD)]:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    if any(t.name.startswith(VIDEO_THREAD) and t.is_alive() for t in threading.enumerate()):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        stop_temporary_servers()
+        os._exit(code)
+    sys.exit(code)

@@ -22,9 +22,10 @@ from typing import Any
 
 from curation.config import CorpusConfig, WatchdogConfig, WorkerLimits
 from curation.corpus.results import VideoResult
+from curation.corpus.reuse import row_inputs
 from curation.llm.client import LLMClient
 from curation.manifest import ManifestRow
-from curation.skips import Skip
+from curation.skips import Skip, declare_reasons
 from curation.text.descriptions import caption_frame_times, describe_video
 from curation.text.dialogues import generate_dialogues
 from curation.text.source_text import clip_segments, read_source_segments
@@ -33,6 +34,10 @@ from curation.video.probe import admit, probe_video
 from curation.video.single_pass import decode_video
 from curation.watchdog import Budget, Interrupted, StageTimeout, stage_budget
 from schemas.records import Quarantine, Video
+
+# stage_timeout: the same file would hang again (delete its result file, or raise `watchdog.*`, to
+# try again); a crash may be a bug since fixed.
+declare_reasons(final=("stage_timeout", "no_valid_dialogue"), retryable=("crash",))
 
 # Write errors that say the output location is full or read-only: no later video would fare
 # better, so the run stops (with a clear message) instead of quarantining every video.
@@ -58,6 +63,8 @@ class PipelineContext:
     client: LLMClient
     limits: Limits
     fingerprint: str
+    # (event, video_id): "start" here; "done", "failed" or "interrupted" from `flows.video_pool`,
+    # which knows whether a result still counts (an abandoned video's late one does not).
     on_event: Callable[[str, str], None] = lambda event, video_id: None
 
     @property
@@ -79,6 +86,7 @@ class VideoRun:
 
     video_id: str
     watchdog: WatchdogConfig | None = None
+    inputs: dict[str, str] = field(default_factory=dict)  # what the result is made from, taken first
     duration_s: float | None = None  # known after the probe; scales the later stages' budgets
     durations_s: dict[str, float] = field(default_factory=dict)
     current: Budget | None = None  # the running stage's budget
@@ -162,6 +170,9 @@ def run_video(row: ManifestRow, ctx: PipelineContext, run: VideoRun | None = Non
     only for an output disk that refuses writes."""
     cfg = ctx.config
     run = run or VideoRun(row.video_id, cfg.watchdog)
+    # Before any stage reads them: a file changed while the video runs leaves an older digest in
+    # the result, so the next run redoes the video rather than keeping what the old file made.
+    run.inputs = row_inputs(row)
     ctx.on_event("start", row.video_id)
     video: Video | None = None
     segments, scenes, dialogues, quarantine = [], [], [], []
@@ -204,13 +215,11 @@ def run_video(row: ManifestRow, ctx: PipelineContext, run: VideoRun | None = Non
     except _Stopped as stopped:
         quarantine.append(stopped.row)
     except Interrupted:
-        ctx.on_event("interrupted", row.video_id)
         return None
     # An admitted video keeps its row, scenes and segments even when no dialogue survived: they are
     # facts about the video that the QA figures count; the trainer only follows dialogues.
-    ctx.on_event("done" if dialogues else "failed", row.video_id)
     return VideoResult(
-        video_id=row.video_id, config_fingerprint=ctx.fingerprint, video=video, segments=segments,
+        video_id=row.video_id, config_fingerprint=ctx.fingerprint, inputs=run.inputs, video=video, segments=segments,
         scenes=scenes, dialogues=dialogues, quarantine=quarantine, stage_durations_s=run.durations_s,
         counts=dict(counts), stage_wait_s=run.wait_s, stage_cpu_s=run.cpu_s,
     )

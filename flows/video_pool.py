@@ -21,11 +21,13 @@ from dataclasses import dataclass
 
 from curation.corpus.results import VideoResult
 from curation.manifest import ManifestRow
-from curation.skips import Skip
-from curation.watchdog import STOP, Budget
+from curation.skips import Skip, declare_reasons
+from curation.watchdog import STOP, Budget, cancelled_by
+from flows.stopping import VIDEO_THREAD
 from flows.video_pipeline import PipelineContext, VideoRun, run_video
 
 POLL_S = 0.5  # how often the watchdog looks at running stages; also the stop-request latency
+declare_reasons(final=("stage_timeout",))
 
 
 @dataclass
@@ -38,8 +40,8 @@ def abandoned_result(running: _Running, budget: Budget, ctx: PipelineContext, gr
     detail = (f"{budget.stage} did not return {grace_s:g} s after its {budget.seconds:g} s budget (stuck in a "
               "native call); the video was abandoned")
     row = Skip(budget.stage, "stage_timeout", detail).to_quarantine(running.row.video_id, running.row.video_id)
-    return VideoResult(video_id=running.row.video_id, config_fingerprint=ctx.fingerprint, quarantine=[row],
-                       stage_durations_s=dict(running.run.durations_s))
+    return VideoResult(video_id=running.row.video_id, config_fingerprint=ctx.fingerprint,
+                       inputs=running.run.inputs, quarantine=[row], stage_durations_s=dict(running.run.durations_s))
 
 
 def run_videos(rows: list[ManifestRow], ctx: PipelineContext, workers: int,
@@ -69,13 +71,16 @@ def run_videos(rows: list[ManifestRow], ctx: PipelineContext, workers: int,
                 running[token] = _Running(row, VideoRun(row.video_id, ctx.config.watchdog))
                 run = running[token].run
             try:
-                outcome: VideoResult | None | BaseException = run_video(row, ctx, run)
+                # An early end of the batch (the output disk refused a write) stops the other
+                # videos at their next checkpoint, so no thread is left decoding at exit.
+                with cancelled_by(closing):
+                    outcome: VideoResult | None | BaseException = run_video(row, ctx, run)
             except BaseException as error:  # noqa: BLE001 - handed to the batch's thread to raise
                 outcome = error
             finished.put((token, outcome))
 
     def start_thread() -> None:
-        threading.Thread(target=work, name="video", daemon=True).start()
+        threading.Thread(target=work, name=VIDEO_THREAD, daemon=True).start()
 
     for _ in range(min(workers, max(1, len(rows)))):
         start_thread()
@@ -98,8 +103,11 @@ def run_videos(rows: list[ManifestRow], ctx: PipelineContext, workers: int,
             if isinstance(outcome, BaseException):
                 raise outcome
             if outcome is None:  # interrupted by a stop request: redone by the next run
+                ctx.on_event("interrupted", done.row.video_id)
                 continue
             on_result(outcome)
+            # Here, not in the video's thread: an abandoned video's late result counts only once.
+            ctx.on_event("done" if outcome.dialogues else "failed", outcome.video_id)
     finally:
         closing.set()
     return not STOP.is_set()

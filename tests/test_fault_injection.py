@@ -22,11 +22,11 @@ import pytest
 from curation.config import load_config
 from curation.corpus.catalogue import sync_catalogue
 from curation.corpus.results import read_result, result_path
-from curation.manifest import ManifestRow
+from curation.corpus.reuse import redo_reason
+from curation.manifest import ManifestRow, read_manifest
 from curation.text.dialogue_validation import dialogue_problems
 from curation.text.dialogues import DialogueConfig
 from curation.video.acquire import AcquireConfig, acquire_video
-from flows.build_corpus import is_final
 from schemas.arrow import from_table, read_parquet
 from schemas.records import Dialogue, Segment
 from tests import generated_corpus as gc
@@ -117,7 +117,9 @@ def world(tmp_path_factory):
         first_results = {i: read_result(results_dir, i) for i in ids}
         catalogue = sync_catalogue(results_dir)  # what the flow's resume check reads
         assert {i for i, r in first_results.items() if r is not None} == {i for i in ids if i in catalogue}
-        retryable = {i for i in first_results if not is_final(catalogue.get(i), fingerprint)}
+        manifest_rows = {row.video_id: row for row in read_manifest(manifest).rows}
+        retryable = {i for i in first_results
+                     if redo_reason(catalogue.get(i), manifest_rows[i], fingerprint, out) is not None}
         final_bytes = {i: result_path(results_dir, i).read_bytes() for i in ids if i not in retryable}
 
         first.rate = captions.rate = repairs.rate = 0.0  # the server has recovered

@@ -15,6 +15,7 @@ import pytest
 from curation.config import WatchdogConfig
 from curation.corpus.catalogue import entry_of
 from curation.corpus.results import VideoResult, read_result, write_result
+from curation.corpus.reuse import redo_reason, row_inputs
 from curation.manifest import ManifestRow, read_manifest
 from curation.text.dialogue_validation import dialogue_problems
 from curation.text.dialogues import DialogueConfig
@@ -24,7 +25,7 @@ from curation.video.frames import decode_frames, frame_timeline, smart_resize
 from curation.video.probe import probe_video
 from curation.video.scenes import detect_scenes
 from curation.watchdog import StageTimeout, checkpoint, stage_budget
-from flows.build_corpus import _manifest_skip_result, is_final, store_result
+from flows.build_corpus import _manifest_skip_result, store_result
 from flows.video_pipeline import VideoRun, _Stopped
 from schemas.records import MAX_VIDEO_ID_CHARS, Dialogue, Segment
 from tests.hostile_inputs import HostileServer, make_hostile_videos
@@ -182,8 +183,10 @@ def test_redirects_that_no_rerun_can_fix_end_final(tmp_path, route, reason):
         skip = acquire_video(ManifestRow(video_id="r", uri=f"{server.url}/{route}"), tmp_path,
                              AcquireConfig(retries=2, backoff_s=0))
     assert (skip.stage, skip.reason) == ("acquire", reason)
-    result = VideoResult(video_id="r", config_fingerprint="fp", quarantine=[skip.to_quarantine("r", "r")])
-    assert is_final(entry_of(result, "0" * 64), "fp")
+    row = ManifestRow(video_id="r", uri=f"{server.url}/{route}")
+    result = VideoResult(video_id="r", config_fingerprint="fp", inputs=row_inputs(row),
+                         quarantine=[skip.to_quarantine("r", "r")])
+    assert redo_reason(entry_of(result, "0" * 64), row, "fp", tmp_path) is None
 
 
 @pytest.mark.timeout(60)

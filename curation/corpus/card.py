@@ -26,6 +26,7 @@ from curation.corpus.card_text import (
 )
 from curation.corpus.dialogue_yield import yield_line, yield_rows
 from curation.corpus.figures import draw_figures
+from curation.corpus.release import write_durably
 from curation.corpus.stats import corpus_stats
 from schemas.records import SCHEMA_VERSION
 
@@ -209,23 +210,24 @@ def basic_stats(corpus_root: Path, index: dict[str, Any], error: Exception) -> d
 def stats_of(corpus_root: Path, index: dict[str, Any]) -> dict[str, Any]:
     """`corpus_stats`, or `basic_stats` if it fails: a build should not end without its card."""
     try:
-        return corpus_stats(corpus_root)
+        return corpus_stats(corpus_root, index)
     except duckdb.Error as error:
         return basic_stats(corpus_root, index, error)
 
 
 def write_dataset_card(corpus_root: str | Path, index: dict[str, Any], summary: dict[str, Any],
-                       llm_backend: str) -> Path:
-    """Compute statistics, draw figures into `<corpus>/figures/`, write `<corpus>/README.md`."""
+                       llm_backend: str, into: str | Path | None = None) -> Path:
+    """Compute statistics of the shards `index` lists, draw figures into `<into>/figures/` and write
+    `<into>/README.md`; `into` is the corpus itself unless given (a build stages both, to release
+    them with the index: `curation.corpus.release`)."""
     root = Path(corpus_root)
+    out = Path(into) if into is not None else root
     stats = stats_of(root, index)
     # The summary handed in is this build's; a summary.json on disk (what corpus_stats reads) may
     # be missing or older when the card is written outside the flow.
     stats["llm_usage"] = dict(sorted((summary.get("llm_usage") or {}).items()))
-    figures = draw_figures(stats, root / FIGURES_DIR)
+    figures = draw_figures(stats, out / FIGURES_DIR)
     text = render_card(root, json.loads(json.dumps(index)), summary, llm_backend, stats, figures)
-    path = root / CARD_NAME
-    tmp = path.with_name(f".tmp-{CARD_NAME}")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    path = out / CARD_NAME
+    write_durably(path, text.encode("utf-8"))
     return path

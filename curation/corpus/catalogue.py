@@ -2,18 +2,22 @@
 
 One SQLite file, `<results_dir>/catalogue.sqlite`, with a row per readable result file: the
 file's identity on disk (inode, size, mtime in ns), the sha256 of its bytes, its config
-fingerprint, and the few facts the flow needs without opening it (source, dialogue kinds, quarantine
-triples, per-stage wall, wait and CPU seconds, and the per-video counters the summary sums). The result files stay the truth and the resume marker; the
-catalogue is a cache of them that `sync_catalogue` brings up to date by listing the store
-(names and `stat`, no reads) and reading only the files it has not seen in that exact state.
-A result rewritten by `write_result` is a new inode (temp file + rename), so a changed file is
-always re-read; a damaged one reads as absent, as in `curation.corpus.results`.
+fingerprint, and the few facts the flow needs without opening it (source, dialogue kinds,
+quarantine triples, per-stage wall, wait and CPU seconds, the per-video counters the summary
+sums, the input digests and acquired copy the reuse check compares). The result files stay the
+truth and the resume marker; the catalogue is a cache of them that `sync_catalogue` brings up to
+date by listing the store (names and `stat`, no reads) and reading only the files it has not
+seen in that exact state. A result rewritten by `write_result` is a new inode (temp file +
+rename), so a changed file is always re-read; a damaged one reads as absent, as in
+`curation.corpus.results`.
 
 Only the flow's own process writes it (workers write result files, never the catalogue), one
-transaction per sync, so a crash leaves the previous state and the next sync catches up. A
-catalogue SQLite cannot open or read is deleted and rebuilt from the files: it holds nothing
-the files do not. It uses SQLite's default rollback journal, which works on network
-filesystems that honour locks for a single writer (WAL needs shared memory, which NFS lacks).
+transaction per sync, so a crash leaves the previous state and the next sync catches up. It holds
+nothing the files do not, so damage costs a rebuild, never a run: a catalogue SQLite cannot open
+or read (not SQLite, a damaged page, text that is not UTF-8) is deleted and rebuilt from the
+files, and a row whose check column does not match its other columns is read again from its
+file. It uses SQLite's default rollback journal, which works on network filesystems that honour
+locks for a single writer (WAL needs shared memory, which NFS lacks).
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from schemas.records import check_safe_id
 
 CATALOGUE_NAME = "catalogue.sqlite"
 UPSERT_BATCH = 2000
-FORMAT = "3"  # bump when the columns change: an older catalogue is dropped and rebuilt
+FORMAT = "4"  # bump when the columns change: an older catalogue is dropped and rebuilt
 
 _SCHEMA = """
 create table if not exists meta (key text primary key, value text not null);
@@ -52,7 +56,10 @@ create table if not exists results (
     source text not null,
     dialogue_kinds text not null,
     quarantine text not null,
-    stage_stats text not null
+    stage_stats text not null,
+    inputs text not null,
+    video_file text not null,
+    row_check text not null
 ) without rowid;
 """
 
@@ -69,6 +76,8 @@ class CatalogueEntry:
     dialogue_kinds_json: str
     quarantine_json: str
     stage_stats_json: str  # {"durations_s", "wait_s", "cpu_s", "counts"}
+    inputs_json: str = "null"  # the digests `curation.corpus.reuse` compares, or null (an old result)
+    video_file: str = ""  # `path:bytes` of the acquired copy its videos row names, '' without one
 
     @property
     def dialogue_kinds(self) -> dict[str, int]:
@@ -79,6 +88,10 @@ class CatalogueEntry:
         """(stage, reason, kind) of every quarantine row the result holds."""
         # Most results have none; the resume check asks 52k times per run.
         return [tuple(q) for q in json.loads(self.quarantine_json)] if self.quarantine_json != "[]" else []
+
+    @property
+    def inputs(self) -> dict[str, str] | None:
+        return json.loads(self.inputs_json)
 
     @property
     def stage_stats(self) -> dict[str, dict]:
@@ -109,6 +122,10 @@ class Catalogue:
         """Entries sorted by video id (the shards' row order)."""
         return (self.entries[v] for v in sorted(self.entries))
 
+    def only(self, video_ids: set[str]) -> Catalogue:
+        """The entries of these ids: what one manifest publishes out of a store that may hold more."""
+        return Catalogue({v: e for v, e in self.entries.items() if v in video_ids}, self.read_files)
+
 
 def entry_of(result: VideoResult, sha256: str) -> CatalogueEntry:
     kinds: dict[str, int] = {}
@@ -120,7 +137,9 @@ def entry_of(result: VideoResult, sha256: str) -> CatalogueEntry:
         dialogue_kinds_json=sys.intern(json.dumps(kinds, sort_keys=True)),
         quarantine_json=sys.intern(json.dumps([[q.stage, q.reason, q.kind] for q in result.quarantine])),
         stage_stats_json=json.dumps({"durations_s": result.stage_durations_s, "wait_s": result.stage_wait_s,
-                                     "cpu_s": result.stage_cpu_s, "counts": result.counts}, sort_keys=True))
+                                     "cpu_s": result.stage_cpu_s, "counts": result.counts}, sort_keys=True),
+        inputs_json=json.dumps(result.inputs or None, sort_keys=True),
+        video_file=f"{result.video.path}:{result.video.bytes}" if result.video else "")
 
 
 def _file_key(stat: os.stat_result) -> str:
@@ -164,17 +183,6 @@ def _connect(path: Path) -> sqlite3.Connection:
     return con
 
 
-def _open(path: Path) -> sqlite3.Connection:
-    try:
-        return _connect(path)
-    except sqlite3.DatabaseError as error:
-        _raise_if_disk_refused(error, path)
-        # Damaged (or not SQLite at all): it only caches the files, so start it again.
-        for leftover in (path, path.with_name(path.name + "-journal")):
-            leftover.unlink(missing_ok=True)
-        return _connect(path)
-
-
 def _raise_if_disk_refused(error: sqlite3.Error, path: Path) -> None:
     # The flow stops cleanly on ENOSPC (an OSError); SQLite reports a full disk in its own words.
     if "disk is full" in str(error) or "disk I/O error" in str(error):
@@ -185,30 +193,59 @@ def sync_catalogue(results_dir: str | Path) -> Catalogue:
     """Bring the catalogue in line with the result files and return every entry.
 
     Reads only files that are new or changed since the last sync; an absent results folder is an
-    empty store (nothing is created for it).
+    empty store (nothing is created for it). A catalogue SQLite cannot read (not SQLite, a damaged
+    page, text that is not UTF-8) is deleted and rebuilt from the files; a row whose check does not
+    match its columns is dropped and its file read again.
     """
     root = Path(results_dir)
     if not root.is_dir():
         return Catalogue(entries={})
     path = root / CATALOGUE_NAME
-    with closing(_open(path)) as con:
+    try:
+        with closing(_connect(path)) as con:
+            return _sync(con, root)
+    except sqlite3.DatabaseError as error:
+        _raise_if_disk_refused(error, path)
+    # Damaged: it holds nothing the result files do not, so start it again.
+    for leftover in (path, path.with_name(path.name + "-journal")):
+        leftover.unlink(missing_ok=True)
+    with closing(_connect(path)) as con:
         try:
             return _sync(con, root)
-        except sqlite3.OperationalError as error:
+        except sqlite3.DatabaseError as error:
             _raise_if_disk_refused(error, path)
             raise
+
+
+_COLUMNS = ("video_id", "file_key", "sha256", "config_fingerprint", "source", "dialogue_kinds", "quarantine",
+            "stage_stats", "inputs", "video_file", "row_check")
+_UPSERT = f"insert or replace into results values ({', '.join('?' * len(_COLUMNS))})"
+
+
+def _row_check(values: tuple[str, ...]) -> str:
+    # A damaged page can leave text that still decodes; a row whose check fails is read again.
+    return hashlib.sha1("\x1f".join(values).encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def _row(video_id: str, file_key: str, entry: CatalogueEntry) -> tuple[str, ...]:
+    values = (video_id, file_key, entry.sha256, entry.config_fingerprint, entry.source, entry.dialogue_kinds_json,
+              entry.quarantine_json, entry.stage_stats_json, entry.inputs_json, entry.video_file)
+    return (*values, _row_check(values))
 
 
 def _sync(con: sqlite3.Connection, root: Path) -> Catalogue:
     known: dict[str, str] = {}
     entries: dict[str, CatalogueEntry] = {}
     intern = sys.intern  # fingerprints and most fact columns repeat across 52k rows: one copy each
-    for video_id, file_key, sha256, fingerprint, source, kinds, quarantine, stats in con.execute(
-            "select video_id, file_key, sha256, config_fingerprint, source, dialogue_kinds, quarantine, "
-            "stage_stats from results"):
+    damaged: list[str] = []
+    for row in con.execute(f"select {', '.join(_COLUMNS)} from results"):
+        if _row_check(row[:-1]) != row[-1]:
+            damaged.append(row[0])
+            continue
+        video_id, file_key, sha256, fingerprint, source, kinds, quarantine, stats, inputs, video_file, _ = row
         known[video_id] = file_key
         entries[video_id] = CatalogueEntry(video_id, sha256, intern(fingerprint), intern(source), intern(kinds),
-                                           intern(quarantine), stats)
+                                           intern(quarantine), stats, inputs, video_file)
     upserts: list[tuple[str, ...]] = []
     seen: set[str] = set()
     read_files = 0
@@ -227,16 +264,15 @@ def _sync(con: sqlite3.Connection, root: Path) -> Catalogue:
             continue
         seen.add(video_id)
         entry = entries[video_id] = entry_of(result, hashlib.sha256(data).hexdigest())
-        upserts.append((video_id, file_key, entry.sha256, entry.config_fingerprint, entry.source, entry.dialogue_kinds_json,
-                        entry.quarantine_json, entry.stage_stats_json))
+        upserts.append(_row(video_id, file_key, entry))
         if len(upserts) >= UPSERT_BATCH:  # bounded memory on a first sync of a large store
-            con.executemany("insert or replace into results values (?, ?, ?, ?, ?, ?, ?, ?)", upserts)
+            con.executemany(_UPSERT, upserts)
             upserts = []
     known.clear()
     gone = [v for v in entries if v not in seen]
     for video_id in gone:
         del entries[video_id]
-    con.executemany("insert or replace into results values (?, ?, ?, ?, ?, ?, ?, ?)", upserts)
-    con.executemany("delete from results where video_id = ?", [(v,) for v in gone])
+    con.executemany("delete from results where video_id = ?", [(v,) for v in gone + damaged])
+    con.executemany(_UPSERT, upserts)
     con.execute("commit")
     return Catalogue(entries=entries, read_files=read_files)

@@ -29,6 +29,8 @@ class VideoResult(BaseModel):
     model_config = ConfigDict(extra="forbid")
     video_id: str
     config_fingerprint: str
+    # Digests of what made it: manifest row, text, video file (`curation.corpus.reuse.row_inputs`).
+    inputs: dict[str, str] = {}
     video: Video | None = None
     segments: list[Segment] = []
     scenes: list[Scene] = []

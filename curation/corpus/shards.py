@@ -18,16 +18,19 @@ result files. A full rebuild and an update of the same results give byte-identic
 and index (no timestamps: only parquet's `created_by`).
 
 The name carries the first 8 hex of the file's own sha256, so a rewrite never overwrites a file
-that a reader of the old index has open. Crash safety, in order: each new file is written to a
-hidden temp name, fsynced and renamed; then `index.json` is written to a temp name and swapped in
-with `os.replace`; only then are files the new index does not list deleted. A crash at any point
-leaves the previous index and every file it lists intact, and the next build starts again from
-the result store, which holds one result per video: rows are neither duplicated nor dropped.
+that a reader of the old index has open. Each new file is written to a hidden temp name, fsynced
+and renamed; the new index is then released together with the card and figures
+(`curation.corpus.release`), and only after that are files it does not list deleted. A crash at
+any point leaves an index and card whose every file is there, and the next build starts again
+from the result store, which holds one result per video: rows are neither duplicated nor dropped.
+An index that is absent or damaged in any way (a bucket count of 0, entries of the wrong shape)
+only costs a full rewrite.
 
 Rows stream through one bucket at a time: results are read one at a time and every (table,
 split) keeps at most one row group (`row_group_bytes` of Arrow memory) before writing it, so
 memory is bounded by a bucket's share of the corpus, not by the number of videos.
-One build per corpus at a time: a build deletes any `.tmp-` file it finds under `data/`.
+One build per corpus at a time (`curation.corpus.build_lock`): a build deletes any `.tmp-` file
+it finds under `data/`.
 """
 
 from __future__ import annotations
@@ -46,15 +49,15 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from curation.corpus.catalogue import Catalogue, sync_catalogue
-from curation.corpus.results import fsync_folder, read_result_bytes
+from curation.corpus.release import INDEX_NAME, TMP_PREFIX, Release, finish_release, fsync_file
+from curation.corpus.results import read_result_bytes
 from curation.hashing import sha256_file
 from schemas.arrow import arrow_schema, read_parquet, to_table
 from schemas.records import SCHEMA_VERSION, TABLES, Record
 
 MB = 10**6
 ALL_SPLIT = "all"
-TMP_PREFIX = ".tmp-"
-INDEX_NAME = "index.json"
+MAX_BUCKETS = 99999  # five digits in a shard's name
 DEFAULT_BUCKETS = 64  # our choice: at 52k videos ~800 per bucket, so adding one rewrites ~1/64 of the rows
 BUCKET_RULE = "sha256(video_id) mod count"
 LAYOUT_VERSION = "2"  # 2: hash buckets (1 was one rolling sequence of files per table and split)
@@ -76,7 +79,7 @@ class ShardConfig(BaseModel):
                                      "gets at least one video with dialogues (see assign_splits)")
     batch_rows: int = Field(1024, ge=1, description="records turned into Arrow at once: bounds Python memory")
     publish_url: str | None = Field(None, description="fsspec URL (s3://bucket/corpus) to copy the corpus to")
-    buckets: int | None = Field(None, ge=1, le=99999, description=(
+    buckets: int | None = Field(None, ge=1, le=MAX_BUCKETS, description=(
         "hash buckets of videos; None keeps the corpus's own count (64 for a new corpus); another "
         "number rewrites every shard once"))
 
@@ -150,14 +153,6 @@ def _schema(table: str) -> pa.Schema:
     return arrow_schema(TABLES[table])
 
 
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class _RollingWriter:
     """One (table, split, bucket): rows in, finished shard entries out; a new part past the target size."""
 
@@ -216,7 +211,7 @@ class _RollingWriter:
         self.sink.close()
         tmp = self.tmp
         self.writer = self.sink = self.tmp = None
-        _fsync_file(tmp)
+        fsync_file(tmp)
         sha256 = sha256_file(tmp)
         rel = f"data/{self.table}/{self._stem()}-{sha256[:8]}.parquet"
         target = self.root / rel
@@ -241,39 +236,6 @@ class _RollingWriter:
 _RESULT_FIELDS: dict[str, str] = {"videos": "video", "segments": "segments", "scenes": "scenes",
                                   "dialogues": "dialogues", "quarantine": "quarantine"}
 TABLE_ORDER = list(_RESULT_FIELDS)
-
-
-def _write_index(corpus_root: Path, index: dict[str, Any]) -> Path:
-    path = corpus_root / INDEX_NAME
-    tmp = corpus_root / f"{TMP_PREFIX}{INDEX_NAME}-{os.getpid()}"
-    with tmp.open("w") as handle:
-        handle.write(json.dumps(index, indent=2, sort_keys=True) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_folder(corpus_root)
-    return path
-
-
-def _delete_unlisted(corpus_root: Path, index: dict[str, Any]) -> list[str]:
-    """Remove shards (and crashed temp files) the live index does not list; returns what went."""
-    listed = {entry["path"] for entry in index["shards"]}
-    removed = []
-    for table in TABLES:
-        folder = corpus_root / "data" / table
-        if not folder.is_dir():
-            continue
-        for path in sorted(folder.iterdir()):
-            rel = f"data/{table}/{path.name}"
-            stale_tmp = path.name.startswith(TMP_PREFIX)
-            if path.is_file() and rel not in listed and (stale_tmp or path.suffix == ".parquet"):
-                path.unlink(missing_ok=True)
-                removed.append(rel)
-    return removed
 
 
 def _digest(lines: list[str]) -> str:
@@ -317,12 +279,27 @@ def _write_bucket(results_dir: Path, corpus_root: Path, bucket: int, splits: dic
 
 
 def _previous_index(corpus_root: Path) -> dict[str, Any] | None:
+    """The live index when it can guide an update; None (rebuild every bucket) when it is absent or
+    damaged in any way, so a bad index costs a full rewrite, never a failed build."""
     try:
         index = read_index(corpus_root)
     except CorpusError:
         return None
     buckets = index.get("buckets")
-    return index if isinstance(buckets, dict) and isinstance(buckets.get("count"), int) else None
+    if not isinstance(buckets, dict) or not isinstance(buckets.get("digests", {}), dict):
+        return None
+    count = buckets.get("count")
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_BUCKETS:
+        return None
+    return index if all(map(_valid_entry, index["shards"])) else None
+
+
+_ENTRY_TYPES = {"table": str, "split": str, "bucket": int, "path": str, "rows": int, "sha256": str, "bytes": int}
+
+
+def _valid_entry(entry: Any) -> bool:
+    return (isinstance(entry, dict) and entry.get("table") in TABLE_ORDER
+            and all(isinstance(entry.get(k), t) and not isinstance(entry.get(k), bool) for k, t in _ENTRY_TYPES.items()))
 
 
 def _intact(corpus_root: Path, entry: dict[str, Any]) -> bool:
@@ -342,14 +319,17 @@ class ShardUpdate:
     removed: list[str] = field(default_factory=list)  # files of the previous build deleted after the swap
 
 
-def update_shards(results_dir: str | Path, corpus_root: str | Path, cfg: ShardConfig | None = None,
-                  catalogue: Catalogue | None = None,
-                  on_bucket: Callable[[int, int], None] | None = None) -> ShardUpdate:
-    """Bring the corpus's shards and index in line with the stored results, rewriting only the
-    buckets whose results changed; `catalogue` is synced here when the caller has none."""
+def write_shards(results_dir: str | Path, corpus_root: str | Path, cfg: ShardConfig | None = None,
+                 catalogue: Catalogue | None = None,
+                 on_bucket: Callable[[int, int], None] | None = None) -> ShardUpdate:
+    """Write the shards of every bucket whose results changed, beside the live ones, and return the
+    index that lists them; nothing a reader sees changes until that index is released
+    (`curation.corpus.release`). `catalogue` is synced here when the caller has none; `on_bucket`
+    is called after each bucket (it may raise to stop: what was written is unlisted, and goes)."""
     cfg = cfg or ShardConfig()
     results_dir, corpus_root = Path(results_dir), Path(corpus_root)
     corpus_root.mkdir(parents=True, exist_ok=True)
+    finish_release(corpus_root)  # the previous index must be the one readers see
     catalogue = catalogue if catalogue is not None else sync_catalogue(results_dir)
     previous = _previous_index(corpus_root)
     count = cfg.buckets or (previous["buckets"]["count"] if previous else DEFAULT_BUCKETS)
@@ -409,8 +389,24 @@ def update_shards(results_dir: str | Path, corpus_root: str | Path, cfg: ShardCo
         "layout": layout,
         "shards": shards,
     }
-    _write_index(corpus_root, update.index)
-    update.removed = _delete_unlisted(corpus_root, update.index)
+    return update
+
+
+def index_text(index: dict[str, Any]) -> str:
+    """`index.json` as written: sorted keys, so the same corpus gives the same bytes."""
+    return json.dumps(index, indent=2, sort_keys=True) + "\n"
+
+
+def update_shards(results_dir: str | Path, corpus_root: str | Path, cfg: ShardConfig | None = None,
+                  catalogue: Catalogue | None = None) -> ShardUpdate:
+    """Bring the corpus's shards and index in line with the stored results, rewriting only the
+    buckets whose results changed, and release the new index (the flow releases it together with
+    the card: `flows.build_corpus`)."""
+    cfg = cfg or ShardConfig()
+    update = write_shards(results_dir, corpus_root, cfg, catalogue)
+    release = Release(corpus_root)
+    release.write(INDEX_NAME, index_text(update.index))
+    update.removed = release.commit()
     if cfg.publish_url:
         publish(corpus_root, cfg.publish_url)
     return update
@@ -439,12 +435,14 @@ def read_index(corpus_root: str | Path) -> dict[str, Any]:
     return index
 
 
-def shard_paths(corpus_root: str | Path, table: str, split: str | None = None) -> list[Path]:
+def shard_paths(corpus_root: str | Path, table: str, split: str | None = None,
+                index: dict[str, Any] | None = None) -> list[Path]:
     """Shards of one table (and split), in index order, each checked to lie inside the corpus and
-    to exist: the one reader of `index.json` for the trainer, the stats and `read_table`."""
+    to exist: the one reader of `index.json` for the trainer, the stats and `read_table`. `index`:
+    one not released yet (the card of a build is drawn from the index it is released with)."""
     root = Path(corpus_root)
     found = []
-    for entry in read_index(root)["shards"]:
+    for entry in (index if index is not None else read_index(root))["shards"]:
         if entry.get("table") != table or (split is not None and entry.get("split") != split):
             continue
         rel = str(entry.get("path", ""))

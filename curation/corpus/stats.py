@@ -23,13 +23,13 @@ TABLES = {"videos": Video, "segments": Segment, "scenes": Scene, "dialogues": Di
 FRAMES_PER_TURN = 2  # FACTS.md: 2 frames per user turn in the published data
 
 
-def shard_paths(corpus_root: str | Path, table: str) -> list[str]:
+def shard_paths(corpus_root: str | Path, table: str, index: dict[str, Any] | None = None) -> list[str]:
     """The table's shard files as strings, the form DuckDB's `read_parquet([...])` takes."""
-    return [str(path) for path in shards.shard_paths(corpus_root, table)]
+    return [str(path) for path in shards.shard_paths(corpus_root, table, index=index)]
 
 
-def _relation(con: duckdb.DuckDBPyConnection, corpus_root: Path, table: str) -> str:
-    paths = shard_paths(corpus_root, table)
+def _relation(con: duckdb.DuckDBPyConnection, corpus_root: Path, table: str, index: dict[str, Any] | None) -> str:
+    paths = shard_paths(corpus_root, table, index)
     if not paths:  # an empty table with the real columns, so every query still runs
         con.register(table, arrow_schema(TABLES[table]).empty_table())
         return table
@@ -49,11 +49,12 @@ def no_reply_share(duration_s: float, reply_turns: int, seconds_per_frame: float
     return max(0.0, 1.0 - min(reply_turns, turns) / turns) if turns else 0.0
 
 
-def corpus_stats(corpus_root: str | Path) -> dict[str, Any]:
+def corpus_stats(corpus_root: str | Path, index: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Statistics of the corpus its live `index.json` describes, or of `index` (one not released yet)."""
     root = Path(corpus_root)
     con = duckdb.connect()
     for table in ("videos", "segments", "scenes", "dialogues", "quarantine"):
-        _relation(con, root, table)
+        _relation(con, root, table, index)
     stats: dict[str, Any] = {}
     stats["counts"] = {t: con.execute(f"select count(*) from {t}").fetchone()[0]
                        for t in ("videos", "segments", "scenes", "dialogues", "quarantine")}
@@ -87,9 +88,10 @@ def corpus_stats(corpus_root: str | Path) -> dict[str, Any]:
     }
     stats["quarantine_by_stage_reason"] = _rows(con, """
         select stage, reason, kind, count(*) as items from quarantine group by all order by stage, items desc""")
-    summary_path = root / "summary.json"
-    if summary_path.exists():
-        stats["llm_usage"] = json.loads(summary_path.read_text()).get("llm_usage", {})
+    try:  # a summary that is missing or damaged only leaves the usage out
+        stats["llm_usage"] = dict(json.loads((root / "summary.json").read_text()).get("llm_usage") or {})
+    except (OSError, ValueError, AttributeError, TypeError):
+        pass
     return stats
 
 

@@ -14,6 +14,9 @@ from typing import Any
 
 from curation.llm.cache import load_replay
 from curation.llm.config import LLMConfig
+from curation.skips import declare_reasons
+
+declare_reasons(final=("llm_rejected", "replay_missing"), retryable=("llm_failed", "missing_extra"))
 
 DEFAULT_BASE_URL = "http://localhost:8000/v1"
 CONNECTIONS_PER_POOL = 8

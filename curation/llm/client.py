@@ -35,8 +35,10 @@ from curation.llm.backends import (
 from curation.llm.cache import ResponseCache
 from curation.llm.config import LLMConfig
 from curation.llm.parse import extract_json_object, parse_output
-from curation.skips import Skip
+from curation.skips import Skip, declare_reasons
 from schemas.llm_output import LLM_OUTPUTS
+
+declare_reasons(final=("llm_invalid_json",), retryable=("llm_empty",))
 
 log = logging.getLogger(__name__)
 __all__ = ["LLMClient", "LLMConfig", "LLMFailure", "LLMRequest", "LLMResponse", "extract_json_object",

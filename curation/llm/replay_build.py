@@ -32,7 +32,7 @@ from curation.llm.cache import write_replay
 from curation.llm.client import LLMClient, LLMConfig, LLMFailure, LLMRequest, LLMResponse
 from curation.llm.parse import parse_output
 from curation.manifest import read_manifest
-from curation.skips import Skip
+from curation.skips import Skip, declare_reasons
 from curation.text.descriptions import describe_video
 from curation.text.dialogues import DialogueOutcome, generate_dialogues
 from curation.text.source_text import clip_segments, read_source_segments
@@ -40,6 +40,8 @@ from curation.video.acquire import acquire_video
 from curation.video.probe import admit, probe_video
 from curation.video.scenes import detect_scenes
 from schemas.records import Video
+
+declare_reasons(final=("replay_missing", "llm_invalid_json"))
 
 
 class AnswerBook:

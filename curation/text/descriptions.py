@@ -25,13 +25,17 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from curation.llm.client import LLMClient, LLMRequest, LLMResponse
-from curation.skips import Skip
+from curation.skips import Skip, declare_reasons
 from curation.text.prompts import load_prompt
 from curation.text.text_filter import forbidden_text_problems
 from curation.video.frames import FrameDecodeError, decode_frames
 from schemas.records import Scene, Segment, Video
 
 STAGE = "descriptions"
+# A video whose every caption failed for one cause is quarantined with that cause (an LLM reason
+# declared by curation.llm, or one of these); mixed causes are `no_captions`, retried.
+declare_reasons(final=("no_scenes", "undecodable_frames", "forbidden_text"),
+                retryable=("llm_empty", "no_captions"))
 
 
 class DescriptionConfig(BaseModel):

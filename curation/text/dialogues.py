@@ -36,6 +36,7 @@ from typing import Literal
 
 from curation.llm.cache import ResponseCache
 from curation.llm.client import LLMClient, LLMFailure, LLMRequest, LLMResponse
+from curation.skips import declare_reasons
 from curation.text.config import DialogueConfig
 from curation.text.dialogue_validation import dialogue_problems
 from curation.text.prompts import Prompt, load_prompt
@@ -52,6 +53,7 @@ from schemas.records import (
 )
 
 STAGE = "dialogues"
+declare_reasons(final=("no_segments", "invalid_dialogue", "forbidden_text"))
 # A stable label stored in every dialogue's provenance, not an import path: it kept its value when
 # the module moved into curation/text/, so corpora built before and after compare equal.
 GENERATOR = "curation.dialogues"

@@ -29,10 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from curation.skips import Skip
+from curation.skips import Skip, declare_reasons
 from schemas.records import Segment
 
 STAGE = "source_text"
+declare_reasons(final=("text_not_found", "text_too_large", "bad_text_origin", "bad_text_format",
+                       "no_segments"),
+                retryable=("missing_extra", "text_unreadable"))
 LAST_POINT_SPAN_S = 2.0  # our choice: a lone narration point covers two seconds (no published value)
 MAX_TEXT_BYTES = 64 * 2**20  # a text file larger than this is not a transcript
 Format = Literal["whisperx", "narration", "csv"]

@@ -7,7 +7,8 @@ URL) through the yt-dlp command of the `youtube` extra. Every fetch writes a hid
 `videos_dir`, checks it (not empty, a video container by its first bytes, under the size cap),
 hashes it and renames it into place, so a crash never leaves a half file under the final name.
 A sidecar `<video_id>.acquired.json` records what was fetched; a later run whose file still
-matches the expected checksum (the manifest's `sha256`, else the sidecar's) fetches nothing.
+matches the expected checksum (the manifest's `sha256`, else the sidecar's) fetches nothing, unless
+the row names another URI or its local source changed size or mtime since the copy.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
-from curation.hashing import sha256_file
-from curation.manifest import ManifestRow
-from curation.skips import Skip
+from curation.hashing import file_state, sha256_file
+from curation.manifest import ManifestRow, local_path
+from curation.skips import Skip, declare_reasons
 from curation.video.config import AcquireConfig
 from curation.video.http_fetch import fetch_http
 from curation.video.magic import VIDEO_SUFFIXES, sniff_container
@@ -33,6 +34,10 @@ from curation.watchdog import checkpoint, remaining_s
 from schemas.records import check_safe_id
 
 STAGE = "acquire"
+# A local file that appears or changes later is a changed input (curation.corpus.reuse), not a retry.
+declare_reasons(final=("not_found", "too_large", "unsupported_scheme", "bad_uri", "empty_file", "not_video",
+                       "checksum_mismatch", "unsafe_id", "scheme_not_allowed"),
+                retryable=("missing_extra", "fetch_failed", "youtube_failed", "timeout"))
 _YOUTUBE_ID = re.compile(r"^[A-Za-z0-9_-]{11}$")
 _YOUTUBE_HOSTS = {"youtube.com", "www.youtube.com", "m.youtube.com", "youtu.be", "music.youtube.com"}
 
@@ -80,6 +85,12 @@ def _sidecar(videos_dir: Path, video_id: str) -> Path:
     return videos_dir / f"{video_id}.acquired.json"
 
 
+def _source_state(uri: str) -> str | None:
+    """A local source's size and mtime (None for a remote one): a copy is only as current as it."""
+    path = local_path(uri)
+    return None if path is None else file_state(path)
+
+
 def find_present(row: ManifestRow, videos_dir: Path) -> AcquiredVideo | None:
     """The already-acquired file, if its checksum still matches what we expect of it."""
     sidecar = _sidecar(videos_dir, row.video_id)
@@ -88,6 +99,8 @@ def find_present(row: ManifestRow, videos_dir: Path) -> AcquiredVideo | None:
         names, expected = [str(record["file"])], row.sha256 or str(record["sha256"])
         if record.get("uri") != row.uri and not row.sha256:
             return None  # the manifest now points elsewhere and gives no checksum: fetch again
+        if not row.sha256 and record.get("source_state") != _source_state(row.uri):
+            return None  # the local file was replaced or edited since it was copied: copy again
     except (OSError, ValueError, KeyError, TypeError):
         if not row.sha256:
             return None
@@ -102,7 +115,7 @@ def find_present(row: ManifestRow, videos_dir: Path) -> AcquiredVideo | None:
 
 
 def _copy_local(uri: str, part: Path, cfg: AcquireConfig) -> Skip | None:
-    source = Path(urllib.parse.unquote(uri.removeprefix("file://")) if uri.startswith("file://") else uri)
+    source = local_path(uri)
     if not source.is_file():
         return Skip(STAGE, "not_found", f"no such file: {source}")
     size = source.stat().st_size
@@ -186,7 +199,7 @@ def _fetch(row: ManifestRow, scheme: str, part: Path, cfg: AcquireConfig) -> Ski
     return _fetch_fsspec(row.uri, part, cfg)
 
 
-def _admit_file(row: ManifestRow, part: Path, videos_dir: Path) -> AcquiredVideo | Skip:
+def _admit_file(row: ManifestRow, part: Path, videos_dir: Path, source_state: str | None) -> AcquiredVideo | Skip:
     """Check the fetched temp file and move it under its final name."""
     size = part.stat().st_size
     if size == 0:
@@ -204,7 +217,8 @@ def _admit_file(row: ManifestRow, part: Path, videos_dir: Path) -> AcquiredVideo
     part.replace(dest)
     sidecar = _sidecar(videos_dir, row.video_id)
     tmp = sidecar.with_name(f".{sidecar.name}.tmp")
-    tmp.write_text(json.dumps({"file": dest.name, "sha256": digest, "bytes": size, "uri": row.uri}), encoding="utf-8")
+    record = {"file": dest.name, "sha256": digest, "bytes": size, "uri": row.uri, "source_state": source_state}
+    tmp.write_text(json.dumps(record), encoding="utf-8")
     tmp.replace(sidecar)
     return AcquiredVideo(dest, digest, size)
 
@@ -227,10 +241,11 @@ def acquire_video(row: ManifestRow, videos_dir: Path, cfg: AcquireConfig | None 
     part = _inside(videos_dir, f".{row.video_id}.part")
     if part is None:
         return Skip(STAGE, "unsafe_id", f"{row.video_id!r} would leave {videos_dir}")
+    source_state = _source_state(row.uri)  # before the copy: an edit during it shows next time
     try:
         skip = _fetch(row, scheme, part, cfg)
         if skip is not None:
             return skip
-        return _admit_file(row, part, videos_dir)
+        return _admit_file(row, part, videos_dir, source_state)
     finally:
         part.unlink(missing_ok=True)

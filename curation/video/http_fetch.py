@@ -17,11 +17,15 @@ from pathlib import Path
 
 import httpx
 
-from curation.skips import Skip
+from curation.skips import Skip, declare_reasons
 from curation.video.config import AcquireConfig
 from curation.watchdog import checkpoint, remaining_s
 
 STAGE = "acquire"
+# http_error (a 4xx other than 404/410, or a refusal httpx names) stays retryable: access rules change.
+declare_reasons(final=("http_404", "not_video", "too_large", "redirect_loop", "redirect_refused", "bad_uri"),
+                retryable=("http_5xx", "http_retry", "http_range", "timeout", "connection_reset",
+                           "http_error"))
 _RETRY_STATUS = {408, 429, 500, 502, 503, 504}
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-\d+/(\d+|\*)")
 # Bodies that announce themselves as documents are error pages or APIs, never videos.

@@ -15,11 +15,14 @@ from pathlib import Path
 import av
 from pydantic import BaseModel, ConfigDict, Field
 
-from curation.skips import Skip
+from curation.skips import Skip, declare_reasons
 from curation.video.frames import iter_frames, video_duration_s
 
 STAGE = "probe"
 ADMIT_STAGE = "admit"
+declare_reasons(final=("not_found", "empty_file", "not_video", "undecodable", "no_video_stream",
+                       "unknown_duration", "truncated", "zero_duration", "too_short", "too_long",
+                       "resolution_too_low", "resolution_too_high"))
 TAIL_CHECK_S = 1.0  # how far before the end the tail frame is looked for
 TRUNCATION_SLACK_S = 0.5  # frames may stop this much short of the tail check without counting as cut
 

@@ -28,11 +28,13 @@ from scenedetect import FrameTimecode
 from scenedetect.common import Timecode
 from scenedetect.detectors import AdaptiveDetector, ContentDetector
 
-from curation.skips import Skip
+from curation.skips import Skip, declare_reasons
 from curation.video.frames import iter_frames, video_duration_s
 from schemas.records import Scene
 
 STAGE = "scenes"
+declare_reasons(final=("not_found", "empty_file", "not_video", "undecodable", "no_video_stream", "truncated",
+                       "zero_duration"))
 # A decode that stops this far before the container's stated end is a truncated file.
 TRUNCATION_TOLERANCE_S = 1.0
 EDGE_S = 1e-3  # a cut this close to either end would make an empty scene

@@ -48,7 +48,7 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-from curation.skips import Skip
+from curation.skips import Skip, declare_reasons
 from curation.video import scenes as scene_stage
 from curation.video.frames import (
     END_SLACK_S,
@@ -73,6 +73,8 @@ from schemas.records import Scene
 
 STAGE = scene_stage.STAGE
 FRAMES_STAGE = "frames"
+declare_reasons(final=("no_video_stream", "deadline", "undecodable", "truncated", "zero_duration",
+                       "no_frames", "undecodable_frames"))
 CHECK_MAX_PIXELS = 28 * 28 * 4  # the frames check only proves decodability: smallest useful size
 MAX_PACKET_BYTES = 1 << 30  # our choice: a 10-minute 720p web video is 100-300 MB of packets
 DEADLINE_EVERY = 64  # packets between deadline checks

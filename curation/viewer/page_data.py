@@ -20,10 +20,11 @@ from urllib.parse import quote
 from pydantic import BaseModel, ConfigDict, Field
 
 from curation.corpus.shards import read_index, read_table
-from curation.skips import Skip
+from curation.skips import Skip, declare_reasons
 from schemas.records import NO_REPLY
 
 STAGE = "viewer"
+declare_reasons(final=("bad_prediction_line", "duplicate_prediction"))
 NO_SPLIT = "-"  # a video known only from the quarantine has no split and no source
 
 
