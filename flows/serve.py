@@ -1,7 +1,10 @@
 """Serve `build-corpus` and `push-to-hub` as deployments for `prefect deployment run`.
 
-Stop it with Ctrl-C before stopping the server: it pauses its deployments on the way out, which
-needs the server (stopped the other way round, it retries for a while before it exits).
+Serving needs a Prefect server that other processes reach: without `PREFECT_API_URL` (environment
+or profile) Prefect would start a temporary one inside this process, where no `prefect deployment
+run` could find the deployments, so that is refused, as is a URL where no server answers. Stop it
+with Ctrl-C (or SIGTERM) before stopping the server: it pauses its deployments on the way out. If
+the server is gone by then, Ctrl-C says so and ends at once instead of retrying for a minute.
 
     prefect server start                      # SQLite by default; PREFECT_SERVER_DATABASE_CONNECTION_URL for PostgreSQL
     PREFECT_API_URL=http://127.0.0.1:4200/api python -m flows.serve --name sample --config samples/sample.yaml
@@ -15,15 +18,52 @@ import flows.quiet  # noqa: F401  (must precede the Prefect import)
 # isort: split
 
 import argparse
+import os
+import signal
 import sys
 from pathlib import Path
 
+import httpx
 from prefect import serve
+from prefect.settings import get_current_settings
 
 from flows.build_corpus import build_corpus, check_config
 from flows.push_to_hub import push_to_hub
 from flows.quiet import quiet_prefect_handlers
-from schemas.cli import add_cli_flags, run_cli
+from schemas.cli import UsageError, add_cli_flags, run_cli
+
+START_HINT = "start one with `prefect server start` and export PREFECT_API_URL=http://127.0.0.1:4200/api"
+
+
+def _answers(api_url: str, timeout_s: float = 3.0) -> bool:
+    try:
+        return httpx.get(f"{api_url.rstrip('/')}/health", timeout=timeout_s).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def check_server() -> str:
+    """The configured API URL, once a server answers there; a UsageError otherwise."""
+    api_url = get_current_settings().api.url
+    if not api_url:
+        raise UsageError("flows.serve needs a Prefect server other processes can reach, and PREFECT_API_URL "
+                         "is not set (a temporary server would live and die inside this process)", START_HINT)
+    if not _answers(api_url):
+        raise UsageError(f"no Prefect server answers at PREFECT_API_URL={api_url}", START_HINT)
+    return api_url
+
+
+def stop_on_interrupt(api_url: str) -> None:
+    """Ctrl-C: Prefect's own shutdown (pausing the deployments) when the server still answers;
+    one line and exit 130 when it does not (Prefect would retry for about a minute, then fail)."""
+    def handle(signum, frame) -> None:
+        if _answers(api_url, timeout_s=2.0):
+            raise KeyboardInterrupt
+        print(f"serve: stopped; the Prefect server at {api_url} no longer answers, so the deployments were "
+              "not paused", file=sys.stderr, flush=True)
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGINT, handle)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,7 +79,9 @@ def _main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     check_config(args.config, None)  # a deployment with a broken default config would fail every run
     config = str(Path(args.config).resolve())
+    api_url = check_server()
     quiet_prefect_handlers()
+    stop_on_interrupt(api_url)
     try:
         serve(
             build_corpus.to_deployment(name=args.name, parameters={"config": config}),

@@ -2,7 +2,8 @@
 
 Serves a folder with Range support. For a chosen share of files (by a hash of the path) the
 first requests misbehave: the connection drops half-way through the body, or the server answers
-500; later requests succeed, so a downloader with retries and Range resume gets every file.
+500 (or any of `faults`: 429, 408); later requests succeed, so a downloader with retries and
+Range resume gets every file, and one without retries gets it on a later run.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from pathlib import Path
 
 
 class FlakyFileServer:
-    def __init__(self, folder: Path, rate: float = 0.3, failures: int = 1):
-        self.folder, self.rate, self.failures = Path(folder), rate, failures
+    def __init__(self, folder: Path, rate: float = 0.3, failures: int = 1,
+                 faults: tuple[str, ...] = ("http_500", "drop_mid_file")):
+        self.folder, self.rate, self.failures, self.faults = Path(folder), rate, failures, faults
         self.tries: dict[str, int] = {}
-        self.injected = {"drop_mid_file": 0, "http_500": 0}
+        self.injected = dict.fromkeys(faults, 0)
         self.faulted: set[str] = set()  # names that got at least one fault
         self.lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
@@ -34,7 +36,7 @@ class FlakyFileServer:
             self.tries[name] = attempt + 1
         if int(digest[:8], 16) / 0xFFFFFFFF >= self.rate or attempt >= self.failures:
             return None
-        fault = "drop_mid_file" if int(digest[8], 16) % 2 else "http_500"
+        fault = self.faults[int(digest[8], 16) % len(self.faults)]
         with self.lock:
             self.injected[fault] += 1
             self.faulted.add(name)
@@ -58,8 +60,8 @@ class FlakyFileServer:
                     self.end_headers()
                     return
                 fault = outer.fault_for(name)
-                if fault == "http_500":
-                    self.send_response(500)
+                if fault is not None and fault.startswith("http_"):  # http_500, http_429, http_408
+                    self.send_response(int(fault.removeprefix("http_")))
                     self.send_header("content-length", "0")
                     self.end_headers()
                     return
