@@ -1,5 +1,5 @@
 """The end of a build: the shards, index, summary, card and figures of this manifest's items,
-released as one swap (`curation.corpus.release`), then copied to `shards.publish_url`.
+released as one swap (`curation.corpus.build_release`), then copied to `shards.publish_url`.
 
 What is published is the items of this run's manifest (its rows, after `limit`, and its
 quarantined rows), not everything the result store holds: a row removed from the manifest or
@@ -22,10 +22,9 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from rich.console import Console
 
 from curation.config import CorpusConfig
-from curation.corpus.card import write_dataset_card
+from curation.corpus.build_release import release_build
 from curation.corpus.catalogue import sync_catalogue
-from curation.corpus.release import INDEX_NAME, Release, unlisted_shards
-from curation.corpus.shards import index_text, publish, write_shards
+from curation.corpus.shards import publish
 from curation.watchdog import Interrupted, checkpoint
 from flows.summary import RunSummary
 
@@ -57,29 +56,17 @@ def publish_build(config: CorpusConfig, console: Console, items: set[str], new: 
     for entry in catalogue:
         summary.add(entry)
     summary.llm_usage.update(_add_usage(corpus_root / "work" / "llm_usage.json", usage))
-    release = None
+    data = summary.as_dict() | {
+        "llm_usage_this_run": usage, "seconds": round(time.perf_counter() - started, 2),
+        "corpus": str(corpus_root), "config_fingerprint": config.fingerprint(), "llm_model": config.llm.model}
     try:
-        shards = write_shards(results_dir, corpus_root, config.shards, catalogue,
-                              on_bucket=lambda bucket, count: checkpoint())
-        logger.info("shards: %d files written, %d unchanged", len(shards.written), shards.kept)
-        stale = unlisted_shards(corpus_root, {entry["path"] for entry in shards.index["shards"]})
-        data = summary.as_dict() | {
-            "llm_usage_this_run": usage, "seconds": round(time.perf_counter() - started, 2),
-            "shards_this_run": {"written": shards.written, "kept": shards.kept, "removed": len(stale)},
-            "corpus": str(corpus_root), "config_fingerprint": config.fingerprint(), "llm_model": config.llm.model}
-        release = Release(corpus_root)
-        release.write(INDEX_NAME, index_text(shards.index))
-        release.write("summary.json", json.dumps(data, indent=2, default=str))
-        checkpoint()
-        write_dataset_card(corpus_root, shards.index, data, llm_backend=config.llm.backend, into=release.staging)
-        checkpoint()  # the last point a stop leaves the old corpus: after it, the release lands
+        data = release_build(results_dir, corpus_root, config.shards, catalogue, data, config.llm.backend,
+                             checkpoint=checkpoint, on_shards=lambda shards: logger.info(
+                                 "shards: %d files written, %d unchanged", len(shards.written), shards.kept))
     except Interrupted:
-        if release is not None:
-            release.abandon()
         return None
-    removed = release.commit()
     logger.info("released: index.json, README.md, figures and summary.json; %d old shard files removed",
-                len(removed))
+                data["shards_this_run"]["removed"])
     # Publishing waits for the release, so a remote copy never names a card it lacks.
     if config.shards.publish_url:
         publish(corpus_root, config.shards.publish_url)

@@ -13,10 +13,10 @@ write-ahead log:
    temp name, fsynced and renamed: the one atomic step. Before it the old corpus is whole and the
    staging is garbage; after it the new one is decided.
 4. Each staged file is renamed over its live name (figures, summary.json, README.md, index.json).
-5. COMMIT and `.release/` go, then every shard the new index does not list.
+5. Every shard the new index does not list goes, then COMMIT and `.release/`.
 
 A kill in step 4 leaves some of these files new and some old, and every shard either names still
-exists (old ones go in step 5 only), so `datasets` and the trainer can both load it. Whoever opens
+exists (old ones go in step 5 only, after every file is swapped), so `datasets` and the trainer can both load it. Whoever opens
 the corpus to write next (`finish_release`, called by every build before anything else) rolls a
 committed release forward and drops an uncommitted one, so the next build starts from one corpus.
 One build per corpus at a time (`curation.corpus.build_lock`).
@@ -85,12 +85,7 @@ class Release:
 
     def commit(self) -> list[str]:
         """Swap every staged file in; returns the shards of the old build deleted after."""
-        staged = sorted((p.relative_to(self.staging).as_posix() for p in self.staging.rglob("*") if p.is_file()),
-                        key=_swap_order)
-        for rel in staged:
-            fsync_file(self.staging / rel)
-        write_durably(self.staging / COMMIT, json.dumps(staged).encode())
-        return finish_release(self.root)
+        return commit_staged(self.root)
 
 
 def fsync_file(path: Path) -> None:
@@ -99,6 +94,17 @@ def fsync_file(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def commit_staged(corpus_root: str | Path) -> list[str]:
+    """Commit what `<corpus>/.release/` holds (step 3), then swap it in and clean up (4, 5)."""
+    root = Path(corpus_root)
+    staging = root / STAGING
+    staged = sorted((p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file()), key=_swap_order)
+    for rel in staged:
+        fsync_file(staging / rel)
+    write_durably(staging / COMMIT, json.dumps(staged).encode())
+    return finish_release(root)
 
 
 def finish_release(corpus_root: str | Path) -> list[str]:
@@ -120,9 +126,10 @@ def finish_release(corpus_root: str | Path) -> list[str]:
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(source, target)
     fsync_folder(root)
+    removed = delete_unlisted(root)  # before COMMIT goes, so a kill here repeats it next time
     (staging / COMMIT).unlink()
     shutil.rmtree(staging, ignore_errors=True)
-    return delete_unlisted(root)
+    return removed
 
 
 def unlisted_shards(corpus_root: Path, listed: set[str]) -> list[str]:
