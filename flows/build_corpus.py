@@ -191,7 +191,7 @@ def _build(config: CorpusConfig, console: Console, stop: StopRequest) -> dict[st
         items.add(result.video_id)
         if result.video_id not in catalogue:
             write_result(results_dir, result)
-    why = Counter()
+    why: Counter[str] = Counter()
     todo = []
     for row in rows:
         reason = redo_reason(catalogue.get(row.video_id), row, fingerprint, corpus_root)
@@ -207,7 +207,7 @@ def _build(config: CorpusConfig, console: Console, stop: StopRequest) -> dict[st
         return {"output_refused": refused}
     if stop.signum is None and not unshared:
         data = publish_build(config, console, items, len(todo), len(rows) - len(todo), usage, started)
-        if data is not None:
+        if data is not None:  # None: a stop request came while publishing; the old corpus stands
             return data
     if stop.signum is not None:  # finished videos are on disk, the re-run does the rest
         return {"interrupted": stop.name, "exit_code": stop.exit_code}

@@ -30,7 +30,10 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from curation.corpus.build_lock import CorpusBusy, corpus_lock
 from curation.corpus.hub_upload import HubPushError, plan_upload, push_corpus
+from curation.corpus.release import finish_release
+from flows.ephemeral import start_tied_server
 from schemas.cli import UsageError, add_cli_flags, run_cli
 
 LOGGED_FILES = 100  # the log names this many; the plan artifact lists every file
@@ -108,9 +111,15 @@ def _main(argv: list[str]) -> int:
     if not (Path(args.corpus) / "index.json").is_file():  # before Prefect's server starts
         raise UsageError(f"{args.corpus}: no index.json", "build the corpus first, e.g. make sample, or fix --corpus")
     try:
-        report = push_to_hub(corpus=args.corpus, repo_id=args.repo_id, private=not args.public,
-                             dry_run=args.dry_run, revision=args.revision, endpoint=args.endpoint,
-                             delete_stale=not args.keep_stale)
+        # Not while a build writes the corpus; a release a killed build committed lands first.
+        with corpus_lock(args.corpus):
+            finish_release(args.corpus)
+            start_tied_server()
+            report = push_to_hub(corpus=args.corpus, repo_id=args.repo_id, private=not args.public,
+                                 dry_run=args.dry_run, revision=args.revision, endpoint=args.endpoint,
+                                 delete_stale=not args.keep_stale)
+    except CorpusBusy as error:
+        raise UsageError(str(error)) from None
     except HubPushError as error:  # the Hub's failure, not a usage mistake: exit 1, one line
         print(f"error: push-to-hub: {' '.join(str(error).split())}", file=sys.stderr)
         return 1

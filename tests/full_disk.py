@@ -14,6 +14,7 @@ import threading
 
 import flows.build_corpus as build
 from curation.corpus import results
+from flows.stopping import exit_process
 
 
 def main() -> int:
@@ -34,4 +35,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())  # as `python -m flows.build_corpus` ends

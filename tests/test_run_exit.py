@@ -37,6 +37,7 @@ def _python(code: str, env: dict | None = None, timeout: float = 120) -> subproc
                           env={**os.environ, **(env or {})})
 
 
+@pytest.mark.slow
 def test_the_run_exits_with_its_code_while_a_video_thread_is_in_opencv():
     plain = _python(BUSY_IN_OPENCV + "sys.exit(3)\n")
     assert plain.returncode in (134, -6) and "terminate called" in plain.stderr  # what users saw, 1 in 6 runs
@@ -77,6 +78,7 @@ def test_an_uninterrupted_progress_line_says_nothing_is_left():
     assert "2/2" in line and "1 ok 1 quarantined 0 running" in line and "left" not in line, line
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("api_url,message", [(None, "PREFECT_API_URL is not set"),
                                              ("http://127.0.0.1:9/api", "no Prefect server answers")])
 def test_serve_refuses_a_server_nothing_else_can_reach(tmp_path, api_url, message):
@@ -91,6 +93,7 @@ def test_serve_refuses_a_server_nothing_else_can_reach(tmp_path, api_url, messag
     assert "prefect server start" in lines[0] and "Starting temporary server" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_ctrl_c_with_the_server_gone_ends_at_once_in_one_line():
     proc = _python("import os, signal, time\nfrom flows.serve import stop_on_interrupt\n"
                    "stop_on_interrupt('http://127.0.0.1:9/api')\nos.kill(os.getpid(), signal.SIGINT)\ntime.sleep(60)\n",

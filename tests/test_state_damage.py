@@ -144,3 +144,23 @@ def test_a_second_build_on_a_busy_output_dir_is_one_error_line(tmp_path):
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and f"pid {os.getpid()} " in lines[0], proc.stderr
     assert "Dask" not in proc.stderr and not (out / "work" / "run-marker").exists()
+
+
+def test_a_shard_changed_in_place_to_the_same_size_is_rewritten(tmp_path):
+    results, root = tmp_path / "results", tmp_path / "corpus"
+    store(results, ids_of(4))
+    built = build_shards(results, root, SMALL)
+    victim = root / built["shards"][0]["path"]
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    update = update_shards(results, root, SMALL)
+    assert update.index == built and built["shards"][0]["path"] in update.written
+    check_index_matches_files(root, update.index)
+
+
+def test_a_catalogue_path_taken_by_a_folder_is_rebuilt(synced):
+    results, expected = synced
+    (results / CATALOGUE_NAME).unlink()
+    (results / CATALOGUE_NAME).mkdir()
+    assert _entries(results) == expected

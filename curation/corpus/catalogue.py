@@ -26,6 +26,7 @@ import errno
 import hashlib
 import json
 import os
+import shutil
 import sqlite3
 import sys
 from collections.abc import Iterator
@@ -208,6 +209,8 @@ def sync_catalogue(results_dir: str | Path) -> Catalogue:
         _raise_if_disk_refused(error, path)
     # Damaged: it holds nothing the result files do not, so start it again.
     for leftover in (path, path.with_name(path.name + "-journal")):
+        if leftover.is_dir():
+            shutil.rmtree(leftover)
         leftover.unlink(missing_ok=True)
     with closing(_connect(path)) as con:
         try:

@@ -115,10 +115,12 @@ def finish_release(corpus_root: str | Path) -> list[str]:
     if not staging.is_dir():
         return []
     try:
-        staged = json.loads((staging / COMMIT).read_text())
-    except (OSError, ValueError):  # never committed (or the commit itself was cut): the old corpus stands
+        staged = [str(rel) for rel in json.loads((staging / COMMIT).read_text())]
+    except (OSError, ValueError, TypeError):  # never committed (or the commit was cut): the old corpus stands
         shutil.rmtree(staging, ignore_errors=True)
         return []
+    # Only names inside the corpus: the list is ours, but it is read back from disk.
+    staged = [rel for rel in staged if not Path(rel).is_absolute() and ".." not in Path(rel).parts]
     for rel in staged:
         source = staging / rel
         if source.is_file():

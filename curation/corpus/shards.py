@@ -302,12 +302,18 @@ def _valid_entry(entry: Any) -> bool:
             and all(isinstance(entry.get(k), t) and not isinstance(entry.get(k), bool) for k, t in _ENTRY_TYPES.items()))
 
 
-def _intact(corpus_root: Path, entry: dict[str, Any]) -> bool:
-    # Size, not hash: the name carries the hash, and re-hashing every kept file would cost what
-    # the stable layout saves. A file damaged to the same size is not what this guards against.
+def _intact(corpus_root: Path, entry: dict[str, Any], released_ns: int) -> bool:
+    """The listed file is there with its size, and its bytes are those listed. Every shard an index
+    lists was written before that index was released, so only one modified since (`released_ns`,
+    the index's mtime) is hashed again: re-hashing every kept file each run would cost what the
+    stable layout saves, and a byte changed in place (same size) must not be kept and published."""
+    path = corpus_root / entry["path"]
     try:
-        return (corpus_root / entry["path"]).stat().st_size == entry["bytes"]
-    except (OSError, KeyError, TypeError):
+        stat = path.stat()
+        if stat.st_size != entry["bytes"]:
+            return False
+        return stat.st_mtime_ns <= released_ns or sha256_file(path) == entry["sha256"]
+    except OSError:
         return False
 
 
@@ -336,6 +342,7 @@ def write_shards(results_dir: str | Path, corpus_root: str | Path, cfg: ShardCon
     layout = layout_key(cfg, count)
     reusable = previous if previous and previous.get("layout") == layout else None
     old_digests = reusable["buckets"].get("digests", {}) if reusable else {}
+    released_ns = (corpus_root / INDEX_NAME).stat().st_mtime_ns if reusable else 0
     old_entries: dict[int, list[dict[str, Any]]] = {}
     for entry in reusable["shards"] if reusable else []:
         old_entries.setdefault(entry.get("bucket"), []).append(entry)
@@ -362,7 +369,7 @@ def write_shards(results_dir: str | Path, corpus_root: str | Path, cfg: ShardCon
         # The split is part of the digest: on a small corpus a new video can move another's split.
         wanted = _digest([f"{video_id} {sha256} {split}" for video_id, sha256, split in members[bucket]])
         old = old_entries.get(bucket, [])
-        if old_digests.get(str(bucket)) == wanted and all(_intact(corpus_root, e) for e in old):
+        if old_digests.get(str(bucket)) == wanted and all(_intact(corpus_root, e, released_ns) for e in old):
             shards += old
             update.kept += len(old)
             digests[str(bucket)] = wanted
