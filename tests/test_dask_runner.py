@@ -29,8 +29,8 @@ def _start_worker(address: str, folder) -> subprocess.Popen:
 
 
 def test_dask_workers_in_other_folders_build_the_same_rows(sample_corpus, tmp_path):
-    distributed = pytest.importorskip("distributed")
-    pytest.importorskip("prefect_dask")
+    import distributed  # the dev extra (make install): required, so a broken install fails, not skips
+    import prefect_dask  # noqa: F401
 
     class Finished(distributed.diagnostics.plugin.SchedulerPlugin):
         """Records every task that finished on a worker."""
