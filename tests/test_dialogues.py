@@ -112,7 +112,7 @@ def test_a_bad_answer_is_repaired_once(tmp_path):
     assert outcome.quarantined == [] and len(outcome.dialogues) == 1
     dialogue = outcome.dialogues[0]
     assert dialogue.provenance.parameters["repaired"] == "true"
-    assert dialogue.provenance.prompt_version == "single_question.v1+repair.v1"
+    assert dialogue.provenance.prompt_version == "single_question.v2+repair.v1"
     assert dialogue.user_turns[0].text == GOOD_SINGLE["question"]
     first, repair = stub.requests
     assert repair["messages"][: len(first["messages"])] == first["messages"]
@@ -195,9 +195,12 @@ def test_sample_videos_get_both_dialogue_types_all_valid_and_a_rerun_is_free(tmp
 def test_prompts_are_versioned_files(tmp_path):
     from curation.text.prompts import load_prompt, parse_prompt
 
-    for name in ("single_question", "multi_question", "scene_caption", "repair"):
+    newest = {"single_question": 2, "multi_question": 2, "scene_caption": 1, "repair": 1,
+              "single_question_compact": 1, "multi_question_compact": 1}
+    for name, version in newest.items():
         prompt = load_prompt(name)
-        assert prompt.version == "v1" and prompt.prompt_version == f"{name}.v1" and prompt.system and prompt.user_template
+        assert prompt.prompt_version == f"{name}.v{version}" and prompt.system and prompt.user_template
+        assert load_prompt(name, 1).prompt_version == f"{name}.v1"  # old versions stay loadable
     with pytest.raises(FileNotFoundError):
         load_prompt("single_question", 99)
     with pytest.raises(ValueError, match="needs exactly"):

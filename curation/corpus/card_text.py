@@ -33,6 +33,8 @@ FIELDS: dict[str, list[tuple[str, str]]] = {
         ("provenance.prompt_version", "the prompt file version (`prompts/<name>.vN.md`)"),
         ("provenance.parameters", "generation parameters, as sorted `{key, value}` entries"),
         ("provenance.created_at", "when the row was written (UTC)"),
+        ("quality", "the quality gate's figures: grounding, max_answer_similarity, max_restatement, repetition, "
+                    "gate (rule version); null when the gate was off"),
     ],
     "videos": [
         ("video_id", "a safe file name; the key every other table refers to"),
@@ -73,6 +75,8 @@ FIELDS: dict[str, list[tuple[str, str]]] = {
         ("stage", "the pipeline stage that left it out (`manifest`, `acquire`, `probe`, ...)"),
         ("reason", "a stable code, e.g. `truncated`, `not_video`, `too_short`"),
         ("detail", "what was found, in words"),
+        ("raw_replies", "for a failed LLM request: its raw replies (first try and repair), a JSON file under "
+                        "the build folder's `work/llm_replies/`"),
         ("kind", "`skip` (a rule said no) or `error` (a crash, retried on the next build)"),
         ("created_at", "when it was recorded (UTC)"),
     ],
