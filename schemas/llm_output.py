@@ -34,11 +34,12 @@ class _Out(BaseModel):
 # made-up ids ("-s00010", "-s00011", ...) until max_tokens. A window spans its cited segments, so an
 # answer needs a few; the replay answers cite at most 2.
 MAX_CITED_SEGMENTS = 8
-# Bounds of every text field (a 2.4-million-character answer was once published); a request's
-# schema takes the configured ones (`DialogueConfig.max_question_chars` / `max_answer_chars`).
-MAX_QUESTION_CHARS = 300
-MAX_ANSWER_CHARS = 600
-MAX_CAPTION_CHARS = 1200
+# Hard caps of every text field (a 2.4-million-character answer was once published); a request's
+# own schema takes the configured, tighter ones (`DialogueConfig.max_question_chars` /
+# `max_answer_chars`, 300 and 600 by default).
+MAX_QUESTION_CHARS = 1000
+MAX_ANSWER_CHARS = 2000
+MAX_CAPTION_CHARS = 2000
 
 
 class CitedAnswer(_Out):

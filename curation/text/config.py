@@ -44,8 +44,10 @@ class DialogueConfig(BaseModel):
     # not a request to send): over one, the video's dialogues are a reasoned skip.
     max_segments_per_video: int = Field(2000, ge=1)
     max_segments_per_s: float = Field(4.0, gt=0, description="segments per second of video")
-    max_question_chars: int = Field(300, ge=20, description="maxLength in the schema, enforced at parse")
-    max_answer_chars: int = Field(600, ge=20, description="maxLength in the schema, enforced at parse")
+    max_question_chars: int = Field(300, ge=20, le=1000, description="maxLength in the request's schema, "
+                                                                      "enforced at parse")
+    max_answer_chars: int = Field(600, ge=20, le=2000, description="maxLength in the request's schema, "
+                                                                   "enforced at parse")
     quality: QualityConfig = QualityConfig()
     temperature: float | None = None  # None: the LLM config's
     max_tokens: int | None = None  # None: the LLM config's
