@@ -205,3 +205,62 @@ def test_prompts_are_versioned_files(tmp_path):
         load_prompt("single_question", 99)
     with pytest.raises(ValueError, match="needs exactly"):
         parse_prompt("x", "v1", "## user\nonly a user part")
+
+
+# --- the compact shape ------------------------------------------------------------------------
+COMPACT = DialogueConfig(min_dialogues=2, max_dialogues=2, single_question_share=0.5, output_shape="compact")
+COMPACT_SINGLE = {"question": "What kinds of traffic go by on this street?", "replies": [
+    "NO REPLY", "NO REPLY", "A taxi passes so close that only its roof is in view.",
+    "A van waits while a cyclist rides past it.", "NO REPLY", "NO REPLY"]}
+COMPACT_MULTI = {"questions": [
+    {"question": "Who is walking along here?", "immediate_reply": None,
+     "replies": ["NO REPLY", "A man in a dark suit and tie.", "NO REPLY"]},
+    {"question": "What is chained up near the bollards?", "immediate_reply": "Nothing has been chained up so far.",
+     "replies": ["NO REPLY", "NO REPLY", "A bicycle, locked to a railing."]}]}
+
+
+def test_compact_replies_give_the_same_records_as_cited_ones():
+    with StubServer([Reply.json(COMPACT_SINGLE), Reply.json(COMPACT_MULTI)]) as stub, stub_client(stub) as client:
+        compact = generate_dialogues(BIKES, SEGMENTS, [], client, COMPACT)
+    full_single = {"question": COMPACT_SINGLE["question"], "answers": [
+        {"segment_ids": ["bikes-s0002"], "answer": COMPACT_SINGLE["replies"][2]},
+        {"segment_ids": ["bikes-s0003"], "answer": COMPACT_SINGLE["replies"][3]}]}
+    # Code asked question 2 at the first segment of the second run of three.
+    full_multi = {"questions": [
+        {**{k: v for k, v in COMPACT_MULTI["questions"][0].items() if k != "replies"}, "asked_at_segment": "bikes-s0000",
+         "answers": [{"segment_ids": ["bikes-s0001"], "answer": "A man in a dark suit and tie."}]},
+        {**{k: v for k, v in COMPACT_MULTI["questions"][1].items() if k != "replies"}, "asked_at_segment": "bikes-s0003",
+         "answers": [{"segment_ids": ["bikes-s0005"], "answer": "A bicycle, locked to a railing."}]}]}
+    with StubServer([Reply.json(full_single), Reply.json(full_multi)]) as stub2, stub_client(stub2) as client:
+        full = generate_dialogues(BIKES, SEGMENTS, [], client, COMPACT.model_copy(update={"output_shape": "full"}))
+    assert compact.quarantined == [] == full.quarantined
+    strip = lambda d: d.model_dump(exclude={"provenance": {"prompt_version", "parameters"}})  # noqa: E731
+    assert [strip(d) for d in compact.dialogues] == [strip(d) for d in full.dialogues]
+    body = stub.requests[0]
+    assert body["response_format"]["json_schema"]["name"] == "single_question_compact"
+    replies = body["response_format"]["json_schema"]["schema"]["properties"]["replies"]
+    assert replies["minItems"] == replies["maxItems"] == len(SEGMENTS)
+    multi = stub.requests[1]["response_format"]["json_schema"]["schema"]["properties"]["questions"]
+    assert multi["minItems"] == multi["maxItems"] == 2
+    assert "Question 2: asked at the start of [bikes-s0003]" in stub.requests[1]["messages"][1]["content"]
+
+
+def test_a_compact_reply_with_the_wrong_number_of_replies_is_sent_back():
+    short = {"question": COMPACT_SINGLE["question"], "replies": COMPACT_SINGLE["replies"][:4]}
+    one = COMPACT.model_copy(update={"min_dialogues": 1, "max_dialogues": 1, "single_question_share": 1.0})
+    with StubServer([Reply.json(short), Reply.json(COMPACT_SINGLE)]) as stub, stub_client(stub) as client:
+        outcome = generate_dialogues(BIKES, SEGMENTS, [], client, one)
+    assert len(outcome.dialogues) == 1 and outcome.tally["valid_after_repair"] == 1
+    assert "4 items; give at least 6" in stub.requests[1]["messages"][-1]["content"]
+
+
+def test_every_request_carries_its_videos_ids_as_an_enum_and_bounded_lists():
+    with StubServer([Reply.json(GOOD_SINGLE), Reply.json(MULTI)]) as stub, stub_client(stub) as client:
+        generate_dialogues(BIKES, SEGMENTS, [], client, DialogueConfig())
+    ids = [s.segment_id for s in SEGMENTS]
+    single = stub.requests[0]["response_format"]["json_schema"]["schema"]
+    cited = single["properties"]["answers"]["items"]["properties"]
+    assert cited["segment_ids"]["items"]["enum"] == ids and cited["segment_ids"]["maxItems"] == 6
+    assert single["properties"]["answers"]["maxItems"] == 6 and cited["answer"]["maxLength"] == 600
+    asked = stub.requests[1]["response_format"]["json_schema"]["schema"]["properties"]["questions"]
+    assert asked["items"]["properties"]["asked_at_segment"]["enum"] == ids and asked["maxItems"] == 4

@@ -33,8 +33,12 @@ FIELDS: dict[str, list[tuple[str, str]]] = {
         ("provenance.prompt_version", "the prompt file version (`prompts/<name>.vN.md`)"),
         ("provenance.parameters", "generation parameters, as sorted `{key, value}` entries"),
         ("provenance.created_at", "when the row was written (UTC)"),
-        ("quality", "the quality gate's figures: grounding, max_answer_similarity, max_restatement, repetition, "
-                    "gate (rule version); null when the gate was off"),
+        ("quality.grounding", "quality gate: the least grounded answer's share of content words found in the "
+                              "segments it cites (null `quality`: the gate was off)"),
+        ("quality.max_answer_similarity", "quality gate: the largest similarity between two answers"),
+        ("quality.max_restatement", "quality gate: the largest share of an answer's words that are its question's"),
+        ("quality.repetition", "quality gate: the largest share of repeated word 3-grams in one text"),
+        ("quality.gate", "the version of the gate's rules"),
     ],
     "videos": [
         ("video_id", "a safe file name; the key every other table refers to"),
