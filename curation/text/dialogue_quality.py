@@ -51,9 +51,11 @@ GENERIC = frozenset(content_words("""video show shows shown showing appear appea
     visible view frame far yet only even really something someone thing things now okay ok well kind
     look looks like across along around toward towards near beside behind inside outside within without
     against among beneath beyond via upon""")) | frozenset("""far yet only even really""".split())
+# First words of a question, or of a request that works as one ("Tell me when...", "Keep an eye on...").
 INTERROGATIVE = frozenset("""what which who whom whose when where why how is are was were do does did can
     could will would should shall may might has have had am any tell describe explain name list say
-    identify count show point give watch let""".split())
+    identify count show point give watch let keep please notice spot find alert notify help guess follow
+    track i""".split())
 NEGATIVE = frozenset("nothing not no none yet never nobody".split())
 PLACEHOLDERS = frozenset({
     "text", "answer", "question", "string", "reply", "response", "description", "caption", "example", "sample",
@@ -209,7 +211,7 @@ def assess_dialogue(dialogue: Dialogue, segments: Sequence[Segment], cfg: Qualit
         label = labels[turn.question_id]
         broken += text_problems(label, turn.text, dialogue.video_id, segment_grams)
         texts.append(turn.text)
-        if not _is_question(turn.text) or (len(tokens(turn.text)) < 3 and not content_words(turn.text)):
+        if not _is_question(turn.text) or len(tokens(turn.text)) < 2:
             broken.append(("not_a_question", f"{label}: {_quote(turn.text)} does not read as a question; "
                                              "ask one, ending with '?'"))
 
