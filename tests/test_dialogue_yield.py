@@ -77,11 +77,13 @@ def test_yield_report_in_summary_and_card(tmp_path):
     report = _summary_of(outcomes, seconds=6.0).as_dict()["dialogue_yield"]
     assert report == {"attempted": 3, "valid_first_try": 1, "valid_after_repair": 1, "quarantined": 1,
                       "quarantined_by_reason": {"invalid_dialogue": 1}, "prompt_tokens_per_dialogue": 18.33,
-                      "completion_tokens_per_dialogue": 11.67, "seconds_per_dialogue": 2.0}
+                      "completion_tokens_per_dialogue": 11.67, "seconds_per_dialogue": 2.0,
+                      "repairs_repeating_the_first_reply": 1}  # the text citations, sent twice
     markdown = _summary_of(outcomes, 6.0).markdown()
     assert "| valid after one repair | 1 | 33% |" in markdown
     assert "| quarantined: invalid_dialogue | 1 | 33% |" in markdown
     root = tmp_path / "c"
     card = render_card(root, _build(root), {"dialogue_yield": report}, "openai", stats={}, figures=[])
     assert "## Dialogue yield" in card and "| valid at the first try | 1 | 33% |" in card
-    assert "3 dialogue requests; per dialogue: 18.33 prompt tokens, 11.67 completion tokens, 2.0 s" in card
+    assert ("3 dialogue requests; per dialogue: 18.33 prompt tokens, 11.67 completion tokens, 2.0 s; "
+            "1 repair replies repeated the first") in card
