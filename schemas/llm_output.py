@@ -36,7 +36,7 @@ class _Out(BaseModel):
 MAX_CITED_SEGMENTS = 8
 # Hard caps of every text field (a 2.4-million-character answer was once published); a request's
 # own schema takes the configured, tighter ones (`DialogueConfig.max_question_chars` /
-# `max_answer_chars`, 300 and 600 by default).
+# `max_answer_chars`, 200 and 300 by default).
 MAX_QUESTION_CHARS = 1000
 MAX_ANSWER_CHARS = 2000
 MAX_CAPTION_CHARS = 2000
@@ -147,7 +147,8 @@ class RequestBounds:
     max_questions: int = 4
     max_question_chars: int = MAX_QUESTION_CHARS
     max_answer_chars: int = MAX_ANSWER_CHARS
-    parts: tuple[int, ...] = ()  # compact multi_question: segments per question, in order
+    parts: tuple[int, ...] = ()
+    max_cited: int = MAX_CITED_SEGMENTS  # compact multi_question: segments per question, in order
 
 
 def _text(limit: int) -> dict[str, Any]:
@@ -171,7 +172,7 @@ def request_schema(name: str, bounds: RequestBounds) -> dict[str, Any]:
     answer = _text(bounds.max_answer_chars)
     immediate = {"anyOf": [answer, {"type": "null"}]}
     low_answers = min(bounds.min_answers, n)
-    cited = _object({"segment_ids": _array(ids, 1, min(MAX_CITED_SEGMENTS, n)), "answer": answer})
+    cited = _object({"segment_ids": _array(ids, 1, min(bounds.max_cited, MAX_CITED_SEGMENTS, n)), "answer": answer})
     answers = _array(cited, low_answers, min(bounds.max_answers, n))
     low_q, high_q = min(bounds.min_questions, n), min(bounds.max_questions, n)
     if name == "single_question":

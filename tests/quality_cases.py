@@ -342,6 +342,11 @@ GARBAGE: list[tuple[str, str, dict]] = [
     (F, "multi_question", multi(
         q("What is moving?", "generated_four_scenes:0", None, a("generated_four_scenes:0", "question1")),
         q("What now?", "generated_four_scenes:2", None, a("generated_four_scenes:2", "answer1")))),
+    # what SmolLM2-135M wrote that validated: one answer citing every segment of the video
+    (B, "single_question", single("How does the bitch ride a bitch?",
+                                  a([f"bikes:{i}" for i in range(6)], "The man has a bike riding behind him"))),
+    (F, "single_question", single("A Fibonacci sequence with reflection reflections",
+                                  a("generated_four_scenes:2", "red,green,blue_gradient_fractal_s0003"))),
     # one bad answer among good ones spoils the dialogue
     (B, "single_question", single("What kinds of traffic go by on this street?",
                                   a("bikes:2", "A taxi passes so close that only its roof is in view."),

@@ -260,7 +260,7 @@ def test_every_request_carries_its_videos_ids_as_an_enum_and_bounded_lists():
     ids = [s.segment_id for s in SEGMENTS]
     single = stub.requests[0]["response_format"]["json_schema"]["schema"]
     cited = single["properties"]["answers"]["items"]["properties"]
-    assert cited["segment_ids"]["items"]["enum"] == ids and cited["segment_ids"]["maxItems"] == 6
-    assert single["properties"]["answers"]["maxItems"] == 6 and cited["answer"]["maxLength"] == 600
+    assert cited["segment_ids"]["items"]["enum"] == ids and cited["segment_ids"]["maxItems"] == 4
+    assert single["properties"]["answers"]["maxItems"] == 6 and cited["answer"]["maxLength"] == 300
     asked = stub.requests[1]["response_format"]["json_schema"]["schema"]["properties"]["questions"]
     assert asked["items"]["properties"]["asked_at_segment"]["enum"] == ids and asked["maxItems"] == 4

@@ -51,7 +51,7 @@ def test_a_long_text_field_is_refused_at_parse_and_named_in_words():
         outcome = generate_dialogues(BIKES, SEGMENTS, [], client, ONE_SINGLE)
     (row,) = outcome.quarantined
     assert row.reason == "invalid_dialogue" and "answer 1, answer text" in row.detail
-    assert "1000 characters; write at most 600" in stub.requests[1]["messages"][-1]["content"]
+    assert "1000 characters; write at most 300" in stub.requests[1]["messages"][-1]["content"]
 
 
 def test_a_request_over_the_size_bound_is_not_sent():

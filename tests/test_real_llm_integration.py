@@ -82,7 +82,7 @@ admission:
     sample-real: {{min_duration_s: 4, min_height: 240}}
     sample-generated: {{min_duration_s: 4, min_height: 240}}
 llm: {{backend: openai, model: {SERVED_NAME}, base_url: "{server}", api_key: none,
-      structured_output: json_schema, max_tokens: 1024, timeout_s: 900, max_retries: 1}}
+      structured_output: json_schema, max_tokens: 2048, timeout_s: 1800, max_retries: 1}}
 """)
     done = subprocess.run([sys.executable, "-m", "flows.build_corpus", "--config", str(tmp_path / "real.yaml")],
                           cwd=ROOT, capture_output=True, text=True, timeout=3600)
@@ -168,7 +168,7 @@ def test_score_and_the_grpo_reward_judge_against_the_real_model(server, tmp_path
     from curation.llm.client import LLMClient, LLMConfig
     from tests.test_reward import ANSWER, QUESTION, episode, ref
     from tests.test_score import GOLD, PREDICTIONS
-    from training.rl.judge import JudgeConfig, LLMJudge, ScoreItem, parse_score
+    from training.rl.judge import JudgeConfig, LLMJudge, ScoreItem, parse_score, parse_yes_no
     from training.rl.reward import compute_rewards
 
     (tmp_path / "gold.json").write_text(json.dumps(GOLD))
@@ -188,7 +188,12 @@ def test_score_and_the_grpo_reward_judge_against_the_real_model(server, tmp_path
     cfg = JudgeConfig(base_url=server, model=SERVED_NAME)
 
     class RecordingJudge(LLMJudge):
-        """The LLM judge, keeping what the model replied so the test can read it back."""
+        """The LLM judge, keeping what the model replied (score replies, then yes/no replies) so the
+        test can read it back."""
+
+        def judge_batch(self, score_items, repetition_items):
+            self.asked = (len(score_items), len(repetition_items))
+            return super().judge_batch(score_items, repetition_items)
 
         def _complete(self, conversations):
             texts = super()._complete(conversations)
@@ -210,7 +215,9 @@ def test_score_and_the_grpo_reward_judge_against_the_real_model(server, tmp_path
     assert scores == [parse_score(t, 5) for t in direct]
     assert any(s is not None for s in scores), "no judge reply carried a score the parser reads"
     (breakdown,) = rewards
-    unread = sum(parse_score(t, 5) is None for t in judge.texts if t is not None) + judge.texts.count(None)
+    n_scores = judge.asked[0]
+    unread = (sum(t is None or parse_score(t, 5) is None for t in judge.texts[:n_scores])
+              + sum(t is None or parse_yes_no(t) is None for t in judge.texts[n_scores:]))
     print(f"GRPO reward: total {breakdown.total:.3f}, judge failures {breakdown.n_judge_failures} "
           f"of {len(judge.texts)} judgements; replies {judge.texts}")
     assert breakdown.n_judge_failures == unread

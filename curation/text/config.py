@@ -44,10 +44,15 @@ class DialogueConfig(BaseModel):
     # not a request to send): over one, the video's dialogues are a reasoned skip.
     max_segments_per_video: int = Field(2000, ge=1)
     max_segments_per_s: float = Field(4.0, gt=0, description="segments per second of video")
-    max_question_chars: int = Field(300, ge=20, le=1000, description="maxLength in the request's schema, "
+    # Small on purpose: an answer is one or two short sentences (the sample's longest is ~110
+    # characters), and a model looping inside a string in a non-Latin script spends over a token
+    # per character, so the bounds must leave the whole reply inside max_tokens.
+    max_question_chars: int = Field(200, ge=20, le=1000, description="maxLength in the request's schema, "
                                                                       "enforced at parse")
-    max_answer_chars: int = Field(600, ge=20, le=2000, description="maxLength in the request's schema, "
+    max_answer_chars: int = Field(300, ge=20, le=2000, description="maxLength in the request's schema, "
                                                                    "enforced at parse")
+    max_cited_segments: int = Field(4, ge=1, le=8, description="segment ids one answer may cite (a window "
+                                                               "spans adjacent segments)")
     quality: QualityConfig = QualityConfig()
     temperature: float | None = None  # None: the LLM config's
     max_tokens: int | None = None  # None: the LLM config's

@@ -11,7 +11,8 @@ the dialogue is quarantined as `low_quality` with the rules' names.
 Deterministic and cheap (no model, no second LLM; `bench/quality_gate.py` times it): words are
 lower-cased, stop words dropped and crudely stemmed (`dialogue_validation.content_words`).
 - grounded: an answer shares at least one content word with the segments it cites and at least
-  `min_grounding` of its content words; an immediate reply shares one with the segments before
+  `min_grounding` of its content words, and one with each of them when it cites several (SmolLM2
+  cited every segment of a video for one answer); an immediate reply shares one with the segments before
   its question, or says nothing was shown yet. An answer whose words belong to another segment
   (`misattribution_margin` more words there than in its own) cites the wrong one.
 - a question reads as a question (a question mark, or an interrogative or request word first)
@@ -174,6 +175,10 @@ def _answer_grounding(label: str, answer: str, question: str, evidence: Sequence
     words = grounding_words(answer)
     if not words:
         return 0.0, [("ungrounded", f"{label}: {_quote(answer)} says nothing about what the video shows")]
+    padded = [s for s in evidence if not words & words_of.get(s, set())]
+    if len(evidence) > 1 and padded:
+        return 0.0, [("ungrounded", f"{label}: cites {', '.join(map(repr, padded))}, which it says nothing about; "
+                                    "cite only the segments that show it")]
     cited = set().union(*(words_of.get(s, set()) for s in evidence))
     own = len(words & cited)
     support = own / len(words)

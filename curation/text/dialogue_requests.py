@@ -63,7 +63,7 @@ def build_request(kind: str, video: Video, segments: list[Segment], scenes: list
     parts = question_parts(len(segments), cfg) if name == "multi_question_compact" else []
     bounds = RequestBounds(tuple(s.segment_id for s in segments), cfg.min_answers, cfg.max_answers,
                            cfg.min_questions, cfg.max_questions, cfg.max_question_chars, cfg.max_answer_chars,
-                           tuple(parts))
+                           tuple(parts), cfg.max_cited_segments)
     values = {"min_answers": cfg.min_answers, "max_answers": cfg.max_answers, "min_questions": cfg.min_questions,
               "max_questions": cfg.max_questions, "max_question_chars": cfg.max_question_chars,
               "max_answer_chars": cfg.max_answer_chars}
