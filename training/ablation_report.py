@@ -146,8 +146,9 @@ def draw_figure(rows: list[dict[str, Any]], path: Path) -> Path:
     axes[2][2].set_title("wall time, s")
     axes[2][2].tick_params(axis="x", rotation=30)
     axes[2][2].legend()
-    axes[0][0].legend(fontsize="small")
-    fig.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=min(len(rows), 6), title="variant")
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
