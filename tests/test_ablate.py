@@ -67,6 +67,41 @@ def test_each_stage_key_covers_its_settings_and_the_stage_before_it(tmp_path):
     seed = keys(grpo={"seed": 1})
     assert [seed[s] == base[s] for s in ("grpo", "eval", "score")] == [False, False, False]
     assert keys(score={"judge_endpoint": {"api_key": "secret"}}) == base  # a credential is no setting
+    start = tmp_path / "sft-final"
+    start.mkdir()
+    (start / "model.safetensors").write_bytes(b"one")
+    before = keys(grpo={"model": str(start)})
+    (start / "model.safetensors").write_bytes(b"retrained")
+    assert keys(grpo={"model": str(start)})["grpo"] != before["grpo"]  # another start checkpoint, another run
+
+
+def test_a_stage_runs_once_per_key_resumes_when_interrupted_and_clears_outputs_it_did_not_make(tmp_path):
+    from training.ablate import StageBook, run_stage
+
+    output, calls, logged = tmp_path / "v" / "predictions.jsonl", [], []
+
+    def work(fail: bool = False):
+        calls.append(output.read_text() if output.exists() else None)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text((output.read_text() if output.exists() else "") + "line\n")
+        if fail:
+            raise KeyboardInterrupt
+
+    def stage(key: str, fail: bool = False) -> None:
+        run_stage(StageBook(tmp_path / "v"), "eval", key, lambda: work(fail), (output,),
+                  lambda st, action, **_: logged.append(action))
+
+    output.parent.mkdir(parents=True)
+    output.write_text("someone else's\n")
+    with pytest.raises(KeyboardInterrupt):
+        stage("k1", fail=True)  # a file it did not make is removed first; then killed mid-work
+    assert calls == [None] and StageBook(tmp_path / "v").records["eval"] == {"key": "k1", "done": False, "wall_s": 0.0}
+    stage("k1")  # same key, not done: resumes on what the killed attempt wrote
+    assert calls == [None, "line\n"] and logged == ["run"]
+    stage("k1")
+    assert len(calls) == 2 and logged == ["run", "reuse"]
+    stage("k2")  # other settings: its outputs go, the stage is done again
+    assert calls[-1] is None and output.read_text() == "line\n" and logged[-2:] == ["redo", "run"]
 
 
 # ---------------------------------------------------------------- end to end on the tiny preset

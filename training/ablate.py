@@ -46,7 +46,6 @@ from training.ablate_plan import (
     stage_keys,
 )
 
-STAGES = ("sft", "grpo", "eval", "score")
 TRAINING_STAGES = ("sft", "grpo")
 
 
@@ -80,15 +79,17 @@ def check_training_folders(plans: list[VariantPlan], cfg: AblateConfig) -> None:
 
 def run_stage(book: StageBook, stage: str, key: str, work: Callable[[], None], outputs: tuple[Path, ...],
               log: Callable[..., None]) -> None:
-    """Run `work` unless this stage finished with this key; outputs made with another key go first."""
+    """Run `work` unless this stage finished with this key. Outputs made with another key, or not
+    recorded at all, go first (eval would otherwise resume from someone else's predictions)."""
     record = book.records.get(stage)
     if record is not None and record["key"] == key and record["done"]:
         log(stage, "reuse")
         return
-    if record is not None and record["key"] != key:
+    if record is None or record["key"] != key:
         for path in outputs:
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-        log(stage, "redo")
+        if record is not None:
+            log(stage, "redo")
         record = None
     record = record or {"key": key, "done": False, "wall_s": 0.0}
     book.records[stage] = record

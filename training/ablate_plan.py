@@ -158,13 +158,25 @@ def training_input_digest(cfg: SFTConfig | GRPOConfig) -> str | None:
     return file_digest(Path(cfg.data) if cfg.data else Path(cfg.corpus) / "index.json")
 
 
+def checkpoint_stamp(cfg: GRPOConfig) -> Any:
+    """The start checkpoint of a GRPO run that does not start from its variant's SFT: a local
+    folder by its files' names, sizes and modification times (a retrained checkpoint is another
+    start; hashing gigabytes each run is not worth it), a hub name by its name, the tiny preset by
+    nothing (it is built from the corpus, which the input digest covers)."""
+    folder = Path(cfg.model)
+    if cfg.preset or not folder.is_dir():
+        return None if cfg.preset else cfg.model
+    return sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file())
+
+
 def stage_keys(plan: VariantPlan, cfg: AblateConfig) -> dict[str, str | None]:
     """Each stage's key: its own settings, what it reads by content, and the key of the stage whose
     output it reads (so a changed SFT changes GRPO's key, a changed GRPO eval's, and so on)."""
     from training.eval.proactive_format import gold_files
 
     keys = {"sft": settings_key(plan.sft.model_dump(mode="json"), training_input_digest(plan.sft)) if plan.sft else None}
-    keys["grpo"] = settings_key(plan.grpo.model_dump(mode="json"), training_input_digest(plan.grpo), keys["sft"])
+    start = keys["sft"] or checkpoint_stamp(plan.grpo)  # an SFT variant's start is its own SFT
+    keys["grpo"] = settings_key(plan.grpo.model_dump(mode="json"), training_input_digest(plan.grpo), start)
     gold = [file_digest(path) for path in gold_files([Path(p) for p in cfg.eval.data])]
     keys["eval"] = settings_key(cfg.eval.model_dump(mode="json"), gold, keys["grpo"])
     # the API key opens the endpoint, it does not change a judgement
@@ -176,5 +188,3 @@ def read_eval_gold(settings: EvalSettings) -> list:
     from training.eval.proactive_format import gold_files, read_gold
 
     return [r for path in gold_files([Path(p) for p in settings.data]) for r in read_gold(path, settings.category)]
-
-
