@@ -212,11 +212,11 @@ def test_score_and_the_grpo_reward_judge_against_the_real_model(server, tmp_path
     # The server answered each judgement; what the parser read from each reply is the score used,
     # and a reply it cannot read is a failed judgement (None), never a 0.
     assert all(isinstance(t, str) for t in direct)
-    assert scores == [parse_score(t, 5) for t in direct]
+    assert scores == [parse_score(t, 5, cfg.parse) for t in direct]
     assert any(s is not None for s in scores), "no judge reply carried a score the parser reads"
     (breakdown,) = rewards
     n_scores = judge.asked[0]
-    unread = (sum(t is None or parse_score(t, 5) is None for t in judge.texts[:n_scores])
+    unread = (sum(t is None or parse_score(t, 5, cfg.parse) is None for t in judge.texts[:n_scores])
               + sum(t is None or parse_yes_no(t) is None for t in judge.texts[n_scores:]))
     print(f"GRPO reward: total {breakdown.total:.3f}, judge failures {breakdown.n_judge_failures} "
           f"of {len(judge.texts)} judgements; replies {judge.texts}")
