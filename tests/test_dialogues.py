@@ -178,8 +178,8 @@ def _replay_run(tmp_path: Path) -> tuple[dict, dict]:
 def test_sample_videos_get_both_dialogue_types_all_valid_and_a_rerun_is_free(tmp_path):
     first, usage = _replay_run(tmp_path)
     outcomes = {k: v for k, v in first.items() if isinstance(v, DialogueOutcome)}
-    assert set(outcomes) == {"bikes", "bigbuckbunny", "generated_four_scenes", "generated_six_scenes"}
-    assert usage["failures"] == 0 and usage["calls"] == 15  # 6 captions, 8 dialogues, 1 repair
+    assert set(outcomes) == {"bikes", "bigbuckbunny", "generated_four_scenes", "generated_six_scenes", "spoken_tour"}
+    assert usage["failures"] == 0 and usage["calls"] == 17  # 6 captions, 10 dialogues, 1 repair
     for outcome in outcomes.values():
         assert outcome.quarantined == []
         assert sorted(d.kind for d in outcome.dialogues) == ["multi_question", "single_question"]
@@ -187,7 +187,7 @@ def test_sample_videos_get_both_dialogue_types_all_valid_and_a_rerun_is_free(tmp
             assert Dialogue.model_validate(d.model_dump()) == d
     assert outcomes["bikes"].dialogues[0].provenance.parameters["repaired"] == "true"
     again, usage2 = _replay_run(tmp_path)
-    assert usage2["calls"] == 0 and usage2["cache_hits"] == 15
+    assert usage2["calls"] == 0 and usage2["cache_hits"] == 17
     assert {k: v.dialogues for k, v in again.items() if isinstance(v, DialogueOutcome)} == {
         k: v.dialogues for k, v in outcomes.items()}
 
