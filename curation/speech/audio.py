@@ -1,12 +1,13 @@
 """A video's audio track as 16 kHz mono float samples on the video's clock.
 
-Sample i sits at i / 16000 s of video time, the zero the frames use: stream time minus the video
-stream's start. So an audio stream that starts later than the video is preceded by silence, one
-that starts earlier loses what comes before the first frame, and audio past the video's end is
-neither decoded nor kept (an audio track hours longer than its video costs nothing). A packet the
-decoder refuses, or a stretch with no packets at all, becomes silence of its length, so the words
-after it keep their times. Channels are mixed down and the rate converted by FFmpeg's resampler
-(through PyAV), whatever the track holds (5.1 at 48 kHz, a mid-stream format change).
+Sample i sits at i / 16000 s of video time, the zero the frames use (`curation.video.stream_time`:
+the audio's stream time plus where the audio stream starts on the video's clock). So an audio
+stream that starts later than the video is preceded by silence, one that starts earlier loses what
+comes before the first frame, and audio past the video's end is neither decoded nor kept (an audio
+track hours longer than its video costs nothing). A packet the decoder refuses, or a stretch with
+no packets at all, becomes silence of its length, so the words after it keep their times. Channels
+are mixed down and the rate converted by FFmpeg's resampler (through PyAV), whatever the track
+holds (5.1 at 48 kHz, a mid-stream format change).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import av
 import numpy as np
 
 from curation.skips import Skip
+from curation.video.stream_time import start_on_video_clock_s, stream_clock
 from curation.watchdog import checkpoint
 
 STAGE = "asr"
@@ -29,22 +31,12 @@ GAP_TOLERANCE_S = 0.05
 @dataclass(frozen=True)
 class SpeechAudio:
     samples: np.ndarray  # float32 mono at SAMPLE_RATE, from the video's zero
-    stream_offset_s: float  # the audio stream's first timestamp on the video's clock
-    channels: int
-    source_rate: int
     damaged_packets: int  # refused by the decoder (their span is silence)
     gap_s: float  # silence put where audio was missing or refused
 
     @property
     def duration_s(self) -> float:
         return len(self.samples) / SAMPLE_RATE
-
-
-def stream_start_s(stream: av.stream.Stream | None) -> float:
-    """A stream's first timestamp in seconds (0 when the container states none)."""
-    if stream is None or stream.start_time is None or stream.time_base is None:
-        return 0.0
-    return float(stream.start_time * stream.time_base)
 
 
 class _Track:
@@ -89,10 +81,11 @@ def decode_speech_audio(path: str | Path, duration_s: float) -> SpeechAudio | Sk
             if not container.streams.audio:
                 return Skip(STAGE, "no_audio_track", "the file has no audio stream")
             stream = container.streams.audio[0]
-            zero_s = stream_start_s(container.streams.video[0] if container.streams.video else None)
+            clock = stream_clock(stream)
+            # Video time of the audio's own 0: the frames' clock (a file with no video has none).
+            offset_s = start_on_video_clock_s(container, stream) if container.streams.video else 0.0
             track = _Track(duration_s)
             damaged, resampler, setup = 0, None, None
-            first_s: float | None = None
             for packet in container.demux(stream):
                 checkpoint()
                 try:
@@ -101,8 +94,7 @@ def decode_speech_audio(path: str | Path, duration_s: float) -> SpeechAudio | Sk
                     damaged += 1
                     continue
                 for frame in frames:
-                    start_s = None if frame.time is None else frame.time - zero_s
-                    first_s = start_s if first_s is None else first_s
+                    start_s = None if frame.time is None else frame.time - clock.start_s + offset_s
                     if (frame.format.name, frame.layout.name, frame.sample_rate) != setup:
                         # A new resampler when the input changes; PyAV's refuses a different input.
                         setup = (frame.format.name, frame.layout.name, frame.sample_rate)
@@ -112,14 +104,13 @@ def decode_speech_audio(path: str | Path, duration_s: float) -> SpeechAudio | Sk
                     track.place(start_s, np.concatenate(out) if out else np.zeros(0, np.float32))
                 if track.full:
                     break
-            channels, rate = stream.codec_context.channels, stream.codec_context.sample_rate
     except (av.error.FFmpegError, OSError) as error:
         return Skip(STAGE, "audio_undecodable", f"{type(error).__name__}: {error}")
     samples = track.samples()
     if not samples.size:
         return Skip(STAGE, "no_audio_samples", f"no decodable audio before the video's end ({damaged} damaged "
                     "packets)")
-    return SpeechAudio(samples, first_s or 0.0, channels, rate, damaged, track.gap / SAMPLE_RATE)
+    return SpeechAudio(samples, damaged, track.gap / SAMPLE_RATE)
 
 
 FRAME_S = 0.02  # loudness frames for `quiet_spans`

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from curation.corpus.shards import read_index, read_table
 from curation.skips import Skip
+from curation.video.stream_time import player_start_s
 from schemas.records import NO_REPLY
 
 STAGE = "viewer"
@@ -79,12 +80,15 @@ def corpus_page_data(corpus_root: str | Path, out_dir: str | Path, cfg: ViewerCo
     root, out_dir = Path(corpus_root), Path(out_dir)
     index = read_index(root)
     videos: dict[str, dict[str, Any]] = {}
+    local: dict[str, Path] = {}  # video id -> the file a player links
     for split, row in _rows_by_split(root, "videos", index):
         src, missing = video_src(root, row.get("path"), out_dir)
+        if src is not None:
+            local[row["video_id"]] = root / row["path"]
         videos[row["video_id"]] = {
             "video_id": row["video_id"], "source": row["source"], "split": split,
             "duration_s": _seconds(row["duration_s"]), "width": row["width"], "height": row["height"],
-            "licence": row.get("licence") or "", "src": src, "no_player": missing,
+            "licence": row.get("licence") or "", "src": src, "no_player": missing, "player_start_s": 0.0,
             "scenes": [], "segments": [], "dialogues": [], "quarantine": [],
         }
     quarantine = defaultdict(list)
@@ -95,7 +99,7 @@ def corpus_page_data(corpus_root: str | Path, out_dir: str | Path, cfg: ViewerCo
     for video_id, rows in quarantine.items():
         entry = videos.setdefault(video_id, {
             "video_id": video_id, "source": NO_SPLIT, "split": NO_SPLIT, "duration_s": None,
-            "width": None, "height": None, "licence": "", "src": None,
+            "width": None, "height": None, "licence": "", "src": None, "player_start_s": 0.0,
             "no_player": "quarantined before a videos row was written",
             "scenes": [], "segments": [], "dialogues": [], "quarantine": []})
         entry["quarantine"] = sorted(rows, key=lambda q: (q["stage"], q["reason"], q["item_id"]))
@@ -119,6 +123,9 @@ def corpus_page_data(corpus_root: str | Path, out_dir: str | Path, cfg: ViewerCo
         entry["scenes"].sort(key=lambda s: s["scene_id"])
         entry["segments"].sort(key=lambda s: (s["start_s"] or 0.0, s["segment_id"]))
         entry["dialogues"].sort(key=lambda d: d["dialogue_id"])
+        if video_id in local:
+            # The player's clock reads the container's timestamps; every time here is stream time.
+            entry["player_start_s"] = player_start_s(local[video_id])
     return {"corpus": {"name": root.resolve().name, "schema_version": str(index.get("schema_version", "")),
                        "videos_total": len(videos), "videos_shown": len(shown)},
             "videos": [videos[v] for v in shown]}

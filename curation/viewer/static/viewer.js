@@ -157,8 +157,12 @@
     const answers = [];
     let player = null;
 
+    // Times on the page are stream times (0 = the video's first frame); the player's clock reads
+    // the container's timestamps, which start at `player_start_s` (an MP4 edit list, a WebM cut).
+    const offset = video.player_start_s || 0;
+
     function seek(t) {
-      if (player) player.currentTime = t;
+      if (player) player.currentTime = t + offset;
       highlight(t);
     }
 
@@ -299,7 +303,7 @@
     detail.replaceChildren(...parts);
     current = { video: video, answers: answers, playhead: playhead, pct: pct };
     if (player) {
-      for (const event of ["timeupdate", "seeked", "seeking"]) player.addEventListener(event, () => highlight(player.currentTime));
+      for (const event of ["timeupdate", "seeked", "seeking"]) player.addEventListener(event, () => highlight(player.currentTime - offset));
     }
     highlight(0);
   }
