@@ -32,6 +32,7 @@ class ViewerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     # our choice: a page of a few thousand videos still opens in a second; beyond, filter first
     max_videos: int = Field(5000, ge=1, description="videos on the page, in id order; the rest are counted")
+    raw_reply_chars: int = Field(20000, ge=100, description="characters of each raw LLM reply shown")
 
 
 def _seconds(value: Any) -> float | None:
@@ -60,6 +61,26 @@ def video_src(corpus_root: Path, rel: str | None, out_dir: Path) -> tuple[str | 
     if not path.is_file():
         return None, f"video file {rel!r} is missing"
     return quote(Path(os.path.relpath(path, out_dir.resolve())).as_posix()), None
+
+
+def raw_replies(corpus_root: Path, rel: str | None, limit: int) -> list[dict[str, Any]]:
+    """The raw LLM replies a quarantine row points at (`Quarantine.raw_replies`), each text cut to
+    `limit` characters for the page; [] when the row has none or its file is gone or unreadable."""
+    if not rel:
+        return []
+    root = corpus_root.resolve()
+    path = (root / rel).resolve()
+    try:
+        if not path.is_relative_to(root):
+            return []
+        data = json.loads(path.read_text(encoding="utf-8"))
+        replies = data["replies"]
+        return [{"attempt": str(r.get("attempt", "")), "reason": str(r.get("reason", "")),
+                 "problems": [str(p) for p in r.get("problems") or []][:20],
+                 "repeats_first": bool(r.get("repeats_first", False)),
+                 "text": str(r.get("text", ""))[:limit]} for r in replies if isinstance(r, dict)]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
 
 
 def _dialogue(row: dict[str, Any], split: str) -> dict[str, Any]:
@@ -95,7 +116,8 @@ def corpus_page_data(corpus_root: str | Path, out_dir: str | Path, cfg: ViewerCo
     for _, row in _rows_by_split(root, "quarantine", index):
         quarantine[str(row["video_id"])].append(
             {"item_id": str(row["item_id"]), "stage": row["stage"], "reason": row["reason"],
-             "kind": row["kind"], "detail": row.get("detail") or ""})
+             "kind": row["kind"], "detail": row.get("detail") or "",
+             "raw_replies": raw_replies(root, row.get("raw_replies"), cfg.raw_reply_chars)})
     for video_id, rows in quarantine.items():
         entry = videos.setdefault(video_id, {
             "video_id": video_id, "source": NO_SPLIT, "split": NO_SPLIT, "duration_s": None,
