@@ -9,7 +9,8 @@ cached in bench/.cache/asr/; without espeak-ng the sample's 24 s clip) is transc
 - theirs: `WhisperModel.transcribe(path, ...)` with the same beam, VAD options and word timestamps,
   its segments consumed (its own PyAV decode included),
 on one loaded model (the bundled tiny.en unless asr.model is given by --model). CPU is the
-process's (CTranslate2's threads included). Prints each run, the median ratio ours/theirs (goal
+process's (CTranslate2's threads included). Prints each run with the word error rate of our
+transcript against theirs (0: both did the same work), the median ratio ours/theirs (goal
 <= 1.05), the real-time factor (CPU and wall seconds per second of audio) and the CPU hours that
 factor gives for 1,410 hours of video (the 52k corpus, FACTS.md), at this machine's speed.
 """
@@ -26,7 +27,8 @@ from curation.speech import synthetic
 from curation.speech.config import AsrConfig
 from curation.speech.route import route_speech
 from curation.speech.transcribe import load_model
-from tests.speech_media import video_record
+from schemas.records import Segment
+from tests.speech_media import video_record, word_error_rate
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "bench" / ".cache" / "asr"
@@ -47,10 +49,10 @@ def narrated_clip(seconds: int) -> Path:
     return path
 
 
-def timed(fn) -> tuple[float, float]:
+def timed(fn) -> tuple[float, float, list]:
     cpu, wall = time.process_time(), time.perf_counter()
-    fn()
-    return time.process_time() - cpu, time.perf_counter() - wall
+    texts = fn()
+    return time.process_time() - cpu, time.perf_counter() - wall, texts
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,15 +69,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{path.name}: {video.duration_s:.1f} s, model {cfg.model_identity()}, {cfg.compute_type}, "
           f"beam {cfg.beam_size}, {args.threads} thread(s)")
 
-    def ours() -> None:
+    def ours() -> list[Segment]:
         with tempfile.TemporaryDirectory() as cache:
             out = route_speech(path, video, cfg, cache)
             assert out.route.route == "asr", out.route
+        return out.segments
 
-    def theirs() -> None:
+    def theirs() -> list[str]:
         segments, _ = model.transcribe(str(path), language=cfg.language, beam_size=cfg.beam_size,
                                        word_timestamps=True, vad_filter=True, vad_parameters=cfg.vad.options())
-        list(segments)
+        return [segment.text for segment in segments]
 
     theirs()  # warm-up: first-call allocations and the VAD model's load are in neither side
     runs = []
@@ -84,14 +87,18 @@ def main(argv: list[str] | None = None) -> int:
         a, b = timed(first), timed(second)
         mine, other = (a, b) if first is ours else (b, a)
         runs.append((mine, other))
+        # The same work: both transcribed the same words (our sentences regroup Whisper's segments).
+        differ = word_error_rate(other[2], mine[2])
         print(f"run {i + 1}: ours {mine[0]:.2f} CPU-s ({mine[1]:.2f} s wall), faster-whisper {other[0]:.2f} "
-              f"CPU-s ({other[1]:.2f} s wall), ratio {mine[0] / other[0]:.3f}")
+              f"CPU-s ({other[1]:.2f} s wall), ratio {mine[0] / other[0]:.3f}; word error rate of ours against "
+              f"theirs {differ:.3f}")
     ratio = statistics.median(m[0] / o[0] for m, o in runs)
     cpu_rtf = statistics.median(m[0] for m, _ in runs) / video.duration_s
     wall_rtf = statistics.median(m[1] for m, _ in runs) / video.duration_s
     print(f"ours / faster-whisper CPU, median of {len(runs)}: {ratio:.3f} (goal <= 1.05)")
     print(f"real-time factor of our stage: {cpu_rtf:.4f} CPU-s and {wall_rtf:.4f} wall-s per second of audio")
-    print(f"at that factor, {CORPUS_HOURS} h of video: {cpu_rtf * CORPUS_HOURS:.1f} CPU-hours on this machine")
+    print(f"at that factor, {CORPUS_HOURS} h of video (the 52k corpus, quoted from FACTS.md): "
+          f"{cpu_rtf * CORPUS_HOURS:.1f} CPU-hours on this machine")
     return 0
 
 
