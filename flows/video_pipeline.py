@@ -9,6 +9,7 @@ its resource slot: over budget, the video is quarantined as `stage_timeout`.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import threading
 import time
@@ -21,13 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from curation.config import CorpusConfig, WatchdogConfig, WorkerLimits
-from curation.corpus.results import VideoResult
+from curation.corpus.results import VideoResult, write_raw_replies
 from curation.corpus.reuse import row_inputs
 from curation.llm.client import LLMClient
 from curation.manifest import ManifestRow
 from curation.skips import Skip, declare_reasons
+from curation.speech.route import SOURCE_TEXT, route_speech
 from curation.text.descriptions import caption_frame_times, describe_video
-from curation.text.dialogues import generate_dialogues
+from curation.text.dialogues import DialogueOutcome, generate_dialogues
 from curation.text.source_text import clip_segments, read_source_segments
 from curation.video.acquire import acquire_video
 from curation.video.probe import admit, probe_video
@@ -70,6 +72,20 @@ class PipelineContext:
     @property
     def videos_dir(self) -> Path:
         return self.corpus_root / "videos"
+
+    @property
+    def transcripts_dir(self) -> Path:
+        return self.corpus_root / "work" / "transcripts"
+
+
+def keep_raw_replies(outcome: DialogueOutcome, corpus_root: Path, video_id: str) -> DialogueOutcome:
+    """Write the raw replies of the video's failed dialogue requests under the work folder and
+    point each quarantine row at its file."""
+    paths = {dialogue_id: write_raw_replies(corpus_root, video_id, dialogue_id, replies)
+             for dialogue_id, replies in outcome.raw_replies.items()}
+    rows = [row.model_copy(update={"raw_replies": paths[row.item_id]}) if row.item_id in paths else row
+            for row in outcome.quarantined]
+    return dataclasses.replace(outcome, quarantined=rows)
 
 
 class _Stopped(Exception):
@@ -175,6 +191,7 @@ def run_video(row: ManifestRow, ctx: PipelineContext, run: VideoRun | None = Non
     run.inputs = row_inputs(row)
     ctx.on_event("start", row.video_id)
     video: Video | None = None
+    route = None
     segments, scenes, dialogues, quarantine = [], [], [], []
     counts: Counter = Counter()
     try:
@@ -189,22 +206,33 @@ def run_video(row: ManifestRow, ctx: PipelineContext, run: VideoRun | None = Non
             width=probe.width, height=probe.height, codec=probe.codec, has_audio=probe.has_audio,
             licence=row.licence, metadata=dict(row.metadata),
         )
+        # The text dialogues are written from: the row's own, else the speech when there is enough
+        # of it, else captions. Decided before the decode pass, which keeps caption frames only
+        # for videos that will be captioned.
+        route, source_segments = SOURCE_TEXT, []
+        if not row.text_uri:
+            speech = run.stage("asr", route_speech, acquired.path, video, cfg.asr, ctx.transcripts_dir,
+                               cfg.workers.cpu, limit=ctx.limits.cpu)
+            route, source_segments = speech.route, speech.segments
+            counts.update(speech.counts)
+        counts[route.count_key()] += 1
         # One decode of the file (issue 22) gives the scenes, the frames check and, for a video
-        # without source text, each scene's caption frames; the later stages only read its result.
-        wants_captions = None if row.text_uri else (lambda found: caption_frame_times(found, cfg.descriptions))
+        # to be captioned, each scene's caption frames; the later stages only read its result.
+        wants_captions = (lambda found: caption_frame_times(found, cfg.descriptions)) \
+            if route.route == "captions" else None
         decoded = run.stage("scenes", decode_video, acquired.path, row.video_id, probe.duration_s, cfg.scenes,
                             cfg.frames, wants_captions, cfg.descriptions.caption_max_pixels, limit=ctx.limits.cpu)
         scenes = decoded.scenes
         run.stage("frames", lambda: decoded.timeline)
-        source_segments = []
         if row.text_uri:
             source_segments = run.stage("source_text", read_source_segments, row.text_uri, row.video_id,
                                         row.text_format, row.text_origin)
             source_segments = clip_segments(source_segments, probe.duration_s)
         segments = run.stage("descriptions", describe_video, video, acquired.path, scenes, source_segments,
                              ctx.client, cfg.descriptions, counts, decoded.captions, limit=ctx.limits.llm)
-        outcome = run.stage("dialogues", generate_dialogues, video, segments, scenes, ctx.client,
-                            cfg.dialogues, limit=ctx.limits.llm)
+        outcome = run.stage("dialogues", lambda: keep_raw_replies(
+            generate_dialogues(video, segments, scenes, ctx.client, cfg.dialogues), ctx.corpus_root, row.video_id),
+            limit=ctx.limits.llm)
         dialogues, quarantine = list(outcome.dialogues), list(outcome.quarantined)
         counts.update({f"text_filter_{k}": v for k, v in outcome.text_filter.items() if v})
         counts.update({f"dialogues_{k}": v for k, v in outcome.tally.items() if v})
@@ -219,7 +247,8 @@ def run_video(row: ManifestRow, ctx: PipelineContext, run: VideoRun | None = Non
     # An admitted video keeps its row, scenes and segments even when no dialogue survived: they are
     # facts about the video that the QA figures count; the trainer only follows dialogues.
     return VideoResult(
-        video_id=row.video_id, config_fingerprint=ctx.fingerprint, inputs=run.inputs, video=video, segments=segments,
+        video_id=row.video_id, config_fingerprint=ctx.fingerprint, inputs=run.inputs, video=video, text_route=route,
+        segments=segments,
         scenes=scenes, dialogues=dialogues, quarantine=quarantine, stage_durations_s=run.durations_s,
         counts=dict(counts), stage_wait_s=run.wait_s, stage_cpu_s=run.cpu_s,
     )

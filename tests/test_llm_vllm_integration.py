@@ -59,8 +59,8 @@ def build_tiny_qwen2(path: Path) -> Path:
     """Random Qwen2 (hidden 128, 2 heads -> head_dim 64, 2 layers) and a byte-level BPE tokenizer
     trained on a few lines, with a chat template. The quote token's embedding is scaled up so the
     random model closes strings soon: guided decoding then finishes an object in a few hundred tokens."""
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
+    import torch
+    import transformers
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -92,14 +92,15 @@ def build_tiny_qwen2(path: Path) -> Path:
 
 
 @contextmanager
-def serve_vllm(py: Path, model_dir: Path, served_name: str, max_model_len: int, log_path: Path):
+def serve_vllm(py: Path, model_dir: Path, served_name: str, max_model_len: int, log_path: Path,
+               extra_args: tuple[str, ...] = ()):
     """A vLLM OpenAI-compatible server on a free loopback port; yields its /v1 URL, stops it after."""
     port = free_port()
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_TARGET_DEVICE": "cpu", "HF_HUB_OFFLINE": "1"}
     with open(log_path, "w") as log:
         server = subprocess.Popen([py, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
                                    "--served-model-name", served_name, "--host", "127.0.0.1", "--port", str(port),
-                                   "--dtype", "float32", "--max-model-len", str(max_model_len)],
+                                   "--dtype", "float32", "--max-model-len", str(max_model_len), *extra_args],
                                   env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/v1"
     deadline = time.time() + 900

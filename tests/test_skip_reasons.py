@@ -1,8 +1,8 @@
 """Every reason the build can record is declared final or retryable by the code that emits it,
 and a retryable one is redone: a video that answers 429 in run 1 is fetched in run 2.
 
-The scan reads the source of `curation/` and `flows/`: every call that hands a reason on (a
-function, class or dataclass with a `reason` parameter or field, or any `reason=` keyword) is an
+The scan reads the source of `curation/` and `flows/`: every call that hands a reason on (to a
+function, class or dataclass with a `reason` parameter or field, or to `Quarantine`) is an
 emission site; each string it can pass must be declared. A reason that is neither a string nor
 passed on from a parameter or an object's `.reason` must be listed in `FORWARDED`, so a new way
 of making reasons fails here until someone looks at it.
@@ -28,6 +28,9 @@ from tests.flaky_http import FlakyFileServer
 
 SCANNED = ("curation", "flows")
 READERS = {"is_retryable", "verdict_of"}  # take a reason to classify it, emit none
+# Whose `reason` is counted, never a quarantine row: a video's text route (asr, captions), and
+# curation.speech.route's helper that builds a route to captions.
+NOT_QUARANTINE = {"TextRoute", "_captions"}
 # Reviewed expressions that pass on a reason some emitter already declared.
 FORWARDED = {
     # descriptions: every scene's caption failed for the one same cause, reported as that cause
@@ -109,8 +112,11 @@ def emitted_reasons(trees: dict[str, ast.Module]) -> tuple[dict[str, set[str]], 
         for node in ast.walk(tree):
             if not isinstance(node, ast.Call):
                 continue
+            callee = _callee(node) or ""
+            if callee in NOT_QUARANTINE or (callee not in positions and callee != "Quarantine"):
+                continue
             arg = next((k.value for k in node.keywords if k.arg == "reason"), None)
-            position = positions.get(_callee(node) or "")
+            position = positions.get(callee)
             if arg is None and position is not None and position < len(node.args):
                 arg = node.args[position]
             if arg is None:

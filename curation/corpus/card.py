@@ -28,6 +28,7 @@ from curation.corpus.dialogue_yield import yield_line, yield_rows
 from curation.corpus.figures import draw_figures
 from curation.corpus.release import write_durably
 from curation.corpus.stats import corpus_stats
+from curation.speech.route import route_rows
 from schemas.records import SCHEMA_VERSION
 
 CARD_NAME = "README.md"
@@ -124,15 +125,42 @@ def _quarantine_section(summary: dict[str, Any], stats: dict[str, Any]) -> list[
             "`load_dataset(..., \"quarantine\")` call that split `train`.", "", *_table(rows), ""]
 
 
+def _routes_section(summary: dict[str, Any]) -> list[str]:
+    rows = route_rows(summary.get("counts") or {})
+    if not rows:
+        return []
+    return ["## Text sources", "",
+            "Where each video's segments came from: the source's own timestamped text (`source_text`), "
+            "its speech transcribed by Whisper (`asr`, when the transcript passed every rule: enough "
+            "speech, a kept language, 1-4 words per second, a mean log-prob above the floor), or "
+            "captions of its scenes (`captions`, with the rule or audio problem that ruled speech "
+            "out).", "", *_table(rows), ""]
+
+
 def _yield_section(summary: dict[str, Any]) -> list[str]:
     report = summary.get("dialogue_yield")
     if not report or not report.get("attempted"):
         return []
     return ["## Dialogue yield", "",
             "What the LLM's dialogue requests gave in the builds behind this corpus: valid at the first "
-            "answer, valid after the one repair request, or quarantined (by reason). Tokens count "
-            "the first answer and the repair; seconds are the dialogue stage's wall time.", "",
+            "answer, valid after the one repair request, or quarantined (by reason; `low_quality`: "
+            "valid, but the quality gate refused it). Tokens count the first answer and the repair; "
+            "seconds are the dialogue stage's wall time. The raw replies of every failed request are "
+            "under `work/llm_replies/` of the build folder, named in each quarantine row.", "",
             yield_line(report), "", *_table(yield_rows(report)), ""]
+
+
+def _quality_section(stats: dict[str, Any]) -> list[str]:
+    figures = stats.get("dialogue_quality") or {}
+    if not figures:
+        return []
+    return ["## Dialogue quality", "",
+            "Figures the quality gate stored on each dialogue (`dialogues.quality`; thresholds in the "
+            "build config's `dialogues.quality`): `grounding`, the least grounded answer's share of "
+            "content words found in the segments it cites; `max_answer_similarity` between two "
+            "answers; `max_restatement`, the largest share of an answer's words that are its "
+            "question's; `repetition`, the largest share of repeated word 3-grams in one text.", "",
+            *(f"- {name.replace('_', ' ')}: {_describe(values)}" for name, values in figures.items()), ""]
 
 
 def _loading_section(header: dict[str, Any], where: str) -> list[str]:
@@ -180,7 +208,9 @@ def render_card(corpus_root: Path, index: dict[str, Any], summary: dict[str, Any
     body += _licence_section(stats)
     body += _stats_section(stats, figures)
     body += _quarantine_section(summary, stats)
+    body += _routes_section(summary)
     body += _yield_section(summary)
+    body += _quality_section(stats)
     body += _loading_section(header, corpus_root.name)
     body += _viewer_section()
     body += limitations_section(replay=llm_backend == "replay")

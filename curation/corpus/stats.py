@@ -86,6 +86,7 @@ def corpus_stats(corpus_root: str | Path, index: dict[str, Any] | None = None) -
         f"{spf:g}s_per_frame": [no_reply_share(d, n, spf, max_frames) for d, n in episodes]
         for spf, max_frames in ((1.0, 180), (2.0, 90))  # FACTS.md: 180 frames at 1 s, 90 at 2 s
     }
+    stats["dialogue_quality"] = _quality_figures(con)
     stats["quarantine_by_stage_reason"] = _rows(con, """
         select stage, reason, kind, count(*) as items from quarantine group by all order by stage, items desc""")
     try:  # a summary that is missing or damaged only leaves the usage out
@@ -93,6 +94,19 @@ def corpus_stats(corpus_root: str | Path, index: dict[str, Any] | None = None) -
     except (OSError, ValueError, AttributeError, TypeError):
         pass
     return stats
+
+
+QUALITY_FIGURES = ("grounding", "max_answer_similarity", "max_restatement", "repetition")
+
+
+def _quality_figures(con: duckdb.DuckDBPyConnection) -> dict[str, list[float]]:
+    """The quality gate's figures of every dialogue that has them (shards before the gate have none)."""
+    try:
+        rows = con.execute("select " + ", ".join(f"quality.{f}" for f in QUALITY_FIGURES)
+                           + " from dialogues where quality is not null").fetchall()
+    except duckdb.Error:
+        return {}
+    return {name: sorted(r[i] for r in rows) for i, name in enumerate(QUALITY_FIGURES)} if rows else {}
 
 
 def _describe(values: list[float]) -> str:
