@@ -180,7 +180,7 @@ def _build(config: CorpusConfig, console: Console, stop: StopRequest) -> dict[st
     started = time.perf_counter()
     corpus_root = Path(config.output_dir)
     results_dir = corpus_root / "work" / "results"
-    fingerprint = config.fingerprint()
+    fingerprint, limits = config.fingerprint(), config.verdict_limits()
     finish_release(corpus_root)  # what a killed build committed lands before anything is read
 
     read = read_manifest(config.manifest)
@@ -195,7 +195,7 @@ def _build(config: CorpusConfig, console: Console, stop: StopRequest) -> dict[st
     why: Counter[str] = Counter()
     todo = []
     for row in rows:
-        reason = redo_reason(catalogue.get(row.video_id), row, fingerprint, corpus_root)
+        reason = redo_reason(catalogue.get(row.video_id), row, fingerprint, corpus_root, limits)
         if reason is not None:
             todo.append(row)
             why[REDO_WHY[reason]] += 1

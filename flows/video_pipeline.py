@@ -188,7 +188,7 @@ def run_video(row: ManifestRow, ctx: PipelineContext, run: VideoRun | None = Non
     run = run or VideoRun(row.video_id, cfg.watchdog)
     # Before any stage reads them: a file changed while the video runs leaves an older digest in
     # the result, so the next run redoes the video rather than keeping what the old file made.
-    run.inputs = row_inputs(row)
+    run.inputs = row_inputs(row, cfg.verdict_limits())
     ctx.on_event("start", row.video_id)
     video: Video | None = None
     route = None

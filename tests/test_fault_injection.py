@@ -119,7 +119,8 @@ def world(tmp_path_factory):
         assert {i for i, r in first_results.items() if r is not None} == {i for i in ids if i in catalogue}
         manifest_rows = {row.video_id: row for row in read_manifest(manifest).rows}
         retryable = {i for i in first_results
-                     if redo_reason(catalogue.get(i), manifest_rows[i], fingerprint, out) is not None}
+                     if redo_reason(catalogue.get(i), manifest_rows[i], fingerprint, out,
+                                    load_config(config).verdict_limits()) is not None}
         final_bytes = {i: result_path(results_dir, i).read_bytes() for i in ids if i not in retryable}
 
         first.rate = captions.rate = repairs.rate = 0.0  # the server has recovered

@@ -85,3 +85,22 @@ def test_another_config_or_an_older_result_without_inputs_is_redone(world):
     old = VideoResult(video_id="good", config_fingerprint="fp")  # written before inputs were kept
     assert redo_reason(entry_of(old, "0" * 64), world["row"], "fp", world["corpus"]) == "row"
     assert redo_reason(None, world["row"], "fp", world["corpus"]) == "new"
+
+
+def test_a_quarantine_verdict_made_under_other_limits_is_made_again(world):
+    from curation.config import CorpusConfig
+    from curation.skips import Skip
+
+    row, small = world["row"], CorpusConfig(manifest="m.jsonl", acquire={"max_bytes": 1000})
+    too_large = Skip("acquire", "too_large", "over 1000 bytes").to_quarantine("good", "good")
+    result = VideoResult(video_id="good", config_fingerprint="fp", inputs=row_inputs(row, small.verdict_limits()),
+                         quarantine=[too_large])
+    entry = entry_of(result, "0" * 64)
+    assert redo_reason(entry, row, "fp", world["corpus"], small.verdict_limits()) is None  # final
+    raised = CorpusConfig(manifest="m.jsonl", acquire={"max_bytes": 10**9})
+    assert raised.fingerprint() == small.fingerprint()  # no finished video is redone for it
+    assert redo_reason(entry, row, "fp", world["corpus"], raised.verdict_limits()) == "limits"
+    budget = CorpusConfig(manifest="m.jsonl", acquire={"max_bytes": 1000}, watchdog={"acquire_s": 7200})
+    assert redo_reason(entry, row, "fp", world["corpus"], budget.verdict_limits()) == "limits"
+    finished = entry_of(result.model_copy(update={"quarantine": []}), "0" * 64)
+    assert redo_reason(finished, row, "fp", world["corpus"], raised.verdict_limits()) is None

@@ -11,9 +11,11 @@ A result is reused only when everything that made it is unchanged. "Changed" com
   replaced, edited or restored from elsewhere differs), or `absent`; a remote one by its URI and
   the manifest's `sha256` when the row gives one (both in the row): we cannot see a server's
   file change without downloading it;
-- the acquired copy the result's `videos` row names (`path`) is still there with its size.
+- the acquired copy the result's `videos` row names (`path`) is still there with its size;
+- for a result that holds quarantine rows, the limits its verdicts were made under
+  (`CorpusConfig.verdict_limits`: the download's size cap and schemes, the stage budgets).
 
-The first three are digests computed before a video's first stage and stored in its result
+The digests are computed before a video's first stage and stored in its result
 (`VideoResult.inputs`), and the catalogue keeps them, so the check opens no result file: a
 change made while a video runs makes the stored digest old, so the next run redoes it.
 Then a result is final unless it holds a crash or a reason its emitter declared retryable
@@ -47,13 +49,15 @@ def _text_state(text_uri: str | None) -> str:
         return ABSENT
 
 
-def row_inputs(row: ManifestRow) -> dict[str, str]:
-    """Digests of what a row's result is made from (see the module docstring)."""
+def row_inputs(row: ManifestRow, limits: str = "") -> dict[str, str]:
+    """Digests of what a row's result is made from (see the module docstring); `limits`:
+    `CorpusConfig.verdict_limits()`."""
     canonical = json.dumps(row.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
     video = local_path(row.uri)
     return {"row": hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16],
             "text": _text_state(row.text_uri),
-            "video": file_state(video) if video is not None else "remote"}
+            "video": file_state(video) if video is not None else "remote",
+            "limits": limits}
 
 
 def copy_present(corpus_root: Path, video_file: str) -> bool:
@@ -69,21 +73,25 @@ def copy_present(corpus_root: Path, video_file: str) -> bool:
 
 REDO_WHY = {"new": "new", "config": "config changed", "row": "manifest row changed",
             "text": "text changed", "video": "video file changed", "copy": "acquired copy missing",
-            "retry": "retryable failure"}
+            "limits": "quarantined under other limits", "retry": "retryable failure"}
 
 
-def redo_reason(entry: CatalogueEntry | None, row: ManifestRow, fingerprint: str, corpus_root: Path) -> str | None:
+def redo_reason(entry: CatalogueEntry | None, row: ManifestRow, fingerprint: str, corpus_root: Path,
+                limits: str = "") -> str | None:
     """None when the stored result stands for the row as it is now; else a key of `REDO_WHY`."""
     if entry is None:
         return "new"
     if entry.config_fingerprint != fingerprint:
         return "config"
-    stored, current = entry.inputs or {}, row_inputs(row)
+    stored, current = entry.inputs or {}, row_inputs(row, limits)
     for part in INPUT_PARTS:
         if stored.get(part) != current[part]:
             return part
     if not copy_present(corpus_root, entry.video_file):
         return "copy"
-    if any(kind == "error" or is_retryable(reason) for _, reason, kind in entry.quarantine):
+    quarantine = entry.quarantine
+    if quarantine and stored.get("limits") != limits:
+        return "limits"
+    if any(kind == "error" or is_retryable(reason) for _, reason, kind in quarantine):
         return "retry"
     return None
