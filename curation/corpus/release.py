@@ -16,10 +16,11 @@ write-ahead log:
 5. Every shard the new index does not list goes, then COMMIT and `.release/`.
 
 A kill in step 4 leaves some of these files new and some old, and every shard either names still
-exists (old ones go in step 5 only, after every file is swapped), so `datasets` and the trainer can both load it. Whoever opens
-the corpus to write next (`finish_release`, called by every build before anything else) rolls a
-committed release forward and drops an uncommitted one, so the next build starts from one corpus.
-One build per corpus at a time (`curation.corpus.build_lock`).
+exists (old ones go in step 5 only, after every file is swapped), so `datasets` and the trainer
+can both load it. Whoever opens the corpus to write next (`finish_release`, called by every build
+and push before anything else) rolls a committed release forward and drops an uncommitted one
+(its new shards stay unlisted until the next release deletes them), so the next build starts
+from one corpus. One build per corpus at a time (`curation.corpus.build_lock`).
 """
 
 from __future__ import annotations
