@@ -116,16 +116,18 @@ class CorpusConfig(BaseModel):
         blob = json.dumps(relevant, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
-    def verdict_limits(self) -> str:
-        """What decides a quarantine verdict but no row's content: the size cap and schemes of a
-        download, and the stage budgets. A video quarantined under other limits is redone (a raised
-        `watchdog.*` or `acquire.max_bytes` retries its `stage_timeout` or `too_large`); changing
-        them redoes no finished video (`curation.corpus.reuse`)."""
-        limits = {"acquire": self.acquire.model_dump(mode="json", include={"max_bytes", "check_content_type",
-                                                                           "youtube_format"}),
-                  "schemes": sorted(self.acquire.allowed_schemes),
-                  "watchdog": self.watchdog.model_dump(mode="json", exclude={"stop_grace_s"})}
-        return hashlib.sha256(json.dumps(limits, sort_keys=True).encode()).hexdigest()[:16]
+    def verdict_limits(self) -> dict[str, str]:
+        """What decides a quarantine verdict but no row's content, as one digest per kind: the stage
+        budgets (`stage_timeout`) and a download's size cap, schemes and checks (the acquire
+        stage's verdicts). A verdict made under other limits is made again (a raised `watchdog.*`
+        or `acquire.max_bytes` retries a `stage_timeout` or `too_large`); changing them redoes no
+        finished video (`curation.corpus.reuse`)."""
+        def digest(data: object) -> str:
+            return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+        download = self.acquire.model_dump(mode="json", include={"max_bytes", "check_content_type", "youtube_format"})
+        return {"budgets": digest(self.watchdog.model_dump(mode="json", exclude={"stop_grace_s"})),
+                "download": digest(download | {"schemes": sorted(self.acquire.allowed_schemes)})}
 
 
 def apply_overrides(data: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:

@@ -91,16 +91,22 @@ def test_a_quarantine_verdict_made_under_other_limits_is_made_again(world):
     from curation.config import CorpusConfig
     from curation.skips import Skip
 
-    row, small = world["row"], CorpusConfig(manifest="m.jsonl", acquire={"max_bytes": 1000})
+    def config(**settings) -> CorpusConfig:
+        return CorpusConfig(manifest="m.jsonl", **settings)
+
+    row, small = world["row"], config(acquire={"max_bytes": 1000})
     too_large = Skip("acquire", "too_large", "over 1000 bytes").to_quarantine("good", "good")
-    result = VideoResult(video_id="good", config_fingerprint="fp", inputs=row_inputs(row, small.verdict_limits()),
-                         quarantine=[too_large])
-    entry = entry_of(result, "0" * 64)
-    assert redo_reason(entry, row, "fp", world["corpus"], small.verdict_limits()) is None  # final
-    raised = CorpusConfig(manifest="m.jsonl", acquire={"max_bytes": 10**9})
-    assert raised.fingerprint() == small.fingerprint()  # no finished video is redone for it
-    assert redo_reason(entry, row, "fp", world["corpus"], raised.verdict_limits()) == "limits"
-    budget = CorpusConfig(manifest="m.jsonl", acquire={"max_bytes": 1000}, watchdog={"acquire_s": 7200})
-    assert redo_reason(entry, row, "fp", world["corpus"], budget.verdict_limits()) == "limits"
-    finished = entry_of(result.model_copy(update={"quarantine": []}), "0" * 64)
-    assert redo_reason(finished, row, "fp", world["corpus"], raised.verdict_limits()) is None
+    timed_out = Skip("scenes", "stage_timeout", "over 300 s").to_quarantine("good", "good")
+    for verdict, changed, unrelated in ((too_large, config(acquire={"max_bytes": 10**9}),
+                                         config(acquire={"max_bytes": 1000}, watchdog={"stage_base_s": 900})),
+                                        (timed_out, config(acquire={"max_bytes": 1000}, watchdog={"stage_base_s": 900}),
+                                         config(acquire={"max_bytes": 10**9}))):
+        result = VideoResult(video_id="good", config_fingerprint="fp", inputs=row_inputs(row, small.verdict_limits()),
+                             quarantine=[verdict])
+        entry = entry_of(result, "0" * 64)
+        assert redo_reason(entry, row, "fp", world["corpus"], small.verdict_limits()) is None  # final
+        assert changed.fingerprint() == small.fingerprint()  # no finished video is redone for it
+        assert redo_reason(entry, row, "fp", world["corpus"], changed.verdict_limits()) == "limits", verdict.reason
+        assert redo_reason(entry, row, "fp", world["corpus"], unrelated.verdict_limits()) is None, verdict.reason
+        finished = entry_of(result.model_copy(update={"quarantine": []}), "0" * 64)
+        assert redo_reason(finished, row, "fp", world["corpus"], changed.verdict_limits()) is None

@@ -27,7 +27,7 @@ from tests.conftest import ROOT, SAMPLES
 from tests.flaky_http import FlakyFileServer
 
 SCANNED = ("curation", "flows")
-READERS = {"is_retryable", "verdict_of"}  # take a reason to classify it, emit none
+READERS = {"is_retryable", "verdict_of", "_limits_of"}  # take a reason to classify it, emit none
 # Whose `reason` is counted, never a quarantine row: a video's text route (asr, captions), and
 # curation.speech.route's helper that builds a route to captions.
 NOT_QUARANTINE = {"TextRoute", "_captions"}

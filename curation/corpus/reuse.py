@@ -12,8 +12,9 @@ A result is reused only when everything that made it is unchanged. "Changed" com
   the manifest's `sha256` when the row gives one (both in the row): we cannot see a server's
   file change without downloading it;
 - the acquired copy the result's `videos` row names (`path`) is still there with its size;
-- for a result that holds quarantine rows, the limits its verdicts were made under
-  (`CorpusConfig.verdict_limits`: the download's size cap and schemes, the stage budgets).
+- for a result quarantined by a verdict that depends on limits, the limits it was made under
+  (`CorpusConfig.verdict_limits`): the stage budgets for `stage_timeout`, the download's size cap,
+  schemes and checks for a verdict of the acquire stage.
 
 The digests are computed before a video's first stage and stored in its result
 (`VideoResult.inputs`), and the catalogue keeps them, so the check opens no result file: a
@@ -49,15 +50,14 @@ def _text_state(text_uri: str | None) -> str:
         return ABSENT
 
 
-def row_inputs(row: ManifestRow, limits: str = "") -> dict[str, str]:
-    """Digests of what a row's result is made from (see the module docstring); `limits`:
-    `CorpusConfig.verdict_limits()`."""
+def row_inputs(row: ManifestRow, limits: dict[str, str] | None = None) -> dict[str, str]:
+    """Digests of what a row's result is made from (see the module docstring), with `limits`
+    (`CorpusConfig.verdict_limits()`)."""
     canonical = json.dumps(row.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
     video = local_path(row.uri)
     return {"row": hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16],
             "text": _text_state(row.text_uri),
-            "video": file_state(video) if video is not None else "remote",
-            "limits": limits}
+            "video": file_state(video) if video is not None else "remote"} | (limits or {})
 
 
 def copy_present(corpus_root: Path, video_file: str) -> bool:
@@ -76,8 +76,13 @@ REDO_WHY = {"new": "new", "config": "config changed", "row": "manifest row chang
             "limits": "quarantined under other limits", "retry": "retryable failure"}
 
 
+def _limits_of(stage: str, reason: str) -> str | None:
+    """Which of `CorpusConfig.verdict_limits` a verdict depends on, if any."""
+    return "budgets" if reason == "stage_timeout" else "download" if stage == "acquire" else None
+
+
 def redo_reason(entry: CatalogueEntry | None, row: ManifestRow, fingerprint: str, corpus_root: Path,
-                limits: str = "") -> str | None:
+                limits: dict[str, str] | None = None) -> str | None:
     """None when the stored result stands for the row as it is now; else a key of `REDO_WHY`."""
     if entry is None:
         return "new"
@@ -90,8 +95,10 @@ def redo_reason(entry: CatalogueEntry | None, row: ManifestRow, fingerprint: str
     if not copy_present(corpus_root, entry.video_file):
         return "copy"
     quarantine = entry.quarantine
-    if quarantine and stored.get("limits") != limits:
-        return "limits"
+    for stage, reason, _ in quarantine:
+        part = _limits_of(stage, reason)
+        if part is not None and stored.get(part) != current.get(part):
+            return "limits"
     if any(kind == "error" or is_retryable(reason) for _, reason, kind in quarantine):
         return "retry"
     return None
