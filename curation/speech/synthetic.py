@@ -113,6 +113,17 @@ def make_speech_video(path: str | Path, sentences: Sequence[tuple[float, str]], 
     return spoken
 
 
+# A narration of any length (bench.asr, the ASR tests): these lines in turn, one every 4 s from 1 s.
+NARRATION = ("The red bicycle leans against the old stone wall.", "A woman walks her dog along the river.",
+             "Children are playing football in the park.", "The kettle is boiling on the stove.",
+             "Please close the window before you leave.", "Two trains pass each other on the bridge.")
+
+
+def narration_script(seconds: float) -> list[tuple[float, str]]:
+    """(start_s, line) for a clip of `seconds`, the last line starting 5 s before its end."""
+    return [(float(t), NARRATION[i % len(NARRATION)]) for i, t in enumerate(range(1, round(seconds) - 4, 4))]
+
+
 # The sample's speech clip (samples/videos/spoken_tour.mp4): three 8 s test sources, narrated.
 SAMPLE_SCENES_S = (8.0, 8.0, 8.0)
 SAMPLE_SCRIPT = (

@@ -2,7 +2,8 @@
 
 One model per process and setting (loaded on first use, shared by the batch's threads; CTranslate2
 runs `workers` transcriptions at once). Whisper's own settings stay faster-whisper's defaults but
-for the beam, the language, VAD and word timestamps, which the config sets; the transcript keeps
+for the beam, the language, conditioning on the previous text, VAD and word timestamps, which the
+config sets (`AsrConfig.transcribe_options`); the transcript keeps
 what the routing rules and the sentence grouping need (words with times and probabilities, each
 Whisper segment's average log-prob and no-speech probability, the language and its probability,
 the audio's and the speech's length), so it can be cached and judged again without the model.
@@ -78,8 +79,7 @@ def load_model(cfg: AsrConfig, workers: int):
 
 def transcribe_audio(model, audio: SpeechAudio, cfg: AsrConfig) -> Transcript:
     """Whisper over the whole track (VAD inside faster-whisper); times are the track's, so the video's."""
-    segments, info = model.transcribe(audio.samples, language=cfg.language, beam_size=cfg.beam_size,
-                                      word_timestamps=True, vad_filter=True, vad_parameters=cfg.vad.options())
+    segments, info = model.transcribe(audio.samples, **cfg.transcribe_options())
     pieces = []
     for segment in segments:  # decoded lazily, one 30 s window at a time
         checkpoint()
