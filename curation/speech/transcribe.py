@@ -2,11 +2,12 @@
 
 One model per process and setting (loaded on first use, shared by the batch's threads; CTranslate2
 runs `workers` transcriptions at once). Whisper's own settings stay faster-whisper's defaults but
-for the beam, the language, conditioning on the previous text, VAD and word timestamps, which the
-config sets (`AsrConfig.transcribe_options`); the transcript keeps
-what the routing rules and the sentence grouping need (words with times and probabilities, each
-Whisper segment's average log-prob and no-speech probability, the language and its probability,
-the audio's and the speech's length), so it can be cached and judged again without the model.
+for the beam, the language, prompting with the previous text, VAD and word timestamps, which the
+config sets (`AsrConfig.transcribe_options`). The transcript is faster-whisper's output as it
+came, kept as far as the routing, hallucination and sentence rules need it (words with times and
+probabilities, each Whisper segment's average log-prob, compression ratio and no-speech
+probability, the language and its probability, the audio's and the speech's length), so it can be
+cached and judged again without the model.
 """
 
 from __future__ import annotations
