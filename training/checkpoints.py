@@ -2,8 +2,9 @@
 
 A checkpoint is `<output_dir>/checkpoints/step-NNNNNNNN/` with accelerate's state (model,
 optimizer, scheduler, RNG) and `trainer_state.json` (step, position in the seeded data order, skip
-counts). Resume refuses a checkpoint made with another data order: continuing it would silently
-repeat or skip data.
+counts: `skipped` summed over every process, `skipped_by_rank` each process's own, which is what
+a resumed process continues counting from). Resume refuses a checkpoint made with another data
+order: continuing it would silently repeat or skip data.
 """
 
 from __future__ import annotations
@@ -80,14 +81,21 @@ def resume_state(accelerator, output_dir: Path, fresh: dict[str, Any], resume: b
                          f"{fresh['order']}; use a new output_dir or resume=false")
     accelerator.load_state(str(where / "accelerate"))
     accelerator.print(f"resumed from {where} at step {saved['step']}")
+    by_rank = saved.pop("skipped_by_rank", None)  # the order key pins the world size, so ranks match
+    saved["skipped"] = by_rank[accelerator.process_index] if by_rank else saved.get("skipped", {})
     return saved
 
 
 def save_checkpoint(accelerator, output_dir: Path, state: dict[str, Any]) -> Path:
+    """Write a checkpoint (every process calls it: the skip counts are gathered from each)."""
+    from training.distributed import per_rank, total_counts
+
     where = output_dir / "checkpoints" / f"step-{state['step']:08d}"
     accelerator.save_state(str(where / "accelerate"))
+    by_rank = per_rank(accelerator, state.get("skipped", {}))
     if accelerator.is_main_process:
-        (where / "trainer_state.json").write_text(json.dumps(state))
+        written = {**state, "skipped": total_counts(by_rank), "skipped_by_rank": by_rank}
+        (where / "trainer_state.json").write_text(json.dumps(written))
     return where
 
 

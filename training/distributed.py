@@ -147,15 +147,18 @@ def gather_by_rank(accelerator, items: list[int]) -> list[list[int]]:
     return per_rank(accelerator, list(items))
 
 
-def sum_counts(accelerator, counts: dict[str, int]) -> dict[str, int]:
-    """Per-process counts (skips by reason) summed over every process."""
-    if accelerator.num_processes == 1:
-        return counts
+def total_counts(by_rank: list[dict[str, int]]) -> dict[str, int]:
+    """Counts by reason (skips), one dict per process, summed."""
     total: dict[str, int] = {}
-    for mine in per_rank(accelerator, counts):
+    for mine in by_rank:
         for key, n in mine.items():
             total[key] = total.get(key, 0) + n
     return total
+
+
+def sum_counts(accelerator, counts: dict[str, int]) -> dict[str, int]:
+    """Per-process counts (skips by reason) summed over every process."""
+    return counts if accelerator.num_processes == 1 else total_counts(per_rank(accelerator, counts))
 
 
 # Per process: the plain copy an FSDP2 policy samples from, by id of the sharded model.
