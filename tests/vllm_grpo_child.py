@@ -7,9 +7,10 @@ trainer's other packages (accelerate, peft, tensorboard, pyarrow, av): `PROACTIV
 the project venv's site-packages, appended after the venv's own, so vLLM keeps its transformers and
 the rest comes from there. A user on a GPU installs `.[train,vllm]` into one environment instead.
 
-JOB: {"runs": [{"config": GRPOConfig fields}], "corpus": path}. OUT, per run: the summary (steps,
-stopped, history, skipped, weights per rank), what the run printed, and the probes after each
-weight sync (tests/grpo_vllm_probe.py). Under torchrun each process writes OUT.rank<N>."""
+JOB: {"runs": [{"config": GRPOConfig fields, "probe": true}], "corpus": path}. OUT, per run: the
+summary (steps, stopped, history, skipped, weights per rank), what the run printed, and the probes
+after each weight sync (tests/grpo_vllm_probe.py; none where "probe" is false: bench.grpo_rollouts
+times the steps). Under torchrun each process writes OUT.rank<N>."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ site.addsitedir(os.environ["PROACTIVE_TRAIN_SITE"])
 import contextlib  # noqa: E402
 import io  # noqa: E402
 import json  # noqa: E402
+import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 
@@ -34,10 +36,13 @@ def main(job_path: str, out_path: str) -> None:
     results = []
     for run in job["runs"]:
         printed = io.StringIO()
-        with recording_syncs(episode, frames) as probes, contextlib.redirect_stdout(printed):
+        probing = recording_syncs(episode, frames) if run.get("probe", True) else contextlib.nullcontext([])
+        started = time.perf_counter()
+        with probing as probes, contextlib.redirect_stdout(printed):
             summary = train_grpo(GRPOConfig.model_validate(run["config"]), reward_fn=shorter_replies_reward)
         keys = ("steps", "stopped", "history", "skipped", "weights_sha256_by_rank")
-        results.append({"summary": {k: summary[k] for k in keys}, "printed": printed.getvalue(), "probes": probes})
+        results.append({"summary": {k: summary[k] for k in keys}, "printed": printed.getvalue(), "probes": probes,
+                        "run_s": time.perf_counter() - started})
     rank = os.environ.get("RANK")
     Path(out_path if rank is None else f"{out_path}.rank{rank}").write_text(json.dumps(results))
 

@@ -5,6 +5,7 @@ and the step's record over every process. Also the greedy validation pass."""
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -176,11 +177,14 @@ def step_record(step: int, judged: list[RewardRollout], terms: list[dict[str, fl
 def grpo_step(cfg: GRPOConfig, trainee: Trainee, reward_fn: RewardFn, items, indices: list[int], step: int,
               count_skip, phase: Callable[[str], None]) -> tuple[dict | None, str | None]:
     """Step `step + 1` on this process's prompts `indices`: its record (None when the drift guard
-    stopped it before the update) and the drift guard's message, if it tripped."""
+    stopped it before the update) and the drift guard's message, if it tripped. The record's
+    `rollout_s` and `step_s` are this process's seconds."""
+    started = time.perf_counter()
     with trainee.sampler.session() as sample:
         rollouts, judged, references = collect_rollouts(
             cfg, sample, trainee.processing, items, indices, step, count_skip,
             on_episode=lambda done, total: phase(f"rollouts, episode {done + 1}/{total}"))
+    rollout_s = time.perf_counter() - started
     phase("reward")
     terms = reward_fn(judged, references) if rollouts else []  # one judge batch for the step
     advantages = group_advantages([t["reward_total"] for t in terms], cfg.rollouts_per_episode,
@@ -197,7 +201,8 @@ def grpo_step(cfg: GRPOConfig, trainee: Trainee, reward_fn: RewardFn, items, ind
     logged = update_epoch(cfg, trainee, batches, micro, old, ref, advantages)
     trainee.sampler.after_update(step + 1)
     everyone, everyone_terms, everyone_logged = gather_step(trainee.accelerator, judged, terms, logged)
-    return step_record(step + 1, everyone, everyone_terms, everyone_logged | drift.record()), alarm
+    timing = {"rollout_s": rollout_s, "step_s": time.perf_counter() - started}
+    return step_record(step + 1, everyone, everyone_terms, everyone_logged | drift.record() | timing), alarm
 
 
 def step_postfix(record: dict[str, float]) -> str:
