@@ -53,6 +53,15 @@ def tiny():
     return model, bits, episode, frames
 
 
+@pytest.fixture(scope="module")
+def sampled(tiny):
+    """A group of 2 HF rollouts (5 tokens a reply, the first turn as context) and its batch."""
+    model, bits, episode, frames = tiny
+    group = rollout_group(model, bits, episode, RolloutConfig(n=2, max_new_tokens_per_turn=5, context_turns=1, seed=3),
+                          frames)
+    return group, collate_rollouts(group, bits.renderer.tokenizer.pad_token_id)
+
+
 def perturbed(model, scale: float = 0.05):
     stale = copy.deepcopy(model)
     generator = torch.Generator().manual_seed(1)
@@ -62,11 +71,9 @@ def perturbed(model, scale: float = 0.05):
     return stale
 
 
-def test_drift_is_noise_on_the_samplers_weights_and_the_guard_stops_another_policy(tiny):
-    model, bits, episode, frames = tiny
-    group = rollout_group(model, bits, episode, RolloutConfig(n=2, max_new_tokens_per_turn=5, context_turns=1, seed=3),
-                          frames)
-    batch = collate_rollouts(group, bits.renderer.tokenizer.pad_token_id)
+def test_drift_is_noise_on_the_samplers_weights_and_the_guard_stops_another_policy(tiny, sampled):
+    model = tiny[0]
+    _, batch = sampled
     mask = batch["assistant_mask"]
     same, moved = Drift(), Drift()
     with torch.no_grad():
@@ -178,11 +185,9 @@ def test_server_engine_pushes_the_weights_resets_caches_and_sends_ids_and_lossle
         assert rollout.logprobs[rollout.assistant_mask].tolist() == [-1.25, -0.5] * generated_turns
 
 
-def test_log_probs_from_the_kept_positions_equal_the_whole_sequences(tiny):
-    model, bits, episode, frames = tiny
-    group = rollout_group(model, bits, episode, RolloutConfig(n=2, max_new_tokens_per_turn=5, context_turns=1, seed=3),
-                          frames)
-    batch = collate_rollouts(group, bits.renderer.tokenizer.pad_token_id)
+def test_log_probs_from_the_kept_positions_equal_the_whole_sequences(tiny, sampled):
+    model = tiny[0]
+    _, batch = sampled
     mask = batch["assistant_mask"]
     at_one, at_hot = token_logprobs_at(model, batch, (1.0, 1.2))
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
