@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "grpo": ("training.rl.grpo", "multi-turn GRPO with the PAUC reward"),
     "eval": ("training.eval.evaluate", "stream a ProactiveVideoQA-format set through a model, write predictions"),
     "score": ("training.eval.score", "score a prediction file: PAUC at omega and duplicate rate, per category"),
+    "ablate": ("training.ablate", "one GRPO run per variant (reward terms, NO REPLY weight), each evaluated and scored; one table"),
 }
 
 

@@ -11,7 +11,8 @@ Departures from the published code (MMDuet2 release), and why:
   moving the dropped turns' questions to the first kept turn (the published loader's truncation
   is not documented).
 - A video that cannot be decoded is skipped and counted, never replaced by a random sample.
-- Optional loss weight on `NO REPLY` turns (Streamo's lesson; off by default = published).
+- Optional loss weight on `NO REPLY` turns (`template.no_reply_loss_weight`, Streamo's lesson; 1 =
+  published), carried per token beside the labels; the data summary shows its share of the loss.
 - The patch merger stays trainable when the vision tower is frozen (Qwen2.5-VL fine-tuning
   default; set `train_merger: false` to freeze it too). ZeRO-3 is replaced by accelerate/FSDP.
 - The learning-rate schedule (cosine after warm-up) is not published; it is a config value.

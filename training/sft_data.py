@@ -67,11 +67,6 @@ def sft_data(cfg, accelerator, output_dir: Path) -> SFTData:
         raise ValueError(f"{cfg.data or cfg.corpus}: {'no usable line' if cfg.data else f'split {cfg.split!r} has no dialogues'}")
     offline_items, offline_summary = mix_offline(cfg.offline, len(items), cfg.seed)
     sample = [items[i] for i in spread_indices(len(items), cfg.summary_sample)]
-    summary = {"split": cfg.split, "items": len(items), "summarised": len(sample),
-               "frame_cache": any(s.frame_cache for s in splits),
-               **episode_summary([it[0] for it in sample if isinstance(it, tuple)], cfg.episodes, frame_timeline),
-               **offline_summary}
-    accelerator.print("data " + json.dumps(summary))
     items.drop_cache()
     texts = corpus_texts(sample, cfg.template.system_prompt) + [
         m.content.replace(IMAGE, "") for it in offline_items for m in it.example.messages]
@@ -79,6 +74,13 @@ def sft_data(cfg, accelerator, output_dir: Path) -> SFTData:
     tokenizer = load_tokenizer(cfg.model)
     image_processor = load_image_processor(cfg.model, cfg.max_pixels)
     renderer = TurnRenderer(tokenizer, cfg.template.system_prompt, cfg.template.image_pad_token)
+    # the summary counts labelled tokens with the run's tokenizer (the NO REPLY loss weight's share)
+    summary = {"split": cfg.split, "items": len(items), "summarised": len(sample),
+               "frame_cache": any(s.frame_cache for s in splits),
+               **episode_summary([it[0] for it in sample if isinstance(it, tuple)], cfg.episodes, frame_timeline,
+                                 renderer.labelled_tokens, cfg.template.no_reply_loss_weight),
+               **offline_summary}
+    accelerator.print("data " + json.dumps(summary))
 
     def dataset_of(pairs):
         return EpisodeDataset(pairs, cfg.episodes, renderer, image_processor, cfg.template, cfg.max_pixels)

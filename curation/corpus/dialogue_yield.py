@@ -24,4 +24,5 @@ def yield_line(report: dict[str, Any]) -> str:
     return (f"{report.get('attempted', 0)} dialogue requests; per dialogue: "
             f"{report.get('prompt_tokens_per_dialogue', 0)} prompt tokens, "
             f"{report.get('completion_tokens_per_dialogue', 0)} completion tokens, "
-            f"{report.get('seconds_per_dialogue', 0)} s")
+            f"{report.get('seconds_per_dialogue', 0)} s; "
+            f"{report.get('repairs_repeating_the_first_reply', 0)} repair replies repeated the first")
