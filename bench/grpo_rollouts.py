@@ -15,17 +15,11 @@ vLLM run's time outside its steps, minus the HF run's) apart, since it is paid o
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import site
 import statistics
 import subprocess
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
 PIXELS = 112 * 112
-VLLM_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_TARGET_DEVICE": "cpu", "HF_HUB_OFFLINE": "1",
-            "OMP_NUM_THREADS": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind", "CUDA_VISIBLE_DEVICES": ""}
 
 
 def setup(workdir: Path) -> tuple[Path, Path]:
@@ -54,7 +48,7 @@ def config(corpus: Path, model: Path, out: Path, backend: str, steps: int) -> di
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tests.test_llm_vllm_integration import vllm_python
+    from tests.grpo_vllm_probe import run_child
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=4)
@@ -67,16 +61,11 @@ def main(argv: list[str] | None = None) -> int:
             for r in range(args.rounds) for backend in ("hf", "vllm")]
     for run in runs:  # every run starts from step 0
         subprocess.run(["rm", "-rf", run["config"]["output_dir"]], check=True)
-    job, out = args.workdir / "job.json", args.workdir / "out.json"
-    job.write_text(json.dumps({"corpus": str(corpus), "runs": runs}))
-    env = {**os.environ, **VLLM_ENV, "PYTHONPATH": str(ROOT), "PROACTIVE_TRAIN_SITE": site.getsitepackages()[0]}
-    with open(args.workdir / "child.log", "w") as log:
-        done = subprocess.run([str(vllm_python()), "-m", "tests.vllm_grpo_child", str(job), str(out)], cwd=ROOT,
-                              env=env, stdout=log, stderr=subprocess.STDOUT)
-    if done.returncode != 0:
-        print((args.workdir / "child.log").read_text(errors="replace")[-4000:])
+    try:
+        results = run_child(corpus, runs, args.workdir)
+    except RuntimeError as error:
+        print(error)
         return 1
-    results = json.loads(out.read_text())
     by = {"hf": {"step_s": [], "rollout_s": [], "outside_s": []}, "vllm": {"step_s": [], "rollout_s": [], "outside_s": []}}
     for run, result in zip(runs, results, strict=True):
         history = result["summary"]["history"]

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from tests.conftest import ROOT
+from tests.grpo_vllm_probe import shorter_replies_reward
 from training.rl.grpo import GRPOConfig, load_config
 from training.rl.grpo_loss import (
     GuardConfig,
@@ -194,16 +195,6 @@ def tiny_config(corpus, out, **overrides) -> GRPOConfig:
             "episodes": {"max_frames": 4}, "max_new_tokens_per_turn": 4, "micro_batch_rollouts": 4,
             "learning_rate": 1e-2, "save_every_steps": 1000}
     return GRPOConfig.model_validate(base | overrides)
-
-
-def shorter_replies_reward(rollouts, references):
-    """Judge-free synthetic reward: minus the mean characters per turn / 10. Its best policy is
-    known (end every turn at once: an empty reply), and the tiny policy moves on it within steps."""
-    out = []
-    for r in rollouts:
-        value = -sum(len(t.text) for t in r.turns) / max(1, len(r.turns)) / 10
-        out.append({"reward_total": value, "reward_chars": value})
-    return out
 
 
 def weights_of(folder):

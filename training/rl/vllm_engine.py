@@ -91,6 +91,19 @@ def policy_weights(model) -> Iterator[tuple[str, torch.Tensor]]:
         yield key, (full() if callable(full) else value).detach()
 
 
+class FrameMemo:
+    """What an engine sends for each frame in flight (a PIL image, a data URL), made once per frame
+    while the group's turns resend the growing history: kept with the frame itself, so the id it is
+    found by cannot be reused by another array; frames no longer sent are forgotten."""
+
+    def __init__(self, convert):
+        self.convert, self.memo = convert, {}
+
+    def __call__(self, frames: list) -> list:
+        self.memo = {id(f): self.memo.get(id(f)) or (f, self.convert(f)) for f in frames}
+        return [self.memo[id(f)][1] for f in frames]
+
+
 def frame_data_url(frame) -> str:
     """A frame as a lossless PNG data URL: the server decodes exactly the pixels the trainer has."""
     from PIL import Image
@@ -127,13 +140,15 @@ class ColocatedEngine:
                        limit_mm_per_prompt={"image": 256, "video": 0}, enable_sleep_mode=self.sleeps,
                        mm_processor_kwargs={"size": image_size} if image_size else None, **lora, **engine_kwargs)
         self.lora_request = None
+        from PIL import Image
+
+        self.images = FrameMemo(Image.fromarray)
 
     def generate(self, prompts: list[list[int]], frames: list, sampling: list[Sampling],
                  allowed_ids: list[int]) -> list[Generated]:
-        from PIL import Image
         from vllm import SamplingParams
 
-        images = [Image.fromarray(f) for f in frames]
+        images = self.images(frames)
         outs = self.llm.generate([{"prompt_token_ids": list(p), "multi_modal_data": {"image": images}} for p in prompts],
                                  [SamplingParams(**s.params(allowed_ids)) for s in sampling], use_tqdm=False,
                                  lora_request=self.lora_request)
@@ -170,8 +185,7 @@ class ServerEngine:
     def __init__(self, url: str, weights_dir: Path, timeout_s: float = 600.0):
         self.url, self.weights_dir, self.timeout_s = url.rstrip("/"), Path(weights_dir), timeout_s
         self.model_name: str | None = None  # a loaded LoRA adapter's name; None: the base model
-        # data URLs of the frames in flight, by id; the frame is kept with its URL so its id cannot be reused
-        self._urls: dict[int, tuple[object, str]] = {}
+        self.data_urls = FrameMemo(frame_data_url)
 
     def _post(self, path: str, body: dict) -> dict | None:
         request = urllib.request.Request(self.url + path, data=json.dumps(body).encode(),
@@ -186,8 +200,7 @@ class ServerEngine:
 
     def generate(self, prompts: list[list[int]], frames: list, sampling: list[Sampling],
                  allowed_ids: list[int]) -> list[Generated]:
-        self._urls = {id(f): self._urls.get(id(f)) or (f, frame_data_url(f)) for f in frames}
-        parts = [{"type": "image_url", "url": self._urls[id(f)][1]} for f in frames]
+        parts = [{"type": "image_url", "url": url} for url in self.data_urls(frames)]
         out = []
         for prompt, s in zip(prompts, sampling, strict=True):
             body = {"token_ids": list(prompt), "content_parts": parts or None, "sampling_params": s.params(allowed_ids)}
