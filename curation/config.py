@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from curation.corpus.shards import ShardConfig
 from curation.llm.client import LLMConfig
 from curation.text.descriptions import DescriptionConfig
+from curation.text.dialogue_quality import GATE_VERSION
 from curation.text.dialogues import DialogueConfig
 from curation.video.acquire import AcquireConfig
 from curation.video.frames import FrameConfig
@@ -107,7 +108,7 @@ class CorpusConfig(BaseModel):
             include={"admission", "scenes", "frames", "descriptions", "dialogues"},
         )
         relevant["llm_model"] = self.llm.model
-        relevant["versions"] = [PIPELINE_VERSION, SCHEMA_VERSION]
+        relevant["versions"] = [PIPELINE_VERSION, SCHEMA_VERSION, GATE_VERSION]  # a new gate can change a verdict
         blob = json.dumps(relevant, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
