@@ -132,6 +132,9 @@ def test_an_immediate_reply_must_summarise_earlier_segments_or_say_nothing_was_s
     assert rules_of("bikes", "multi_question", with_immediate("A taxi went by close to the camera.")) == set()
     assert rules_of("bikes", "multi_question", with_immediate("Nothing has ridden by yet.")) == set()
     assert "ungrounded" in rules_of("bikes", "multi_question", with_immediate("A dog barks at the moon."))
+    # One word of the earlier segments among many invented ones is not a summary of them.
+    assert "ungrounded" in rules_of("bikes", "multi_question", with_immediate(
+        "A taxi carried a dragon, a wizard, a unicorn and a knight."))
 
 
 def test_quality_figures_are_on_the_dialogue_and_the_thresholds_are_config():

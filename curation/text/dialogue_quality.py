@@ -62,12 +62,13 @@ GATE_VERSION = "v2"  # stored on every dialogue row and part of the config finge
 RULES = ("placeholder", "no_words", "json_debris", "copied_text", "not_a_question", "restates_question",
          "ungrounded", "misattributed", "off_question", "repetition", "truncated", "near_duplicate")
 
-# Words that say where or how something is seen rather than what: they neither ground an answer
-# nor count against it.
+# Words that say where or how something is seen rather than what, or frame a summary ("so far",
+# "earlier"): they neither ground an answer nor count against it.
 GENERIC = frozenset(content_words("""video show shows shown showing appear appears appeared seen see sees
     visible view frame far yet only even really something someone thing things now okay ok well kind
     look looks like across along around toward towards near beside behind inside outside within without
-    against among beneath beyond via upon""")) | frozenset("""far yet only even really""".split())
+    against among beneath beyond via upon earlier previously already since until till recently meanwhile
+    so far""")) | frozenset("""far yet only even really""".split())
 # First words of a question, or of a request that works as one ("Tell me when...", "Keep an eye on...",
 # "Whenever a car passes, say so": the first word of any clause).
 INTERROGATIVE = frozenset("""what which who whom whose when where why how is are was were do does did can
@@ -237,9 +238,12 @@ def _answer_grounding(label: str, answer: str, question: str, evidence: Sequence
     return support, []
 
 
-def _immediate_grounding(label: str, reply: str, earlier: set[str]) -> list[tuple[str, str]]:
+def _immediate_grounding(label: str, reply: str, earlier: set[str], cfg: QualityConfig) -> list[tuple[str, str]]:
+    """An immediate reply summarises the segments before its question, held to the share an answer
+    owes its cited segments, or says nothing about it was shown yet."""
     words = grounding_words(reply)
-    if words & earlier or set(tokens(reply)) & NEGATIVE:
+    shared = len(words & earlier)
+    if set(tokens(reply)) & NEGATIVE or (shared and shared >= cfg.min_grounding * len(words)):
         return []
     return [("ungrounded", f"{label}: {_quote(reply)} is not what the earlier segments showed; summarise them, "
                            "or say that nothing about it was shown yet")]
@@ -276,7 +280,7 @@ def assess_dialogue(dialogue: Dialogue, segments: Sequence[Segment], cfg: Qualit
         if ref.immediate:
             asked = asked_at.get(ref.question_id, 0.0)
             earlier = set().union(*(w for s in mine if s.start_s < asked for w in [words_of[s.segment_id]]))
-            broken += _immediate_grounding(label, ref.answer, earlier)
+            broken += _immediate_grounding(label, ref.answer, earlier, cfg)
             continue
         score, problems = _answer_grounding(label, ref.answer, ref.question, ref.evidence, words_of, topic, cfg)
         support.append(score)
