@@ -28,6 +28,7 @@ import flows.quiet  # noqa: F401  (must precede the Prefect import)
 import argparse
 import functools
 import hashlib
+import importlib.util
 import json
 import socket
 import sys
@@ -301,6 +302,9 @@ def check_config(config: str, overrides: dict[str, Any] | None) -> CorpusConfig:
                          "point `manifest:` in the config, or --set manifest=PATH, at a .jsonl, .csv or .parquet file")
     if manifest.suffix.lower() not in (".jsonl", ".csv", ".parquet"):
         raise UsageError(f"manifest {manifest} must be .jsonl, .csv or .parquet")
+    if cfg.asr.model is not None and cfg.asr.enabled and importlib.util.find_spec("faster_whisper") is None:
+        raise UsageError(f"asr.model is {cfg.asr.model!r} but faster-whisper is not installed",
+                         "pip install '.[asr]', or set asr.enabled=false to caption videos without text")
     return cfg
 
 
