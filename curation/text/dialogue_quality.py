@@ -313,10 +313,12 @@ def assess_dialogue(dialogue: Dialogue, segments: Sequence[Segment], cfg: Qualit
 
 
 def _answer_kind_problems(label: str, question: str, answers: list[str]) -> list[tuple[str, str]]:
+    """A question asking for an amount or a colour that none of its answers gives."""
     out = []
     for kind, asks in _ASKS.items():
-        gives = [any(w in _GIVES[kind] or (kind == "amount" and w.isdigit()) for w in tokens(a)) for a in answers]
-        if answers and asks.search(question) and not any(gives):
+        if not answers or not asks.search(question):
+            continue
+        if not any(w in _GIVES[kind] or (kind == "amount" and w.isdigit()) for a in answers for w in tokens(a)):
             what = "a colour" if kind == "colour" else "a number or an amount"
             out.append(("off_question", f"{label} asks for {what}, and none of its answers gives one: answer "
                                         "the question asked"))

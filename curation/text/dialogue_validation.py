@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from pydantic import ValidationError
 
@@ -95,7 +95,7 @@ def asks_to_be_told(question: str) -> bool:
     return bool(_TELL_ME.search(question) and _WHEN.search(question))
 
 
-def restated_share(question: str, answer: str, words=content_words) -> float:
+def restated_share(question: str, answer: str, words: Callable[[str], set[str]] = content_words) -> float:
     """Share of the answer's content words that the question already contains (0 when the answer
     has none: a bare yes/no is judged by other rules; 0 for a request to be told when something
     happens)."""
