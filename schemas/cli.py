@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
+import re
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -44,6 +45,59 @@ class UsageError(ValueError):
 
     def __init__(self, message: str, hint: str = ""):
         super().__init__(f"{message} ({hint})" if hint else message)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse inside the boundary: a usage mistake is a UsageError (one `error:` line naming the
+    fix, exit code 2), never argparse's usage block. Every command line of the project uses it.
+
+    `config_model`: the command's config (a pydantic model set by `key=value`); its keys are listed
+    under `--help`, and an unknown `--some-key` that names one is answered `did you mean some_key=...`.
+    Subparsers are of this class too (argparse's default), with their own `config_model`."""
+
+    def __init__(self, *args: Any, config_model: type[BaseModel] | None = None, **kwargs: Any):
+        if config_model is not None:
+            kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+            kwargs["epilog"] = "\n\n".join(x for x in (kwargs.get("epilog"), config_keys_help(config_model)) if x)
+        super().__init__(*args, **kwargs)
+        self.config_model = config_model
+
+    def error(self, message: str):  # argparse's hook; raising keeps the one-line boundary
+        raise UsageError(f"{self.prog}: {message}", self._hint(message))
+
+    def _hint(self, message: str) -> str:
+        if message.startswith("unrecognized arguments:") and self.config_model is not None:
+            keys = dict(config_keys(self.config_model))
+            for word in message.split(":", 1)[1].split():
+                name = word.lstrip("-").split("=", 1)[0].replace("-", "_")
+                if word.startswith("--") and name in keys:
+                    return f"did you mean {name}=VALUE? config keys are set as key=value; {self.prog} --help lists them"
+        return f"{self.prog} --help lists the options"
+
+
+def config_keys(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str]]:
+    """(dotted key, `type = default  description`) for every settable key of a config, nested ones
+    dotted (`episodes.seconds_per_frame`)."""
+    keys = []
+    for name, field in model.model_fields.items():
+        kind = field.annotation
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            keys += config_keys(kind, f"{prefix}{name}.")
+            continue
+        default = repr(field.get_default(call_default_factory=True))
+        default = default if len(default) <= 40 else default[:37] + "..."
+        shown = kind.__name__ if isinstance(kind, type) else re.sub(r"\b(?:\w+\.)+(\w+)", r"\1", str(kind))
+        text = f"{shown} = {default}" + (f"  {field.description}" if field.description else "")
+        keys.append((f"{prefix}{name}", text))
+    return keys
+
+
+def config_keys_help(model: type[BaseModel]) -> str:
+    """The `--help` section listing a config's keys (set with `key=value` or in `--config FILE`)."""
+    rows = config_keys(model)
+    width = max((len(k) for k, _ in rows), default=0)
+    lines = [f"  {key:<{width}}  {text}" for key, text in rows]
+    return "config keys (key=value on the command line, or in the --config YAML file):\n" + "\n".join(lines)
 
 
 def add_cli_flags(parser: argparse.ArgumentParser) -> None:
