@@ -36,9 +36,10 @@ def corpus_template(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("push") / "corpus"
     build_corpus(root, {"train": [dialogue_row()], "validation": [dialogue_row(dialogue_id="bikes-mq-1")]},
                  ["bikes"])
-    (root / "README.md").write_text("---\nlicense: unknown\n---\n\n# card\n")
+    (root / "README.md").write_text("---\nlicense: unknown\n---\n\n# card\n\n"
+                                    + "".join(f"![{n}](figures/{n}.png)\n" for n in ("a", "b", "c")))
     (root / "figures").mkdir()
-    for name in ("a", "b", "c"):
+    for name in ("a", "b", "c", "dialogue_viewer"):  # the last: a frame strip the card does not show
         (root / "figures" / f"{name}.png").write_bytes(b"\x89PNG fake " + name.encode() * 50)
     for private in ("work/results/bikes.json", "llm_cache/ab/cd.json", "data/dialogues/.tmp-x.parquet"):
         (root / private).parent.mkdir(parents=True, exist_ok=True)
@@ -54,8 +55,10 @@ def corpus(corpus_template, tmp_path) -> Path:
 
 
 def test_plan_sends_shards_card_index_figures_never_videos_work_or_caches(corpus):
+    (corpus / "data" / "dialogues" / "train-stale.parquet").write_bytes(b"an older build's shard")
     paths = [i.path_in_repo for i in plan_upload(corpus)]
     index = json.loads((corpus / "index.json").read_text())
+    # What the index and the card list, nothing else: no stale shard, no frame image of a video.
     assert set(paths) == {s["path"] for s in index["shards"]} | {
         "index.json", "README.md", "figures/a.png", "figures/b.png", "figures/c.png"}
     assert paths[-2:] == ["index.json", "README.md"]  # last: they name the shards
