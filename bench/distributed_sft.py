@@ -12,7 +12,6 @@ with fewer free cores than processes x threads the ratio measures contention, no
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -20,6 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from schemas.cli import ArgumentParser
 from tests.conftest import ROOT, dialogue_row, free_port
 from tests.sample_corpus import build_corpus
 
@@ -40,7 +40,7 @@ def run_sft(corpus: Path, out: Path, steps: int, threads: int, processes: int) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m bench.distributed_sft", description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
     parser.add_argument("--dialogues", type=int, default=16)

@@ -26,11 +26,11 @@ def record_files(paths: list[Path]) -> list[Path]:
     found: list[Path] = []
     for path in paths:
         if not path.exists():
-            raise UsageError(f"no such file or folder: {path}")
+            raise UsageError(f"no such file or folder: {path}", "check the path")
         if path.is_dir():
             inside = sorted(p for p in path.rglob("*") if p.suffix in RECORD_FILES and p.is_file())
             if not inside:
-                raise UsageError(f"{path} holds no .parquet or .jsonl files")
+                raise UsageError(f"{path} holds no .parquet or .jsonl files", "give record files or a folder of them")
             found += inside
         else:
             found.append(path)

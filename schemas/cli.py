@@ -22,6 +22,7 @@ import re
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -29,6 +30,7 @@ from pydantic import BaseModel, ValidationError
 EXIT_USAGE = 2
 DEBUG_ENV = "PROACTIVE_VIDEO_DEBUG"
 DEBUG_FLAG, VERBOSE_FLAG = "--debug", "--verbose"
+NON_TTY_WIDTH = 160  # columns for tables written to a file or pipe (rich would use 80)
 
 # Defaults only: a user's own environment wins. Read by huggingface_hub and transformers when they
 # are imported, which every command does after the boundary is set up.
@@ -48,24 +50,33 @@ class UsageError(ValueError):
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse inside the boundary: a usage mistake is a UsageError (one `error:` line naming the
-    fix, exit code 2), never argparse's usage block. Every command line of the project uses it.
+    """argparse with the boundary's manners: a usage mistake is one `error:` line naming the fix and
+    exit code 2 (argparse's own exit), never argparse's usage block. Every command line uses it.
 
     `config_model`: the command's config (a pydantic model set by `key=value`); its keys are listed
     under `--help`, and an unknown `--some-key` that names one is answered `did you mean some_key=...`.
     Subparsers are of this class too (argparse's default), with their own `config_model`."""
 
     def __init__(self, *args: Any, config_model: type[BaseModel] | None = None, **kwargs: Any):
-        if config_model is not None:
-            kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
-            kwargs["epilog"] = "\n\n".join(x for x in (kwargs.get("epilog"), config_keys_help(config_model)) if x)
         super().__init__(*args, **kwargs)
-        self.config_model = config_model
+        self.config_model = None
+        self.hints_from: ArgumentParser | None = None  # the chosen subcommand's parser (it knows its keys)
+        if config_model is not None:
+            self.set_config_model(config_model)
 
-    def error(self, message: str):  # argparse's hook; raising keeps the one-line boundary
-        raise UsageError(f"{self.prog}: {message}", self._hint(message))
+    def set_config_model(self, model: type[BaseModel]) -> None:
+        """The command's config: its keys go under --help and into the hints for unknown flags."""
+        self.config_model = model
+        self.formatter_class = argparse.RawDescriptionHelpFormatter
+        self.epilog = "\n\n".join(x for x in (self.epilog, config_keys_help(model)) if x)
+
+    def error(self, message: str):  # argparse's hook: it must not return
+        print(f"error: {self.prog}: {' '.join(message.split())} ({self._hint(message)})", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
 
     def _hint(self, message: str) -> str:
+        if self.hints_from is not None:  # argparse reports a subcommand's unknown arguments at the top
+            return self.hints_from._hint(message)
         if message.startswith("unrecognized arguments:") and self.config_model is not None:
             keys = dict(config_keys(self.config_model))
             for word in message.split(":", 1)[1].split():
@@ -73,6 +84,33 @@ class ArgumentParser(argparse.ArgumentParser):
                 if word.startswith("--") and name in keys:
                     return f"did you mean {name}=VALUE? config keys are set as key=value; {self.prog} --help lists them"
         return f"{self.prog} --help lists the options"
+
+
+def add_corpus_argument(parser: argparse.ArgumentParser) -> None:
+    """`--corpus DIR`, the one style for a command's corpus; a bare `DIR` is still taken."""
+    parser.add_argument("corpus", nargs="?", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--corpus", dest="corpus_flag", type=Path, metavar="DIR",
+                        help="corpus folder (the one holding index.json)")
+
+
+def corpus_of(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Path:
+    if args.corpus_flag is not None and args.corpus is not None and args.corpus_flag != args.corpus:
+        parser.error(f"two corpora given: {args.corpus} and --corpus {args.corpus_flag}")
+    corpus = args.corpus_flag or args.corpus
+    if corpus is None:
+        parser.error("the following arguments are required: --corpus")
+    return corpus
+
+
+def output_console(stderr: bool = False):
+    """A rich console for the project's tables: the terminal's width on a terminal, and wide enough
+    that a table is not wrapped into unreadable columns when output goes to a file or a pipe
+    (rich assumes 80 columns there); `COLUMNS` still wins."""
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    chosen = stream.isatty() or os.environ.get("COLUMNS")  # a terminal, or a width the user set
+    return Console(stderr=stderr, width=None if chosen else NON_TTY_WIDTH)
 
 
 def config_keys(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str]]:
