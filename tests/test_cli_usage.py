@@ -32,6 +32,7 @@ def cases(tmp) -> list[tuple[str, list[str], str]]:
     (tmp / "url.jsonl").write_text(json.dumps({"video_id": "a", "url": "a.mp4"}) + "\n")
     (tmp / "comma.jsonl").write_text('{"video_id": "a", "uri": "a.mp4",}\n')
     (tmp / "data.jsonl").write_text("{}\n")
+    (tmp / "other.jsonl").write_text(json.dumps({"question_id": "another-set-q0", "model_response_list": []}) + "\n")
     config = str(SAMPLES / "sample.yaml")
     return [
         ("schemas", ["validate"], "required: paths"),
@@ -54,6 +55,8 @@ def cases(tmp) -> list[tuple[str, list[str], str]]:
                           "--videos", str(SAMPLES / "videos"), "--out", str(tmp / "p.jsonl")], "--preset tiny"),
         ("training.run", ["score", "--predictions", str(tmp / "no.jsonl"), "--references", str(tmp / "r.jsonl")],
          "no such file"),
+        ("training.run", ["score", "--predictions", str(tmp / "other.jsonl"), "--references",
+                          str(SAMPLES / "eval" / "web.jsonl")], "matches the 3 questions of the references"),
         ("training.export", ["swift-sft", "--corpus", str(tmp / "nope"), "--out", str(tmp / "x")], "no corpus index"),
         ("curation.video.probe", ["--bogus"], "--help lists the options"),
         ("curation.video.scenes", [], "required: video"),
@@ -111,3 +114,12 @@ def _env() -> dict[str, str]:
     import os
 
     return {k: v for k, v in os.environ.items() if k not in ("PROACTIVE_VIDEO_DEBUG", "COLUMNS")}
+
+
+def test_a_python_without_the_projects_dependencies_says_so_in_one_line():
+    # -S: no site-packages, as the system's python3 run from the repository root would be.
+    proc = subprocess.run([sys.executable, "-S", "-m", "training.run", "sft", "--help"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("error: ") and ".venv/bin/python" in proc.stderr and "pyarrow" in proc.stderr
