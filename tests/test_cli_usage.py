@@ -56,7 +56,7 @@ def cases(tmp) -> list[tuple[str, list[str], str]]:
         ("training.run", ["score", "--predictions", str(tmp / "no.jsonl"), "--references", str(tmp / "r.jsonl")],
          "no such file"),
         ("training.run", ["score", "--predictions", str(tmp / "other.jsonl"), "--references",
-                          str(SAMPLES / "eval" / "web.jsonl")], "matches the 3 questions of the references"),
+                          str(SAMPLES / "eval" / "web.jsonl")], "matches the 2 questions of the references"),
         ("training.export", ["swift-sft", "--corpus", str(tmp / "nope"), "--out", str(tmp / "x")], "no corpus index"),
         ("curation.video.probe", ["--bogus"], "--help lists the options"),
         ("curation.video.scenes", [], "required: video"),
