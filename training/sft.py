@@ -121,17 +121,17 @@ def optimizer_and_schedule(cfg: SFTConfig, model, total_steps: int):
     return optimizer, scheduler
 
 
-def released_items(cfg: SFTConfig) -> list:
-    """Episodes of the released SFT file named by `data` (none when unset); skipped lines are printed."""
-    if not cfg.data:
+def released_items(cfg: SFTConfig, path: str | None, limit: int | None) -> list:
+    """Episodes of a released SFT file (`data`, `eval_data`; none when unset); skipped lines are printed."""
+    if not path:
         return []
     from training.data.mmduet2 import read_swift_sft
 
-    episodes, counts = read_swift_sft(Path(cfg.data), Path(cfg.data_frames_root) if cfg.data_frames_root else None,
+    episodes, counts = read_swift_sft(Path(path), Path(cfg.data_frames_root) if cfg.data_frames_root else None,
                                       cfg.episodes.seconds_per_frame)
     if counts.skipped:
-        print(f"{cfg.data}: {counts.read} lines read, skipped {counts.skipped}")
-    return episodes[:cfg.max_dialogues]
+        print(f"{path}: {counts.read} lines read, skipped {counts.skipped}")
+    return episodes[:limit]
 
 
 def train(cfg: SFTConfig) -> dict:
@@ -151,7 +151,7 @@ def train(cfg: SFTConfig) -> dict:
 
     splits = [] if cfg.data else [open_split(cfg.corpus, cfg.split, cfg.max_dialogues)]
     splits += [open_split(x.path, x.split, x.max_dialogues) for x in cfg.extra_corpora]
-    items = SplitItems(splits, released_items(cfg))
+    items = SplitItems(splits, released_items(cfg, cfg.data, cfg.max_dialogues))
     if not len(items):
         raise ValueError(f"{cfg.data or cfg.corpus}: {'no usable line' if cfg.data else f'split {cfg.split!r} has no dialogues'}")
     offline_items, offline_summary = mix_offline(cfg.offline, len(items), cfg.seed)
@@ -159,7 +159,8 @@ def train(cfg: SFTConfig) -> dict:
     sample = [items[i] for i in spread_indices(len(items), cfg.summary_sample)]
     data_summary = {"split": cfg.split, "items": len(items), "summarised": len(sample),
                     "frame_cache": any(s.frame_cache for s in splits),
-                    **episode_summary([it[0] for it in sample if isinstance(it, tuple)], cfg.episodes, frame_timeline),
+                    **episode_summary([it[0] for it in sample if isinstance(it, tuple)], cfg.episodes, frame_timeline,
+                                      released=[it.episode for it in sample if hasattr(it, "episode")]),
                     **offline_summary}
     accelerator.print("data " + json.dumps(data_summary))
     for split in splits:
@@ -180,7 +181,9 @@ def train(cfg: SFTConfig) -> dict:
         encoder = OfflineEncoder(renderer, image_processor, cfg.template)
         train_set = torch.utils.data.ConcatDataset([train_set, OfflineDataset(offline_items, encoder)])
     eval_set = None
-    if cfg.eval_split and not cfg.data and cfg.eval_split in splits_of(cfg.corpus):
+    if cfg.data and cfg.eval_data:  # a released file's own held-out set
+        eval_set = dataset_of(SplitItems([], released_items(cfg, cfg.eval_data, cfg.max_eval_dialogues)))
+    elif cfg.eval_split and not cfg.data and cfg.eval_split in splits_of(cfg.corpus):
         eval_set = dataset_of(open_split(cfg.corpus, cfg.eval_split, cfg.max_eval_dialogues))
     collate = CollateEpisodes(tokenizer.pad_token_id)
     blocks = items.block_sizes()  # row groups: the locality-aware batch order's blocks

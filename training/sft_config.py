@@ -46,6 +46,9 @@ class SFTConfig(BaseModel):
     # `data_frames_root` (default: the file's folder); frame interval: the file's `N_sec_per_frame`.
     data: str | None = None
     data_frames_root: str | None = None
+    # With `data`: a released SFT JSONL for the held-out loss (`training.export swift-sft` writes
+    # `...-validation-sft.jsonl`); frame paths relative to `data_frames_root` or its own folder.
+    eval_data: str | None = None
     split: str = "train"
     eval_split: str | None = "validation"  # evaluated only when the index has it
     max_dialogues: int | None = Field(None, ge=1)
@@ -104,5 +107,7 @@ def check(args) -> SFTConfig:
     """The run's config with its corpus (or `data=` file) and model checked to be there."""
     cfg = load_config(args.config, args.overrides, model=args.model, preset=args.preset, corpus=args.corpus)
     checkpoints.require_corpus(cfg.corpus, cfg.data)
+    if cfg.eval_data:
+        checkpoints.require_corpus(cfg.corpus, cfg.eval_data)
     checkpoints.require_model(cfg.model, cfg.preset)
     return cfg
