@@ -63,7 +63,7 @@ from flows.stopping import stop_on_signals
 from flows.summary import RunSummary
 from flows.video_pipeline import OUTPUT_REFUSED, Limits, PipelineContext
 from flows.video_pool import run_videos
-from schemas.cli import run_cli
+from schemas.cli import output_console, run_cli
 from schemas.records import Quarantine
 
 # Reasons worth another try on a re-run: the cause may be gone (a server back up, a bug fixed).
@@ -283,7 +283,7 @@ def build_corpus(config: str = "samples/sample.yaml", overrides: dict[str, Any] 
     cfg = load_config(config, overrides)
     try:
         if cfg.task_runner == "local":
-            return _run(cfg, Console(stderr=True))
+            return _run(cfg, output_console(stderr=True))
         # Dask: the same batches, submitted through a subflow whose task runner is the cluster.
         return _run_batches.with_options(task_runner=_task_runner(cfg))(cfg.model_dump_json())
     except OSError as error:  # a write of the flow itself (manifest skips, shards, card)
@@ -294,7 +294,7 @@ def build_corpus(config: str = "samples/sample.yaml", overrides: dict[str, Any] 
 
 @flow(name="build-corpus-batches")
 def _run_batches(config_json: str) -> dict[str, Any]:
-    return _run(CorpusConfig.model_validate_json(config_json), Console(stderr=True))
+    return _run(CorpusConfig.model_validate_json(config_json), output_console(stderr=True))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,7 +24,6 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.states import Failed
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -36,7 +35,7 @@ from rich.progress import (
 
 from curation.corpus.hub_upload import HubPushError, plan_upload, push_corpus
 from flows.arguments import push_args
-from schemas.cli import run_cli
+from schemas.cli import output_console, run_cli
 
 LOGGED_FILES = 100  # the log names this many; the plan artifact lists every file
 
@@ -53,7 +52,7 @@ def plan_markdown(corpus: str, repo_id: str, items: list) -> str:
 def upload_progress(total_bytes: int, disable: bool):
     """Bytes committed so far, with rate and ETA (huggingface_hub's own per-file bars are off)."""
     bar = Progress(TextColumn("[bold]push-to-hub"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                   TimeRemainingColumn(), console=Console(stderr=True), disable=disable)
+                   TimeRemainingColumn(), console=output_console(stderr=True), disable=disable)
     with bar:
         yield bar, bar.add_task("upload", total=total_bytes)
 

@@ -90,7 +90,11 @@ def test_page_loads_clean_and_lists_every_video_and_quarantined_item(viewer, bro
     held = {row["video_id"] for row in read_table(viewer["corpus"], "quarantine").to_pylist()}
     assert len(videos) == 4 and len(held) == 4
     assert set(list_rows(page)) == videos | held
-    assert page.inner_text("#summary").startswith("8 videos, 8 dialogues")
+    # the card's numbers (4 videos; the list also holds the 4 quarantined items)
+    assert page.inner_text("#summary").startswith("4 videos, 8 dialogues, 4 quarantined items")
+    # it opens on a video to watch, not on the quarantined id that sorts first (`../escape`)
+    assert page.eval_on_selector("#video-list tr.selected", "r => r.dataset.videoId") == "bigbuckbunny"
+    assert page.locator("#detail video").count() == 1
     if os.environ.get("VIEWER_SCREENSHOT"):  # how docs/viewer.png was taken
         open_video(page, VIDEO)
         page.click(f"#detail .bar.answer[data-question-id='{viewer['predicted']['question_id']}']")

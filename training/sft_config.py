@@ -18,6 +18,7 @@ from training import checkpoints
 from training.data.chat_template import DEFAULT_SYSTEM_PROMPT, TemplateConfig
 from training.data.episodes import EpisodeConfig
 from training.data.offline import OfflineSource
+from training.distributed import check_launch_env
 
 
 class ExtraCorpus(BaseModel):
@@ -110,4 +111,5 @@ def check(args) -> SFTConfig:
     if cfg.eval_data:
         checkpoints.require_corpus(cfg.corpus, cfg.eval_data)
     checkpoints.require_model(cfg.model, cfg.preset)
+    check_launch_env()
     return cfg

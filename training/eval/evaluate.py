@@ -231,11 +231,13 @@ def main(args) -> int:
     summary = evaluate(records, root, args.out, model, renderer, image_processor, cfg)
     latency_path(args.out).write_text(json.dumps({**summary, "config": cfg.model_dump()}, indent=2) + "\n",
                                       encoding="utf-8")
-    print(f"{summary['written']} written, {summary['already_done']} already done, skipped {summary['skipped']}; "
-          f"per-turn decision latency over {summary['turns']} turns: median {summary['latency_median_s'] * 1e3:.1f} ms, "
-          f"p95 {summary['latency_p95_s'] * 1e3:.1f} ms; silent {summary['silent_turns']} turns, median "
-          f"{summary['silent_latency_median_s'] * 1e3:.1f} ms; spoken {summary['spoken_turns']} turns, median "
-          f"{summary['spoken_latency_median_s'] * 1e3:.1f} ms; frames ingested before each decision: median "
-          f"{summary['ingest_median_s'] * 1e3:.1f} ms")
+    def median(turns: int, key: str) -> str:  # a group with no turn has no median (not "0.0 ms")
+        return f"{turns} turns, median {summary[key] * 1e3:.1f} ms" if turns else "no turns"
+
+    latency = (f"per-turn decision latency over {median(summary['turns'], 'latency_median_s')}, p95 "
+               f"{summary['latency_p95_s'] * 1e3:.1f} ms; silent {median(summary['silent_turns'], 'silent_latency_median_s')}; "
+               f"spoken {median(summary['spoken_turns'], 'spoken_latency_median_s')}; frames ingested before each "
+               f"decision: median {summary['ingest_median_s'] * 1e3:.1f} ms" if summary["turns"] else "no turn streamed")
+    print(f"{summary['written']} written, {summary['already_done']} already done, skipped {summary['skipped']}; {latency}")
     print(json.dumps(summary))
     return 0
