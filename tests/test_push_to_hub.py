@@ -216,3 +216,21 @@ def test_the_flow_cli_pushes_then_dry_runs_without_leaking_the_token(corpus, tmp
     assert TOKEN not in outputs
     home = tmp_path / "prefect"
     assert not [p for p in home.rglob("*") if p.is_file() and TOKEN.encode() in p.read_bytes()]
+
+
+@pytest.mark.slow
+def test_a_push_the_hub_refuses_is_one_error_line_and_a_failed_run(corpus, tmp_path):
+    env = {**os.environ, "HF_TOKEN": TOKEN, "HF_HUB_DISABLE_XET": "1", "HF_HOME": str(tmp_path / "hf"),
+           "PREFECT_HOME": str(tmp_path / "prefect")}
+    env.pop("PREFECT_API_URL", None)
+    with HubStub() as hub:
+        hub.state.fail_commit_numbers = {1}
+        push = subprocess.run([sys.executable, "-m", "flows.push_to_hub", "--corpus", str(corpus), "--repo-id", REPO,
+                               "--endpoint", hub.endpoint], cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=300)
+    assert push.returncode == 1, push.stderr[-3000:]
+    errors = [line for line in push.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"error: push-to-hub: push to {REPO} failed")
+    # no Prefect traceback or ERROR record before it; the run itself is recorded Failed
+    assert "Traceback" not in push.stderr and "| ERROR" not in push.stderr and TOKEN not in push.stderr
+    assert "Finished in state Failed(" in push.stderr

@@ -159,7 +159,7 @@ def _viewer_section() -> list[str]:
     return ["## Viewing", "",
             "To watch each video with its questions and reference answers on a timeline, and to "
             "browse the quarantine with its reasons, write the offline viewer page with the "
-            "proactive-video toolkit: `python -m curation.viewer path/to/corpus --out viewer/`, then "
+            "proactive-video toolkit: `python -m curation.viewer --corpus path/to/corpus --out viewer/`, then "
             "open `viewer/index.html`.", ""]
 
 

@@ -48,8 +48,10 @@ def _main(argv: list[str]) -> int:
                   f"{len(page['predictions']['unmatched_questions'])} question id(s) not in this corpus",
                   file=sys.stderr)
     path = write_page(page, args.out)
-    corpus = page["corpus"]
-    print(f"{path}: {corpus['videos_shown']} of {corpus['videos_total']} videos; open it in a browser")
+    c = page["corpus"]
+    listed = f" (list: first {c['videos_shown']} of {c['videos_total']} by id)" if c["videos_shown"] < c["videos_total"] else ""
+    print(f"{path}: {c['videos']} videos, {c['dialogues']} dialogues, {c['quarantined']} quarantined items{listed}; "
+          "open it in a browser")
     return 0
 
 if __name__ == "__main__":
