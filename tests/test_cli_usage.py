@@ -50,6 +50,8 @@ def cases(tmp) -> list[tuple[str, list[str], str]]:
         ("training.run", ["sft", "--model", "/nonexistent/ckpt", f"data={tmp / 'data.jsonl'}"],
          "no checkpoint there"),
         ("training.run", ["grpo", f"data={tmp / 'data.jsonl'}"], "model runs/sft/final: no checkpoint there"),
+        # --preset tiny forgotten on a machine without network: the default hub model is not downloaded
+        ("training.run", ["sft", f"data={tmp / 'data.jsonl'}"], "Qwen/Qwen2.5-VL-3B-Instruct is neither a local folder"),
         ("training.run", ["prepare", "max_pixel=3136"], "did you mean max_pixels?"),
         ("training.run", ["eval", "--model", "Qwen/Qwen2.5-VL-3B-Instruct", "--data", str(SAMPLES / "eval" / "web.jsonl"),
                           "--videos", str(SAMPLES / "videos"), "--out", str(tmp / "p.jsonl")], "--preset tiny"),

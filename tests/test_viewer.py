@@ -98,8 +98,8 @@ def test_page_loads_clean_and_lists_every_video_and_quarantined_item(viewer, bro
     if os.environ.get("VIEWER_SCREENSHOT"):  # how docs/viewer.png was taken
         open_video(page, VIDEO)
         page.click(f"#detail .bar.answer[data-question-id='{viewer['predicted']['question_id']}']")
-        page.wait_for_function("() => { const v = document.querySelector('#detail video'); return !v.seeking && v.readyState >= 2; }")
-        page.wait_for_timeout(500)  # lets the player's loading overlay fade before the picture
+        page.wait_for_function("() => { const v = document.querySelector('#detail video'); return !v.seeking && v.readyState >= 4; }")
+        page.wait_for_timeout(1500)  # lets the player's loading overlay fade before the picture
         page.screenshot(path=os.environ["VIEWER_SCREENSHOT"], full_page=True)
     page.close()
     assert problems == []
