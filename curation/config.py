@@ -27,7 +27,7 @@ from curation.video.scenes import SceneConfig
 from schemas.cli import UsageError, config_error
 from schemas.records import SCHEMA_VERSION
 
-PIPELINE_VERSION = "1"  # bump when a stage's output changes for the same config
+PIPELINE_VERSION = "2"  # 2: frames picked in stream time. Bump when a stage's output changes for the same config
 
 
 # What one video's decode pass may hold: its packets (up to single_pass.MAX_PACKET_BYTES, typically

@@ -17,7 +17,7 @@ from curation.corpus.catalogue import CatalogueEntry
 from curation.corpus.dialogue_yield import yield_line, yield_rows
 
 # Dialogue-stage quarantine reasons that stand for a video, not for one dialogue request.
-VIDEO_LEVEL_DIALOGUE_REASONS = frozenset({"no_segments", "no_valid_dialogue"})
+VIDEO_LEVEL_DIALOGUE_REASONS = frozenset({"no_segments", "no_valid_dialogue", "too_many_segments"})
 STAGES = ("manifest", "acquire", "probe", "admit", "scenes", "frames", "source_text", "descriptions",
           "dialogues", "results")
 
@@ -80,6 +80,7 @@ class RunSummary:
                 "valid_after_repair": c.get("dialogues_valid_after_repair", 0),
                 "quarantined": c.get("dialogues_quarantined", 0),
                 "quarantined_by_reason": dict(sorted(reasons.items())),
+                "repairs_repeating_the_first_reply": c.get("dialogues_repair_repeated", 0),
                 "prompt_tokens_per_dialogue": per(c.get("dialogues_prompt_tokens", 0)),
                 "completion_tokens_per_dialogue": per(c.get("dialogues_completion_tokens", 0)),
                 "seconds_per_dialogue": per(self.durations_s.get("dialogues", 0.0))}

@@ -9,6 +9,7 @@ its resource slot: over budget, the video is quarantined as `stage_timeout`.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import threading
 import time
@@ -21,12 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from curation.config import CorpusConfig, WatchdogConfig, WorkerLimits
-from curation.corpus.results import VideoResult
+from curation.corpus.results import VideoResult, write_raw_replies
 from curation.llm.client import LLMClient
 from curation.manifest import ManifestRow
 from curation.skips import Skip
 from curation.text.descriptions import caption_frame_times, describe_video
-from curation.text.dialogues import generate_dialogues
+from curation.text.dialogues import DialogueOutcome, generate_dialogues
 from curation.text.source_text import clip_segments, read_source_segments
 from curation.video.acquire import acquire_video
 from curation.video.probe import admit, probe_video
@@ -63,6 +64,16 @@ class PipelineContext:
     @property
     def videos_dir(self) -> Path:
         return self.corpus_root / "videos"
+
+
+def keep_raw_replies(outcome: DialogueOutcome, corpus_root: Path, video_id: str) -> DialogueOutcome:
+    """Write the raw replies of the video's failed dialogue requests under the work folder and
+    point each quarantine row at its file."""
+    paths = {dialogue_id: write_raw_replies(corpus_root, video_id, dialogue_id, replies)
+             for dialogue_id, replies in outcome.raw_replies.items()}
+    rows = [row.model_copy(update={"raw_replies": paths[row.item_id]}) if row.item_id in paths else row
+            for row in outcome.quarantined]
+    return dataclasses.replace(outcome, quarantined=rows)
 
 
 class _Stopped(Exception):
@@ -192,8 +203,9 @@ def run_video(row: ManifestRow, ctx: PipelineContext, run: VideoRun | None = Non
             source_segments = clip_segments(source_segments, probe.duration_s)
         segments = run.stage("descriptions", describe_video, video, acquired.path, scenes, source_segments,
                              ctx.client, cfg.descriptions, counts, decoded.captions, limit=ctx.limits.llm)
-        outcome = run.stage("dialogues", generate_dialogues, video, segments, scenes, ctx.client,
-                            cfg.dialogues, limit=ctx.limits.llm)
+        outcome = run.stage("dialogues", lambda: keep_raw_replies(
+            generate_dialogues(video, segments, scenes, ctx.client, cfg.dialogues), ctx.corpus_root, row.video_id),
+            limit=ctx.limits.llm)
         dialogues, quarantine = list(outcome.dialogues), list(outcome.quarantined)
         counts.update({f"text_filter_{k}": v for k, v in outcome.text_filter.items() if v})
         counts.update({f"dialogues_{k}": v for k, v in outcome.tally.items() if v})

@@ -14,7 +14,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 NO_REPLY = "NO REPLY"
 
 MAX_ID_CHARS = 160
@@ -182,6 +182,20 @@ class Provenance(BaseModel):
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
 
+class DialogueQuality(BaseModel):
+    """The quality gate's figures for one dialogue (`curation.text.dialogue_quality`): the least
+    grounded answer's share of content words found in its cited segments, the largest similarity
+    between two answers, the largest share of an answer's words that are its question's, the largest
+    share of repeated word 3-grams in one text; `gate` names the rules' version."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    grounding: float = Field(ge=0.0, le=1.0)
+    max_answer_similarity: float = Field(ge=0.0, le=1.0)
+    max_restatement: float = Field(ge=0.0, le=1.0)
+    repetition: float = Field(ge=0.0, le=1.0)
+    gate: str = Field(min_length=1)
+
+
 class Dialogue(Record):
     table: ClassVar[str] = "dialogues"
     id_field: ClassVar[str] = "dialogue_id"
@@ -193,6 +207,7 @@ class Dialogue(Record):
     user_turns: list[UserTurn] = Field(min_length=1)
     references: list[ReferenceAnswer] = Field(min_length=1)
     provenance: Provenance
+    quality: DialogueQuality | None = Field(None, description="quality gate figures; None when the gate was off")
 
     def invariant_problems(self) -> list[tuple[str, str]]:
         problems: list[tuple[str, str]] = []
@@ -245,6 +260,8 @@ class Quarantine(Record):
     reason: str = Field(pattern=r"^[a-z0-9_]+$", description="stable code, e.g. too_short")
     detail: str = ""
     kind: Literal["skip", "error"] = "skip"  # a crash is counted apart from a skip
+    raw_replies: str | None = Field(None, description="the LLM's raw replies to the failed request(s), a "
+                                                      "JSON file relative to the corpus root")
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
     @field_validator("item_id", "video_id", "stage", "detail", mode="before")

@@ -31,7 +31,7 @@ class Reply:
     content: str | None = "{}"  # the assistant text (None: a null content)
     status: int = 200
     delay_s: float = 0.0  # sleep before answering: slow answers, timeouts, fixed latency
-    body: str | None = None  # raw body instead of a completion (malformed responses, error bodies)
+    body: str | bytes | None = None  # raw body instead of a completion (malformed responses, error bodies, bad bytes)
     headers: dict[str, str] = field(default_factory=dict)
     finish_reason: str = "stop"
     prompt_tokens: int = 11
@@ -137,9 +137,9 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         return None
 
-    def _send(self, status: int, payload: str, headers: dict[str, str] | None = None) -> None:
+    def _send(self, status: int, payload: str | bytes, headers: dict[str, str] | None = None) -> None:
         # Status line, headers and body in one write: split writes meet the client's delayed ACK.
-        data = payload.encode("utf-8")
+        data = payload if isinstance(payload, bytes) else payload.encode("utf-8")
         try:
             phrase = HTTPStatus(status).phrase
         except ValueError:

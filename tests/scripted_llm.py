@@ -4,8 +4,10 @@ It reads the pipeline's real prompts (the segment lines `[id] start-end s: text`
 for) and answers each with valid JSON, so a whole corpus build can run against a real HTTP server
 for manifests that the replay file does not cover (generated videos in fault tests and the soak).
 The answer is a pure function of the request: an interrupted and a clean run get the same text.
-Faults are switched on per request by `FaultPlan`, also as a pure function of the request and the
-attempt number, so their schedule is reproducible.
+Faults are switched on per request by `FaultPlan`: whether a request is faulted is a pure function of
+the request and the attempt number; which fault it gets goes round the kinds in the order faulted
+requests first arrive, so every kind is exercised once as many requests are faulted (a hash of the
+request left a kind out whenever the prompts changed).
 """
 
 from __future__ import annotations
@@ -111,8 +113,9 @@ def answer(body: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass
 class FaultPlan:
-    """Which requests misbehave, decided by a hash of the request: `rate` of requests get the
-    fault named for their hash bucket on their first `attempts` tries, then a good answer."""
+    """Which requests misbehave, decided by a hash of the request: `rate` of requests get a fault
+    on their first `attempts` tries, then a good answer; the n-th faulted request gets kind n modulo
+    the kinds, on every try."""
 
     rate: float = 0.0
     attempts: int = 1
@@ -121,6 +124,7 @@ class FaultPlan:
     tries: dict[str, int] = field(default_factory=dict)
     injected: dict[str, int] = field(default_factory=dict)
     faulted: set[str] = field(default_factory=set)
+    fault_of: dict[str, str] = field(default_factory=dict)  # digest -> its fault, in order of first fault
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def survived(self) -> int:
@@ -136,8 +140,8 @@ class FaultPlan:
         bucket = int(digest[:8], 16) / 0xFFFFFFFF
         if bucket >= self.rate or attempt >= self.attempts:
             return Reply(content=good)
-        fault = self.kinds[int(digest[8:12], 16) % len(self.kinds)]
         with self.lock:
+            fault = self.fault_of.setdefault(digest, self.kinds[len(self.fault_of) % len(self.kinds)])
             self.injected[fault] = self.injected.get(fault, 0) + 1
             self.faulted.add(digest)
         if fault in ("429", "500"):

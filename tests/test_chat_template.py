@@ -144,6 +144,67 @@ def test_no_reply_weight_applies_only_to_silent_turns(tokenizer, image_processor
     assert all(w == 0.0 for w, lab in zip(enc.loss_weights, enc.labels, strict=True) if lab == IGNORE_INDEX)
 
 
+def test_weighted_sft_loss_equals_a_hand_computation_on_a_two_turn_episode(tokenizer, image_processor):
+    from training.data.episodes import Episode, Turn
+    from training.model import mrope_inputs
+    from training.sft import batch_loss, weighted_token_loss
+
+    reply = "A man in a dark suit."
+    episode = Episode("d", "v", "v.mp4", (
+        Turn(0, 2.0, (0.0, 2.0), ("Who walks past the cars?",)),  # silent: NO REPLY
+        Turn(1, 4.0, (2.0, 4.0), (), reply)))
+    renderer = TurnRenderer(tokenizer)
+    enc = encode_episode(episode, gray_frames(4), renderer, image_processor, TemplateConfig(no_reply_loss_weight=0.25))
+    batch = collate_episodes([enc], tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    model = build_tiny_model(tokenizer).eval()
+    ids = batch["input_ids"]
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=batch["attention_mask"], pixel_values=batch["pixel_values"],
+                       image_grid_thw=batch["image_grid_thw"], **mrope_inputs(model, ids, renderer.image_pad_id)).logits
+        trainer = batch_loss(model, batch, "cpu", renderer.image_pad_id)
+    # By hand, without the encoder's weights: the labelled positions form two runs, the silent turn's
+    # "NO REPLY<|im_end|>" and the reply's; each token t at position p costs -log softmax(logits[p - 1])[t],
+    # weighted 0.25 on the first run and 1 on the second, summed and divided by the sum of the weights.
+    labelled = [p for p, label in enumerate(enc.labels) if label != IGNORE_INDEX]
+    cut = next(i for i in range(1, len(labelled)) if labelled[i] != labelled[i - 1] + 1)
+    runs = {0.25: labelled[:cut], 1.0: labelled[cut:]}
+    assert tokenizer.decode([enc.input_ids[p] for p in runs[0.25]]) == f"{NO_REPLY}<|im_end|>"
+    assert tokenizer.decode([enc.input_ids[p] for p in runs[1.0]]).replace(" ", "") == f"{reply}<|im_end|>".replace(" ", "")
+    row = logits[0].double()
+    cost = {w: [float(torch.logsumexp(row[p - 1], 0) - row[p - 1, enc.input_ids[p]]) for p in ps] for w, ps in runs.items()}
+    by_hand = sum(w * c for w, cs in cost.items() for c in cs) / sum(w * len(cs) for w, cs in cost.items())
+    unweighted = sum(sum(cs) for cs in cost.values()) / len(labelled)
+    assert abs(by_hand - unweighted) > 1e-3  # the two turns' losses differ, so the weight shows
+    assert weighted_token_loss(logits, batch["labels"], batch["loss_weights"]).item() == pytest.approx(by_hand, rel=1e-5)
+    assert trainer.item() == pytest.approx(by_hand, rel=1e-5)
+    # weight 1 (published): the plain mean over labelled tokens
+    plain = collate_episodes([encode_episode(episode, gray_frames(4), renderer, image_processor, TemplateConfig())],
+                             tokenizer.pad_token_id)
+    assert weighted_token_loss(logits, plain["labels"], plain["loss_weights"]).item() == pytest.approx(unweighted, rel=1e-5)
+
+
+def test_data_summary_shows_the_no_reply_weights_share_of_the_loss():
+    from training.data.summary import episode_summary
+
+    dialogue = sample_dialogue()
+
+    def label_tokens(reply):  # a stand-in tokenizer count: 3 tokens for NO REPLY, 5 for a reply
+        return 3 if reply == NO_REPLY else 5
+
+    plain = episode_summary([dialogue], EpisodeConfig(), every_2s)
+    summary = episode_summary([dialogue], EpisodeConfig(), every_2s, label_tokens, 0.25)
+    silent, spoken = plain["turns"] - plain["reply_turns"], plain["reply_turns"]
+    # frames at 2..10 s, two a turn: turns at 4, 8, 10 s; the answers (windows [1.2, 4], [7.5, 10])
+    # sit at the last turn of their window, 4 and 10 s, so the turn at 8 s is the silent one
+    assert (silent, spoken) == (1, 2)
+    # unweighted 3 / (3 + 2 * 5) = 3 / 13; at 0.25: 0.75 / (0.75 + 10) = 0.75 / 10.75
+    assert summary["no_reply_label_tokens"] == 3 and summary["reply_label_tokens"] == 10
+    assert summary["no_reply_loss_share_unweighted"] == round(3 / 13, 4)
+    assert summary["no_reply_loss_share"] == round(0.75 / 10.75, 4)
+    assert "no_reply_loss_share" not in plain
+
+
 def test_collated_batch_runs_through_a_tiny_qwen(tokenizer, image_processor):
     renderer = TurnRenderer(tokenizer)
     _, ep2 = episode()

@@ -53,6 +53,7 @@ def cases(tmp) -> list[tuple[str, list[str], str]]:
         # --preset tiny forgotten on a machine without network: the default hub model is not downloaded
         ("training.run", ["sft", f"data={tmp / 'data.jsonl'}"], "Qwen/Qwen2.5-VL-3B-Instruct is neither a local folder"),
         ("training.run", ["prepare", "max_pixel=3136"], "did you mean max_pixels?"),
+        ("training.run", ["ablate"], "required: --config"),
         ("training.run", ["eval", "--model", "Qwen/Qwen2.5-VL-3B-Instruct", "--data", str(SAMPLES / "eval" / "web.jsonl"),
                           "--videos", str(SAMPLES / "videos"), "--out", str(tmp / "p.jsonl")], "--preset tiny"),
         ("training.run", ["score", "--predictions", str(tmp / "no.jsonl"), "--references", str(tmp / "r.jsonl")],

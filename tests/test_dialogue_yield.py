@@ -44,7 +44,9 @@ def test_runaway_id_list_cut_at_max_tokens_is_repaired_with_a_reason_then_quaran
     (row,) = outcome.quarantined
     assert row.reason == "invalid_dialogue" and "cut at max_tokens" in row.detail
     assert "ran past the token limit" in stub.requests[1]["messages"][-1]["content"]
-    assert outcome.tally == Counter(attempted=1, quarantined=1, prompt_tokens=22, completion_tokens=2048)
+    # The repair reply repeats the first word for word: counted as such.
+    assert outcome.tally == Counter(attempted=1, quarantined=1, prompt_tokens=22, completion_tokens=2048,
+                                    repair_repeated=1)
 
 
 def test_cited_captions_and_time_spans_are_named_and_quarantined():
@@ -52,8 +54,10 @@ def test_cited_captions_and_time_spans_are_named_and_quarantined():
         outcome = generate_dialogues(BIKES, SEGMENTS, [], client, ONE_SINGLE)
     (row,) = outcome.quarantined
     assert row.reason == "invalid_dialogue"
-    assert "cites '1.8-3.6 s', which is not one of the listed segment ids" in row.detail
-    assert "no question with a grounded answer" in row.detail
+    # The request's schema lists the video's ids as an enum; the client checks the reply against it
+    # (a server without structured outputs meets the same rule) and names the place in words.
+    assert "answer 1, cited id 2: '1.8-3.6 s' is not one of the listed segment ids" in row.detail
+    assert "answer 1, cited id 2" in stub.requests[1]["messages"][-1]["content"]
 
 
 def test_the_structured_output_schema_bounds_the_cited_ids():
@@ -73,11 +77,13 @@ def test_yield_report_in_summary_and_card(tmp_path):
     report = _summary_of(outcomes, seconds=6.0).as_dict()["dialogue_yield"]
     assert report == {"attempted": 3, "valid_first_try": 1, "valid_after_repair": 1, "quarantined": 1,
                       "quarantined_by_reason": {"invalid_dialogue": 1}, "prompt_tokens_per_dialogue": 18.33,
-                      "completion_tokens_per_dialogue": 11.67, "seconds_per_dialogue": 2.0}
+                      "completion_tokens_per_dialogue": 11.67, "seconds_per_dialogue": 2.0,
+                      "repairs_repeating_the_first_reply": 1}  # the text citations, sent twice
     markdown = _summary_of(outcomes, 6.0).markdown()
     assert "| valid after one repair | 1 | 33% |" in markdown
     assert "| quarantined: invalid_dialogue | 1 | 33% |" in markdown
     root = tmp_path / "c"
     card = render_card(root, _build(root), {"dialogue_yield": report}, "openai", stats={}, figures=[])
     assert "## Dialogue yield" in card and "| valid at the first try | 1 | 33% |" in card
-    assert "3 dialogue requests; per dialogue: 18.33 prompt tokens, 11.67 completion tokens, 2.0 s" in card
+    assert ("3 dialogue requests; per dialogue: 18.33 prompt tokens, 11.67 completion tokens, 2.0 s; "
+            "1 repair replies repeated the first") in card

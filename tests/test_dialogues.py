@@ -112,7 +112,7 @@ def test_a_bad_answer_is_repaired_once(tmp_path):
     assert outcome.quarantined == [] and len(outcome.dialogues) == 1
     dialogue = outcome.dialogues[0]
     assert dialogue.provenance.parameters["repaired"] == "true"
-    assert dialogue.provenance.prompt_version == "single_question.v1+repair.v1"
+    assert dialogue.provenance.prompt_version == "single_question.v2+repair.v1"
     assert dialogue.user_turns[0].text == GOOD_SINGLE["question"]
     first, repair = stub.requests
     assert repair["messages"][: len(first["messages"])] == first["messages"]
@@ -179,7 +179,9 @@ def test_sample_videos_get_both_dialogue_types_all_valid_and_a_rerun_is_free(tmp
     first, usage = _replay_run(tmp_path)
     outcomes = {k: v for k, v in first.items() if isinstance(v, DialogueOutcome)}
     assert set(outcomes) == {"bikes", "bigbuckbunny", "generated_four_scenes", "generated_six_scenes"}
-    assert usage["failures"] == 0 and usage["calls"] == 15  # 6 captions, 8 dialogues, 1 repair
+    # 6 captions, 8 dialogues, 1 repair; the one failure is the flawed first answer, whose invented id
+    # the request's enum refuses at parse
+    assert usage["failures"] == 1 and usage["calls"] == 15
     for outcome in outcomes.values():
         assert outcome.quarantined == []
         assert sorted(d.kind for d in outcome.dialogues) == ["multi_question", "single_question"]
@@ -187,7 +189,8 @@ def test_sample_videos_get_both_dialogue_types_all_valid_and_a_rerun_is_free(tmp
             assert Dialogue.model_validate(d.model_dump()) == d
     assert outcomes["bikes"].dialogues[0].provenance.parameters["repaired"] == "true"
     again, usage2 = _replay_run(tmp_path)
-    assert usage2["calls"] == 0 and usage2["cache_hits"] == 15
+    # Only answers that parse are cached: the refused first answer is asked again, the rest is free.
+    assert usage2["calls"] == 1 and usage2["cache_hits"] == 14
     assert {k: v.dialogues for k, v in again.items() if isinstance(v, DialogueOutcome)} == {
         k: v.dialogues for k, v in outcomes.items()}
 
@@ -195,10 +198,72 @@ def test_sample_videos_get_both_dialogue_types_all_valid_and_a_rerun_is_free(tmp
 def test_prompts_are_versioned_files(tmp_path):
     from curation.text.prompts import load_prompt, parse_prompt
 
-    for name in ("single_question", "multi_question", "scene_caption", "repair"):
+    newest = {"single_question": 2, "multi_question": 2, "scene_caption": 1, "repair": 1,
+              "single_question_compact": 1, "multi_question_compact": 1}
+    for name, version in newest.items():
         prompt = load_prompt(name)
-        assert prompt.version == "v1" and prompt.prompt_version == f"{name}.v1" and prompt.system and prompt.user_template
+        assert prompt.prompt_version == f"{name}.v{version}" and prompt.system and prompt.user_template
+        assert load_prompt(name, 1).prompt_version == f"{name}.v1"  # old versions stay loadable
     with pytest.raises(FileNotFoundError):
         load_prompt("single_question", 99)
     with pytest.raises(ValueError, match="needs exactly"):
         parse_prompt("x", "v1", "## user\nonly a user part")
+
+
+# --- the compact shape ------------------------------------------------------------------------
+COMPACT = DialogueConfig(min_dialogues=2, max_dialogues=2, single_question_share=0.5, output_shape="compact")
+COMPACT_SINGLE = {"question": "What kinds of traffic go by on this street?", "replies": [
+    "NO REPLY", "NO REPLY", "A taxi passes so close that only its roof is in view.",
+    "A van waits while a cyclist rides past it.", "NO REPLY", "NO REPLY"]}
+COMPACT_MULTI = {"questions": [
+    {"question": "Who is walking along here?", "immediate_reply": None,
+     "replies": ["NO REPLY", "A man in a dark suit and tie.", "NO REPLY"]},
+    {"question": "What is chained up near the bollards?", "immediate_reply": "Nothing has been chained up so far.",
+     "replies": ["NO REPLY", "NO REPLY", "A bicycle, locked to a railing."]}]}
+
+
+def test_compact_replies_give_the_same_records_as_cited_ones():
+    with StubServer([Reply.json(COMPACT_SINGLE), Reply.json(COMPACT_MULTI)]) as stub, stub_client(stub) as client:
+        compact = generate_dialogues(BIKES, SEGMENTS, [], client, COMPACT)
+    full_single = {"question": COMPACT_SINGLE["question"], "answers": [
+        {"segment_ids": ["bikes-s0002"], "answer": COMPACT_SINGLE["replies"][2]},
+        {"segment_ids": ["bikes-s0003"], "answer": COMPACT_SINGLE["replies"][3]}]}
+    # Code asked question 2 at the first segment of the second run of three.
+    full_multi = {"questions": [
+        {**{k: v for k, v in COMPACT_MULTI["questions"][0].items() if k != "replies"}, "asked_at_segment": "bikes-s0000",
+         "answers": [{"segment_ids": ["bikes-s0001"], "answer": "A man in a dark suit and tie."}]},
+        {**{k: v for k, v in COMPACT_MULTI["questions"][1].items() if k != "replies"}, "asked_at_segment": "bikes-s0003",
+         "answers": [{"segment_ids": ["bikes-s0005"], "answer": "A bicycle, locked to a railing."}]}]}
+    with StubServer([Reply.json(full_single), Reply.json(full_multi)]) as stub2, stub_client(stub2) as client:
+        full = generate_dialogues(BIKES, SEGMENTS, [], client, COMPACT.model_copy(update={"output_shape": "full"}))
+    assert compact.quarantined == [] == full.quarantined
+    strip = lambda d: d.model_dump(exclude={"provenance": {"prompt_version", "parameters", "created_at"}})  # noqa: E731
+    assert [strip(d) for d in compact.dialogues] == [strip(d) for d in full.dialogues]
+    body = stub.requests[0]
+    assert body["response_format"]["json_schema"]["name"] == "single_question_compact"
+    replies = body["response_format"]["json_schema"]["schema"]["properties"]["replies"]
+    assert replies["minItems"] == replies["maxItems"] == len(SEGMENTS)
+    multi = stub.requests[1]["response_format"]["json_schema"]["schema"]["properties"]["questions"]
+    assert multi["minItems"] == multi["maxItems"] == 2
+    assert "Question 2: asked at the start of [bikes-s0003]" in stub.requests[1]["messages"][1]["content"]
+
+
+def test_a_compact_reply_with_the_wrong_number_of_replies_is_sent_back():
+    short = {"question": COMPACT_SINGLE["question"], "replies": COMPACT_SINGLE["replies"][:4]}
+    one = COMPACT.model_copy(update={"min_dialogues": 1, "max_dialogues": 1, "single_question_share": 1.0})
+    with StubServer([Reply.json(short), Reply.json(COMPACT_SINGLE)]) as stub, stub_client(stub) as client:
+        outcome = generate_dialogues(BIKES, SEGMENTS, [], client, one)
+    assert len(outcome.dialogues) == 1 and outcome.tally["valid_after_repair"] == 1
+    assert "4 items; give at least 6" in stub.requests[1]["messages"][-1]["content"]
+
+
+def test_every_request_carries_its_videos_ids_as_an_enum_and_bounded_lists():
+    with StubServer([Reply.json(GOOD_SINGLE), Reply.json(MULTI)]) as stub, stub_client(stub) as client:
+        generate_dialogues(BIKES, SEGMENTS, [], client, DialogueConfig())
+    ids = [s.segment_id for s in SEGMENTS]
+    single = stub.requests[0]["response_format"]["json_schema"]["schema"]
+    cited = single["properties"]["answers"]["items"]["properties"]
+    assert cited["segment_ids"]["items"]["enum"] == ids and cited["segment_ids"]["maxItems"] == 4
+    assert single["properties"]["answers"]["maxItems"] == 6 and cited["answer"]["maxLength"] == 300
+    asked = stub.requests[1]["response_format"]["json_schema"]["schema"]["properties"]["questions"]
+    assert asked["items"]["properties"]["asked_at_segment"]["enum"] == ids and asked["maxItems"] == 4

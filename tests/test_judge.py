@@ -10,6 +10,7 @@ import pytest
 
 from schemas import ReferenceAnswer
 from training.rl.judge import (
+    SCORE_PARSERS,
     JudgeConfig,
     LLMJudge,
     OfflineJudge,
@@ -117,7 +118,7 @@ def test_reward_through_the_llm_judge_drops_the_failed_call(endpoint):
 @pytest.mark.parametrize(("text", "scale", "expected"), [
     # bare digits
     ("4", 5, 4), (" 3.\n", 3, 3), ("Score: 2", 5, 2), ("<think>hmm</think>1", 5, 1), ("**3**", 3, 3),
-    # a digit with words: the benchmark reads the first character
+    # a digit with words: read as the benchmark reads it, the first character
     ("2 (partially covered)", 3, 2), ("3 - mostly covered", 3, 3), ("4 because", 5, 4),
     ("1. Incorrect: the reply names the wrong person.", 3, 1), ('"2" partially', 3, 2),
     # a digit in a sentence
@@ -127,8 +128,40 @@ def test_reward_through_the_llm_judge_drops_the_failed_call(endpoint):
     ("4", 3, None), ("0", 5, None), ("four", 5, None), ("", 5, None), ("10", 5, None),
     ("Between 1 and 2.", 3, None), ("It scores 2.5", 3, None),
 ])
-def test_parse_score(text, scale, expected):
-    assert parse_score(text, scale) == expected
+def test_lenient_parse_score(text, scale, expected):
+    assert parse_score(text, scale, "lenient") == expected
+
+
+# Replies that separate the published parsers, each reading worked by hand (scale 3 = the
+# benchmark's rubric unless said; after removing a thinking block and outer whitespace):
+SEPARATING = [
+    # first-char: "S" is no digit -> None. last-number: numbers 2, 3 -> the last, 3.
+    # lenient: "Score:" then the digit 2 -> 2.
+    ("Score: 2 (out of 3)", 3, {"first-char": None, "last-number": 3, "lenient": 2}),
+    # a bare digit reads alike everywhere
+    ("3", 3, {"first-char": 3, "last-number": 3, "lenient": 3}),
+    # scale 5 (the RL reward's): first-char "I" -> None; last-number 4, 5 -> 5;
+    # lenient: "/5" dropped, the one lone digit left is 4
+    ("I'd give 4/5", 5, {"first-char": None, "last-number": 5, "lenient": 4}),
+    # first-char "1" -> 1; last-number 10 > 3 -> None; lenient: a two-digit number is no digit -> None
+    ("10", 3, {"first-char": 1, "last-number": None, "lenient": None}),
+    # first-char "T" -> None; last-number 1; lenient: the one lone digit, 1
+    ("The answer is wrong. 1", 3, {"first-char": None, "last-number": 1, "lenient": 1}),
+    # first-char "2"; last-number 2, 3 -> 3; lenient: the reply opens with 2 -> 2
+    ("2. Partly; 3 would need the door.", 3, {"first-char": 2, "last-number": 3, "lenient": 2}),
+    # the thinking block goes first, under every parser: "<think>1 or 2?</think>\n3" reads as "3"
+    ("<think>1 or 2?</think>\n3", 3, {"first-char": 3, "last-number": 3, "lenient": 3}),
+]
+
+
+@pytest.mark.parametrize(("text", "scale", "expected"), SEPARATING)
+def test_published_parsers_read_the_separating_replies_as_worked_by_hand(text, scale, expected):
+    assert {name: parse_score(text, scale, name) for name in SCORE_PARSERS} == expected
+
+
+def test_the_benchmarks_first_character_is_the_default_reading_of_score_and_the_reward_keeps_lenient():
+    assert parse_score("Score: 2 (out of 3)", 3) is None  # "S": the benchmark's scorer reads no digit
+    assert JudgeConfig().parse == "lenient"
 
 
 @pytest.mark.parametrize(("text", "expected"), [

@@ -17,8 +17,8 @@ FORBIDDEN = {
     "curation": {"flows", "training", "prefect", "torch", "transformers"},
     "training": {"flows", "prefect"},
 }
-# What the trainer may take from curation: the one frame decoder, LLM client and index reader.
-TRAINING_MAY_USE = {"curation.skips", "curation.video.frames", "curation.llm.client",
+# What the trainer may take from curation: the one frame decoder and its clock, LLM client and index reader.
+TRAINING_MAY_USE = {"curation.skips", "curation.video.frames", "curation.video.stream_time", "curation.llm.client",
                     "curation.llm.config", "curation.corpus.shards"}
 
 

@@ -92,14 +92,15 @@ def build_tiny_qwen2(path: Path) -> Path:
 
 
 @contextmanager
-def serve_vllm(py: Path, model_dir: Path, served_name: str, max_model_len: int, log_path: Path):
+def serve_vllm(py: Path, model_dir: Path, served_name: str, max_model_len: int, log_path: Path,
+               extra_args: tuple[str, ...] = ()):
     """A vLLM OpenAI-compatible server on a free loopback port; yields its /v1 URL, stops it after."""
     port = free_port()
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_TARGET_DEVICE": "cpu", "HF_HUB_OFFLINE": "1"}
     with open(log_path, "w") as log:
         server = subprocess.Popen([py, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
                                    "--served-model-name", served_name, "--host", "127.0.0.1", "--port", str(port),
-                                   "--dtype", "float32", "--max-model-len", str(max_model_len)],
+                                   "--dtype", "float32", "--max-model-len", str(max_model_len), *extra_args],
                                   env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/v1"
     deadline = time.time() + 900

@@ -8,6 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from schemas import (
+    SCHEMA_VERSION,
     Dialogue,
     Quarantine,
     RecordError,
@@ -48,7 +49,7 @@ def test_parquet_round_trip_is_lossless(cls, tmp_path):
     write_parquet(to_table(records, cls), path)
     back = from_table(read_parquet(path), cls)
     assert back == records
-    assert pq.read_schema(path).metadata[VERSION_KEY] == b"1.0"
+    assert pq.read_schema(path).metadata[VERSION_KEY] == SCHEMA_VERSION.encode()
 
 
 def test_arrow_schema_is_derived_from_the_record_fields():

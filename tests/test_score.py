@@ -130,6 +130,75 @@ def test_failed_judge_calls_are_dropped(files):
     assert result["judge_failures"] == 1
 
 
+# The judge's replies to a1's and b1's items, chosen to separate the parsers (scale 3; readings as
+# in tests/test_judge.py::SEPARATING): (first-char, last-number, lenient)
+JUDGE_TEXTS = {
+    WALK: "Score: 2 (out of 3)",  # None, 3, 2
+    f"{WALK} {OPENS}": "3",  # 3, 3, 3
+    SLICE: "10",  # 1, None, None
+    f"{SLICE} {WASH}": "The answer is wrong. 1",  # None, 1, 1
+}
+
+
+def judge_stub_reply(body):
+    from tests.openai_stub import Reply
+
+    user = body["messages"][-1]["content"]
+    if "New Turn:" in user:
+        return Reply.text("yes" if f"New Turn: {WASH}" in user else "no")
+    reply = user.split("Predicted Answer: ", 1)[1].split("\n", 1)[0]
+    return Reply.text(JUDGE_TEXTS[reply])
+
+
+def test_compare_parsers_reads_one_round_of_judge_replies_under_each_parser(files, tmp_path, capsys):
+    pytest.importorskip("curation.llm.client")
+    from tests.openai_stub import StubServer
+
+    gold, preds = files
+    out = tmp_path / "compare.json"
+    with StubServer(judge_stub_reply) as stub:
+        assert cli(["--predictions", str(preds), "--references", str(gold), "--judge", "openai",
+                    "--judge-base-url", stub.url, "--compare-parsers", "--json", str(out)]) == 0
+        assert len(stub.requests) == 4 + 3  # one round: 4 score items, 3 repetition questions
+    result = json.loads(out.read_text())
+    by = result["parsers"]
+    assert list(by) == ["first-char", "last-number", "lenient"]  # the chosen (default) parser first
+    # omega 0.5, window a1 = [2, 9] (7 s), b1 = [0, 11] (11 s), max_y 2, x = (t - s) / 2:
+    # first-char:  a1 keeps (8, 3 - 1 = 2): x 3 -> 0.5 * 3 + 2 * 4 = 9.5;   b1 keeps (3, 1 - 1 = 0): x 1.5 -> 0.75
+    # last-number: a1 (4, 2), (8, 2): x 1 -> 0.5 * 1 + 2 * 6 = 12.5;        b1 (10.5, 0): x 5.25 -> 2.625
+    # lenient:     a1 (4, 1), (8, 2): x 1, 3 -> 0.5 + 1 * 2 + 2 * 4 = 10.5; b1 (10.5, 0) -> 2.625
+    areas = {"first-char": (9.5, 0.75), "last-number": (12.5, 2.625), "lenient": (10.5, 2.625)}
+    for name, (a1, b1) in areas.items():
+        assert by[name]["categories"]["web"]["pauc_omega_0.5"] == pytest.approx(100 * (a1 / 14 + EMPTY) / 2)
+        assert by[name]["categories"]["ego"]["pauc_omega_0.5"] == pytest.approx(100 * (b1 / 22 + EMPTY) / 2)
+        assert by[name]["overall"]["duplicate_rate"] == pytest.approx(100 * 2 / 6)  # yes/no: no parser involved
+    # unparsed: first-char 2 ("Score...", "The answer..."), last-number 1 ("10"), lenient 1 ("10")
+    assert [by[n]["unparsed_judge_replies"] for n in by] == [2, 1, 1]
+    differing = {d["judge_reply"]: d["scores"] for d in result["disagreements"]}
+    assert differing == {
+        "Score: 2 (out of 3)": {"first-char": None, "last-number": 3, "lenient": 2},
+        "10": {"first-char": 1, "last-number": None, "lenient": None},
+        "The answer is wrong. 1": {"first-char": None, "last-number": 1, "lenient": 1},
+    }
+    printed = capsys.readouterr().out
+    assert "'Score: 2 (out of 3)'" in printed and "'The answer is wrong. 1'" in printed
+    assert "first-char" in printed and "last-number" in printed and "lenient" in printed
+
+
+def test_judge_parse_selects_one_parser(files, tmp_path):
+    pytest.importorskip("curation.llm.client")
+    from tests.openai_stub import StubServer
+
+    gold, preds = files
+    out = tmp_path / "one.json"
+    with StubServer(judge_stub_reply) as stub:
+        assert cli(["--predictions", str(preds), "--references", str(gold), "--judge", "openai",
+                    "--judge-base-url", stub.url, "--judge-parse", "last-number", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["judge_parse"] == "last-number"
+    assert result["categories"]["web"]["pauc_omega_0.5"] == pytest.approx(100 * (12.5 / 14 + EMPTY) / 2)
+
+
 def test_cli_writes_json_with_the_offline_judge(files, tmp_path):
     gold, preds = files
     out = tmp_path / "scores.json"

@@ -253,6 +253,9 @@ def test_sft_mixes_offline_data_at_the_configured_ratio(corpus, tmp_path, sample
     assert data["offline"] == {"qa": {"available": 3, "wanted": 2, "used": 2}}
     assert data["offline_skipped"]["offline_bad_row"] == 1
     assert data["episodes"] == 3 and 0 < data["no_reply_share"] < 1
+    # weight 1 (published): NO REPLY tokens carry their own share of the loss, nothing moved
+    assert data["no_reply_loss_weight"] == 1.0 and data["no_reply_label_tokens"] > 0
+    assert data["no_reply_loss_share"] == data["no_reply_loss_share_unweighted"] > 0
     order = [json.loads(line)["items"] for line in (tmp_path / "run" / "data_order.jsonl").read_text().splitlines()]
     assert sorted(i for items in order for i in items) == [0, 1, 2, 3, 4]  # 3 episodes + 2 offline rows
     assert len(summary["losses"]) + sum(summary["skipped"].values()) == 5

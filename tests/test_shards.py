@@ -26,7 +26,7 @@ from curation.corpus.shards import (
     split_of,
     update_shards,
 )
-from schemas import Dialogue, Quarantine, Video, from_table
+from schemas import SCHEMA_VERSION, Dialogue, Quarantine, Video, from_table
 from schemas.arrow import TABLE_KEY, VERSION_KEY
 from tests.test_results import FIXED_TIME, make_result
 from training.data.corpus import read_split
@@ -54,7 +54,7 @@ def files_under(root: Path) -> dict[str, bytes]:
 
 
 def check_index_matches_files(root: Path, index: dict) -> None:
-    assert index["schema_version"] == "1.0"
+    assert index["schema_version"] == SCHEMA_VERSION
     for entry in index["shards"]:
         path = root / entry["path"]
         data = path.read_bytes()

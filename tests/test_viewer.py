@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from curation.corpus.shards import read_table
+from curation.video.synthetic import ffmpeg_exe
 from curation.viewer.page_data import corpus_page_data, question_ids_of, read_predictions
 from curation.viewer.render import write_page
 from tests.browser import chromium, open_page
@@ -131,6 +133,32 @@ def test_seeking_into_an_answer_window_highlights_exactly_the_answers_it_holds(v
     later = max(r["reply_span"][1] for r in refs) - 0.25
     seek_player(page, later)
     assert shown() == expected(later) and target["answer"] not in shown()
+    page.close()
+    assert problems == []
+
+
+def test_a_video_whose_timestamps_start_late_is_sought_on_the_players_clock(sample_corpus, browser, tmp_path):
+    """bikes.mp4 copied behind a 3 s empty edit: the page's times stay stream times (0 = its first
+    frame), and the player, whose clock reads 3 s at that frame, is sought and followed 3 s on."""
+    corpus = tmp_path / "corpus"
+    shutil.copytree(sample_corpus, corpus, ignore=shutil.ignore_patterns("work"))
+    rel = next(r["path"] for r in read_table(corpus, "videos").to_pylist() if r["video_id"] == VIDEO)
+    delayed = tmp_path / "delayed.mp4"
+    subprocess.run([ffmpeg_exe(), "-y", "-loglevel", "error", "-i", str(corpus / rel), "-c", "copy",
+                    "-output_ts_offset", "3", str(delayed)], check=True)
+    shutil.move(delayed, corpus / rel)
+    proc = run_viewer(str(corpus), "--out", str(tmp_path / "page"))
+    assert proc.returncode == 0, proc.stderr
+    page, problems = open_page(browser, (tmp_path / "page" / "index.html").as_uri())
+    open_video(page, VIDEO)
+    ref = next(r for r in references_of(corpus, VIDEO) if not r["immediate"])
+    titles = page.eval_on_selector_all("#detail .bar.answer", "bars => bars.map(b => b.title)")
+    page.locator("#detail .bar.answer").nth(next(i for i, t in enumerate(titles) if t.endswith("  " + ref["answer"]))).click()
+    page.wait_for_function("t => { const v = document.querySelector('#detail video'); "
+                           "return !v.seeking && Math.abs(v.currentTime - t) < 1e-3; }", arg=ref["reply_span"][0] + 3)
+    seek_player(page, ref["reply_span"][0] + 3 + 0.01)
+    titles = [title.split("  ", 1)[1] for title in current_answers(page)]
+    assert ref["answer"] in titles
     page.close()
     assert problems == []
 

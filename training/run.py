@@ -25,6 +25,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
              "stream a ProactiveVideoQA-format set through a model, write predictions"),
     "score": ("training.eval.score", "training.eval.score",
               "score a prediction file: PAUC at omega and duplicate rate, per category"),
+    "ablate": ("training.ablate", "training.ablate",
+               "one GRPO run per variant (reward terms, NO REPLY weight), each evaluated and scored; one table"),
 }
 
 

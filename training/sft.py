@@ -11,7 +11,8 @@ Departures from the published code (MMDuet2 release), and why:
   moving the dropped turns' questions to the first kept turn (the published loader's truncation
   is not documented).
 - A video that cannot be decoded is skipped and counted, never replaced by a random sample.
-- Optional loss weight on `NO REPLY` turns (Streamo's lesson; off by default = published).
+- Optional loss weight on `NO REPLY` turns (`template.no_reply_loss_weight`, Streamo's lesson; 1 =
+  published), carried per token beside the labels; the data summary shows its share of the loss.
 - The patch merger stays trainable when the vision tower is frozen (Qwen2.5-VL fine-tuning
   default; set `train_merger: false` to freeze it too). ZeRO-3 is replaced by accelerate/FSDP.
 - The learning-rate schedule (cosine after warm-up) is not published; it is a config value.
@@ -157,12 +158,6 @@ def train(cfg: SFTConfig) -> dict:
     offline_items, offline_summary = mix_offline(cfg.offline, len(items), cfg.seed)
     # the summary and the tiny tokenizer's texts: a bounded sample spread over the items
     sample = [items[i] for i in spread_indices(len(items), cfg.summary_sample)]
-    data_summary = {"split": cfg.split, "items": len(items), "summarised": len(sample),
-                    "frame_cache": any(s.frame_cache for s in splits),
-                    **episode_summary([it[0] for it in sample if isinstance(it, tuple)], cfg.episodes, frame_timeline,
-                                      released=[it.episode for it in sample if hasattr(it, "episode")]),
-                    **offline_summary}
-    accelerator.print("data " + json.dumps(data_summary))
     for split in splits:
         split.drop_cache()
     # tiny preset: a tokenizer trained on this corpus's text, built once per run dir
@@ -172,6 +167,13 @@ def train(cfg: SFTConfig) -> dict:
     tokenizer = load_tokenizer(cfg.model)
     image_processor = load_image_processor(cfg.model, cfg.max_pixels)
     renderer = TurnRenderer(tokenizer, cfg.template.system_prompt, cfg.template.image_pad_token)
+    data_summary = {"split": cfg.split, "items": len(items), "summarised": len(sample),
+                    "frame_cache": any(s.frame_cache for s in splits),
+                    **episode_summary([it[0] for it in sample if isinstance(it, tuple)], cfg.episodes, frame_timeline,
+                                      renderer.labelled_tokens, cfg.template.no_reply_loss_weight,
+                                      released=[it.episode for it in sample if hasattr(it, "episode")]),
+                    **offline_summary}
+    accelerator.print("data " + json.dumps(data_summary))
 
     def dataset_of(pairs):
         return EpisodeDataset(pairs, cfg.episodes, renderer, image_processor, cfg.template, cfg.max_pixels)

@@ -130,9 +130,24 @@ def _yield_section(summary: dict[str, Any]) -> list[str]:
         return []
     return ["## Dialogue yield", "",
             "What the LLM's dialogue requests gave in the builds behind this corpus: valid at the first "
-            "answer, valid after the one repair request, or quarantined (by reason). Tokens count "
-            "the first answer and the repair; seconds are the dialogue stage's wall time.", "",
+            "answer, valid after the one repair request, or quarantined (by reason; `low_quality`: "
+            "valid, but the quality gate refused it). Tokens count the first answer and the repair; "
+            "seconds are the dialogue stage's wall time. The raw replies of every failed request are "
+            "under `work/llm_replies/` of the build folder, named in each quarantine row.", "",
             yield_line(report), "", *_table(yield_rows(report)), ""]
+
+
+def _quality_section(stats: dict[str, Any]) -> list[str]:
+    figures = stats.get("dialogue_quality") or {}
+    if not figures:
+        return []
+    return ["## Dialogue quality", "",
+            "Figures the quality gate stored on each dialogue (`dialogues.quality`; thresholds in the "
+            "build config's `dialogues.quality`): `grounding`, the least grounded answer's share of "
+            "content words found in the segments it cites; `max_answer_similarity` between two "
+            "answers; `max_restatement`, the largest share of an answer's words that are its "
+            "question's; `repetition`, the largest share of repeated word 3-grams in one text.", "",
+            *(f"- {name.replace('_', ' ')}: {_describe(values)}" for name, values in figures.items()), ""]
 
 
 def _loading_section(header: dict[str, Any], where: str) -> list[str]:
@@ -181,6 +196,7 @@ def render_card(corpus_root: Path, index: dict[str, Any], summary: dict[str, Any
     body += _stats_section(stats, figures)
     body += _quarantine_section(summary, stats)
     body += _yield_section(summary)
+    body += _quality_section(stats)
     body += _loading_section(header, corpus_root.name)
     body += _viewer_section()
     body += limitations_section(replay=llm_backend == "replay")

@@ -33,6 +33,12 @@ FIELDS: dict[str, list[tuple[str, str]]] = {
         ("provenance.prompt_version", "the prompt file version (`prompts/<name>.vN.md`)"),
         ("provenance.parameters", "generation parameters, as sorted `{key, value}` entries"),
         ("provenance.created_at", "when the row was written (UTC)"),
+        ("quality.grounding", "quality gate: the least grounded answer's share of content words found in the "
+                              "segments it cites (null `quality`: the gate was off)"),
+        ("quality.max_answer_similarity", "quality gate: the largest similarity between two answers"),
+        ("quality.max_restatement", "quality gate: the largest share of an answer's words that are its question's"),
+        ("quality.repetition", "quality gate: the largest share of repeated word 3-grams in one text"),
+        ("quality.gate", "the version of the gate's rules"),
     ],
     "videos": [
         ("video_id", "a safe file name; the key every other table refers to"),
@@ -75,6 +81,8 @@ FIELDS: dict[str, list[tuple[str, str]]] = {
         ("stage", "the pipeline stage that left it out (`manifest`, `acquire`, `probe`, ...)"),
         ("reason", "a stable code, e.g. `truncated`, `not_video`, `too_short`"),
         ("detail", "what was found, in words"),
+        ("raw_replies", "for a failed LLM request: its raw replies (first try and repair), a JSON file under "
+                        "the build folder's `work/llm_replies/`"),
         ("kind", "`skip` (a rule said no) or `error` (a crash, retried on the next build)"),
         ("created_at", "when it was recorded (UTC)"),
     ],

@@ -25,4 +25,5 @@ def yield_line(report: dict[str, Any]) -> str:
     tokens = (f"{prompt} prompt tokens, {completion} completion tokens" if prompt or completion
               else "no tokens reported (replayed or cached answers)")
     return (f"{report.get('attempted', 0)} dialogue requests; per dialogue: {tokens}, "
-            f"{report.get('seconds_per_dialogue', 0)} s of the dialogue stage")
+            f"{report.get('seconds_per_dialogue', 0)} s; "
+            f"{report.get('repairs_repeating_the_first_reply', 0)} repair replies repeated the first")

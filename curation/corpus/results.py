@@ -10,6 +10,7 @@ hundred files at 52k videos (the Hub and most filesystems dislike huge folders, 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from collections.abc import Iterator
@@ -72,9 +73,28 @@ def fsync_folder(folder: Path) -> None:
 def write_result(results_dir: str | Path, result: VideoResult) -> Path:
     """Write atomically: readers see the old file or the new one, never a torn one."""
     path = result_path(results_dir, result.video_id)
+    _write_atomic(path, result.model_dump_json().encode(), result.video_id)
+    return path
+
+
+# The raw replies of failed LLM requests, one JSON file per dialogue, next to the results: a
+# quarantine row names its file (`Quarantine.raw_replies`), the viewer shows it.
+RAW_REPLIES_DIR = "work/llm_replies"
+
+
+def write_raw_replies(corpus_root: str | Path, video_id: str, dialogue_id: str, replies: list[dict]) -> str:
+    """Write one dialogue's raw replies atomically; returns the path relative to the corpus root."""
+    check_safe_id(dialogue_id)
+    relative = f"{RAW_REPLIES_DIR}/{result_folder_name(video_id)}/{dialogue_id}.json"
+    data = json.dumps({"video_id": video_id, "dialogue_id": dialogue_id, "replies": replies},
+                      ensure_ascii=False, indent=1).encode()
+    _write_atomic(Path(corpus_root) / relative, data, dialogue_id)
+    return relative
+
+
+def _write_atomic(path: Path, data: bytes, name: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = result.model_dump_json().encode()
-    fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{result.video_id}-", suffix=".part", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{name}-", suffix=".part", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -85,7 +105,6 @@ def write_result(results_dir: str | Path, result: VideoResult) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     fsync_folder(path.parent)
-    return path
 
 
 def parse_result(data: bytes, video_id: str) -> VideoResult | None:

@@ -93,12 +93,26 @@ def corpus_stats(corpus_root: str | Path) -> dict[str, Any]:
         f"{spf:g}s_per_frame": [no_reply_share(d, n, spf, max_frames) for d, n in episodes]
         for spf, max_frames in ((1.0, 180), (2.0, 90))  # FACTS.md: 180 frames at 1 s, 90 at 2 s
     }
+    stats["dialogue_quality"] = _quality_figures(con)
     stats["quarantine_by_stage_reason"] = _rows(con, """
         select stage, reason, kind, count(*) as items from quarantine group by all order by stage, items desc""")
     summary_path = root / "summary.json"
     if summary_path.exists():
         stats["llm_usage"] = json.loads(summary_path.read_text()).get("llm_usage", {})
     return stats
+
+
+QUALITY_FIGURES = ("grounding", "max_answer_similarity", "max_restatement", "repetition")
+
+
+def _quality_figures(con: duckdb.DuckDBPyConnection) -> dict[str, list[float]]:
+    """The quality gate's figures of every dialogue that has them (shards before the gate have none)."""
+    try:
+        rows = con.execute("select " + ", ".join(f"quality.{f}" for f in QUALITY_FIGURES)
+                           + " from dialogues where quality is not null").fetchall()
+    except duckdb.Error:
+        return {}
+    return {name: sorted(r[i] for r in rows) for i, name in enumerate(QUALITY_FIGURES)} if rows else {}
 
 
 def _describe(values: list[float]) -> str:

@@ -31,6 +31,7 @@ class BackendCall:
     temperature: float
     max_tokens: int
     schema_name: str | None
+    response_schema: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,7 @@ class OpenAIBackend:
         self.plain_only = False
         self._formats: dict[str, dict[str, Any]] = {}
 
-    def response_format(self, schema_name: str | None) -> dict[str, Any] | None:
+    def response_format(self, schema_name: str | None, schema: dict[str, Any] | None = None) -> dict[str, Any] | None:
         from schemas.llm_output import json_schema
 
         mode = self.cfg.structured_output
@@ -104,13 +105,15 @@ class OpenAIBackend:
             return None
         if mode == "json_object":
             return {"type": "json_object"}
+        if schema is not None:  # narrowed to this request (enum of its ids, bounds)
+            return {"type": "json_schema", "json_schema": {"name": schema_name, "schema": schema, "strict": True}}
         if schema_name not in self._formats:  # pydantic rebuilds a schema on every call: keep one
             self._formats[schema_name] = {"type": "json_schema", "json_schema": {
                 "name": schema_name, "schema": json_schema(schema_name), "strict": True}}
         return self._formats[schema_name]
 
     async def send(self, call: BackendCall) -> BackendReply:
-        fmt = self.response_format(call.schema_name)
+        fmt = self.response_format(call.schema_name, call.response_schema)
         try:
             return await self._create(call, fmt)
         except BackendError as exc:
@@ -148,6 +151,11 @@ class OpenAIBackend:
             raise BackendError("llm_rejected", detail) from None
         except openai.OpenAIError as exc:  # malformed body and the like: the server is misbehaving
             raise BackendError("llm_failed", f"{type(exc).__name__}: {exc}", transient=True) from None
+        except UnicodeDecodeError as exc:  # a body that is not UTF-8: this request's answer is unreadable
+            raise BackendError("llm_bad_encoding", f"the reply is not UTF-8 ({exc.reason} at byte {exc.start})") from None
+        except ValueError as exc:  # a 200 whose body is not JSON
+            raise BackendError("llm_failed", f"malformed completion body: {type(exc).__name__}: {exc}",
+                               transient=True) from None
         return _read_completion(resp)
 
     async def aclose(self) -> None:
@@ -228,8 +236,8 @@ class VLLMBackend:
         params: dict[str, Any] = {"temperature": call.temperature, "max_tokens": call.max_tokens}
         if call.schema_name is not None and self.cfg.structured_output != "none":
             # Exactly one constraint: vllm rejects a params object with two set (even json_object=False).
-            want = ({"json": json_schema(call.schema_name)} if self.cfg.structured_output == "json_schema"
-                    else {"json_object": True})
+            schema = call.response_schema or json_schema(call.schema_name)
+            want = {"json": schema} if self.cfg.structured_output == "json_schema" else {"json_object": True}
             sp = self.vllm.sampling_params
             if hasattr(sp, "StructuredOutputsParams"):  # vllm >= 0.11
                 params["structured_outputs"] = sp.StructuredOutputsParams(**want)

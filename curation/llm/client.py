@@ -34,7 +34,7 @@ from curation.llm.backends import (
 )
 from curation.llm.cache import ResponseCache
 from curation.llm.config import LLMConfig
-from curation.llm.parse import extract_json_object, parse_output
+from curation.llm.parse import extract_json_object, parse_output, parse_reply
 from curation.skips import Skip
 from schemas.llm_output import LLM_OUTPUTS
 
@@ -43,7 +43,7 @@ __all__ = ["LLMClient", "LLMConfig", "LLMFailure", "LLMRequest", "LLMResponse", 
            "parse_output"]
 
 FAILURE_REASONS = ("llm_failed", "llm_rejected", "llm_empty", "llm_invalid_json", "replay_missing",
-                   "missing_extra")
+                   "missing_extra", "llm_request_too_large", "llm_reply_too_long", "llm_bad_encoding")
 USAGE_KEYS = ("calls", "cache_hits", "failures", "retries", "prompt_tokens", "completion_tokens")
 # A server's Retry-After or our doubling never makes one request wait longer than this.
 MAX_BACKOFF_S = 60.0
@@ -54,6 +54,10 @@ class LLMRequest(BaseModel):
 
     messages: list[dict[str, Any]] = Field(min_length=1)
     schema_name: str | None = None
+    # The schema narrowed to this request (`schemas.llm_output.request_schema`): sent as the
+    # structured-output constraint and checked on the reply, so a server without structured
+    # outputs meets the same rules. Part of the key.
+    response_schema: dict[str, Any] | None = None
     prompt_version: str = ""
     temperature: float | None = None  # None -> config value
     max_tokens: int | None = None  # None -> config value
@@ -79,8 +83,22 @@ class LLMRequest(BaseModel):
                    "prompt_version": self.prompt_version,
                    "temperature": None if temp is None else float(temp),
                    "max_tokens": None if toks is None else int(toks)}
+        if self.response_schema is not None:  # absent otherwise, so older keys (captions, judge) hold
+            payload["response_schema"] = self.response_schema
         canon = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(canon.encode("utf-8")).hexdigest()
+
+
+def request_chars(messages: list[dict[str, Any]]) -> int:
+    """Characters of text in a request's messages (images are bounded by their pixel budget)."""
+    total = 0
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, str):
+            total += len(content)
+        elif isinstance(content, list):
+            total += sum(len(p.get("text") or "") for p in content if isinstance(p, dict))
+    return total
 
 
 def _images_by_position(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -222,7 +240,11 @@ class LLMClient:
                            messages=request.messages,
                            temperature=request.temperature if request.temperature is not None else self.cfg.temperature,
                            max_tokens=request.max_tokens if request.max_tokens is not None else self.cfg.max_tokens,
-                           schema_name=request.schema_name)
+                           schema_name=request.schema_name, response_schema=request.response_schema)
+        size = request_chars(request.messages)
+        if size > self.cfg.max_request_chars:
+            return self._fail(call, "llm_request_too_large", f"{size} characters of text in the request; "
+                              f"at most {self.cfg.max_request_chars} (llm.max_request_chars)")
         hit = self._cached(call)
         if hit is not None:
             self._count(cache_hits=1)
@@ -232,17 +254,20 @@ class LLMClient:
         if isinstance(reply, LLMFailure):
             return reply
         self._count(prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens)
+        tokens = (reply.prompt_tokens, reply.completion_tokens)
         if not reply.text or not reply.text.strip():
             return self._fail(call, "llm_empty", f"no content (finish_reason={reply.finish_reason or '?'})",
-                              tokens=(reply.prompt_tokens, reply.completion_tokens))
+                              tokens=tokens)
+        if len(reply.text) > self.cfg.max_reply_chars:  # kept only as its head: it is not an answer
+            return self._fail(call, "llm_reply_too_long", f"a reply of {len(reply.text)} characters; at most "
+                              f"{self.cfg.max_reply_chars} (llm.max_reply_chars)", reply.text[:2000], tokens=tokens)
         data = None
         if call.schema_name is not None:
             try:
-                data = parse_output(call.schema_name, reply.text)
+                data = parse_reply(call.schema_name, reply.text, call.response_schema)
             except ValueError as exc:
                 cut = " (cut at max_tokens)" if reply.finish_reason == "length" else ""
-                return self._fail(call, "llm_invalid_json", f"{exc}{cut}", reply.text,
-                                  tokens=(reply.prompt_tokens, reply.completion_tokens))
+                return self._fail(call, "llm_invalid_json", f"{exc}{cut}", reply.text, tokens=tokens)
         if self._cache is not None:
             try:
                 self._cache.put(call.key, {"text": reply.text, "prompt_tokens": reply.prompt_tokens,
@@ -259,7 +284,7 @@ class LLMClient:
         data = None
         if call.schema_name is not None:
             try:
-                data = parse_output(call.schema_name, entry["text"])
+                data = parse_reply(call.schema_name, entry["text"], call.response_schema)
             except ValueError:  # the schema changed since it was cached: ask again
                 return None
         return LLMResponse(call.key, entry["text"], data, int(entry.get("prompt_tokens", 0)),

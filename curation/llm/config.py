@@ -23,6 +23,10 @@ class LLMConfig(BaseModel):
     temperature: float = 0.7
     max_tokens: int = Field(2048, ge=1)
     structured_output: Literal["json_schema", "json_object", "none"] = "json_schema"
+    # Bounds on what crosses the wire: a request with more text is refused before it is sent
+    # (~100k tokens), a reply longer than this is a failure, never parsed or stored in a record.
+    max_request_chars: int = Field(400_000, ge=1000)
+    max_reply_chars: int = Field(100_000, ge=1000)
     replay_path: str | None = None  # JSONL for backend=replay
     cache_dir: str | None = None  # content-addressed response cache; None = no cache
 

@@ -7,6 +7,7 @@ import json
 import re
 from typing import Any
 
+import jsonschema
 from pydantic import ValidationError
 
 from schemas.llm_output import LLM_OUTPUTS
@@ -67,6 +68,57 @@ def parse_output(schema_name: str, text: str) -> dict[str, Any]:
     except RecursionError:
         raise ValueError(f"does not match {schema_name}: nested too deeply") from None
     except ValidationError as exc:
-        errs = "; ".join(f"{'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']}" for e in exc.errors()[:8])
+        errs = "; ".join(f"{describe_location(e['loc'])}: {e['msg']}" for e in exc.errors()[:8])
         raise ValueError(f"does not match {schema_name}: {errs}") from None
     return model.model_dump(mode="json")
+
+
+_LIST_NOUNS = {"questions": "question", "answers": "answer", "replies": "reply", "segment_ids": "cited id"}
+_FIELD_WORDS = {"question": "question text", "answer": "answer text"}
+
+
+def describe_location(path) -> str:
+    """A place in a reply in words, as a person or a model reads it: `("questions", 0, "answers", 2,
+    "segment_ids")` is "question 1, answer 3, segment_ids" (not `questions.0.answers.2...`)."""
+    items, words = list(path), []
+    i = 0
+    while i < len(items):
+        key = items[i]
+        nxt = items[i + 1] if i + 1 < len(items) else None
+        if key in _LIST_NOUNS and isinstance(nxt, int):
+            words.append(f"{_LIST_NOUNS[key]} {nxt + 1}")
+            i += 2
+            continue
+        words.append(f"item {key + 1}" if isinstance(key, int) else _FIELD_WORDS.get(key, str(key)))
+        i += 1
+    return ", ".join(words) or "the reply"
+
+
+def _schema_message(error: jsonschema.ValidationError) -> str:
+    value, bound = error.instance, error.validator_value
+    if error.validator == "enum":
+        return f"{value!r} is not one of the listed segment ids"
+    if error.validator in ("maxLength", "minLength"):
+        return f"{len(value)} characters; write {'at most' if error.validator == 'maxLength' else 'at least'} {bound}"
+    if error.validator in ("maxItems", "minItems"):
+        return f"{len(value)} items; give {'at most' if error.validator == 'maxItems' else 'at least'} {bound}"
+    if error.validator == "anyOf":
+        return "is neither a text within its length bound nor null"
+    return error.message if len(error.message) <= 200 else error.message[:199] + "\u2026"
+
+
+def schema_errors(data: Any, schema: dict[str, Any]) -> list[str]:
+    """Where `data` breaks a request's JSON Schema, in words (see `describe_location`)."""
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
+    return [f"{describe_location(e.absolute_path)}: {_schema_message(e)}" for e in errors]
+
+
+def parse_reply(schema_name: str, text: str, response_schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`parse_output`, then the request's own schema (when it has one); ValueError says where."""
+    data = parse_output(schema_name, text)
+    if response_schema is not None:
+        errors = schema_errors(data, response_schema)
+        if errors:
+            raise ValueError(f"does not match this request's {schema_name} schema: " + "; ".join(errors[:8]))
+    return data

@@ -29,7 +29,7 @@ import yaml
 from curation.config import CorpusConfig, load_config
 from curation.llm.cache import write_replay
 from curation.llm.client import LLMClient, LLMConfig, LLMFailure, LLMRequest, LLMResponse
-from curation.llm.parse import parse_output
+from curation.llm.parse import parse_reply
 from curation.manifest import read_manifest
 from curation.skips import Skip
 from curation.text.descriptions import describe_video
@@ -64,7 +64,7 @@ class AnswerBook:
         text = answer if isinstance(answer, str) else json.dumps(answer, ensure_ascii=False)
         self.recorded[key] = {"key": key, "tag": request.tag, "text": text}
         try:
-            data = parse_output(request.schema_name, text) if request.schema_name else None
+            data = parse_reply(request.schema_name, text, request.response_schema) if request.schema_name else None
         except ValueError as exc:
             return LLMFailure(key, "llm_invalid_json", str(exc), text)
         return LLMResponse(key, text, data)

@@ -72,18 +72,57 @@ def restated_share(question: str, answer: str) -> float:
     return len(words & content_words(question)) / len(words) if words else 0.0
 
 
+def labels_of(dialogue: Dialogue) -> tuple[dict[str, str], list[str]]:
+    """Question labels by question id ("question 1" in time order) and one label per reference
+    ("question 1, answer 3", "question 2, immediate reply"): how problems name places."""
+    turns = sorted(dialogue.user_turns, key=lambda t: t.time_s)
+    questions = {t.question_id: f"question {i + 1}" for i, t in enumerate(turns)}
+    count: dict[str, int] = {}
+    refs = []
+    for ref in dialogue.references:
+        label_q = questions.get(ref.question_id, f"question {ref.question_id!r}")
+        if ref.immediate:
+            refs.append(f"{label_q}, immediate reply")
+        else:
+            count[ref.question_id] = count.get(ref.question_id, 0) + 1
+            refs.append(f"{label_q}, answer {count[ref.question_id]}")
+    return questions, refs
+
+
+_FIELD_PATH = re.compile(r"^(references|user_turns)\.(\d+)(?:\.(\w+))?")
+_FIELD_WORDS = {"reply_span": "window", "time_s": "time", "question_id": "question id", "question": "question text",
+                "answer": "text", "text": "text"}
+
+
+def _in_words(where: str, dialogue: Dialogue, labels: tuple[dict[str, str], list[str]]) -> str:
+    """`references.7.reply_span` as "question 2, answer 3, window" (what a person and a model read)."""
+    match = _FIELD_PATH.match(where)
+    if not match:
+        return where
+    table, index, name = match.group(1), int(match.group(2)), match.group(3)
+    if table == "references":
+        label = labels[1][index] if index < len(labels[1]) else f"answer {index + 1}"
+    else:
+        turns = dialogue.user_turns
+        label = labels[0].get(turns[index].question_id, f"question {index + 1}") if index < len(turns) else (
+            f"question {index + 1}")
+    return label + (f", {_FIELD_WORDS.get(name, name)}" if name else "") + where[match.end():]
+
+
 def schema_problems(dialogue: Dialogue) -> list[str]:
-    """The record's own invariants, re-checked on a dialogue built without validation."""
+    """The record's own invariants, re-checked on a dialogue built without validation, each naming
+    its place in words."""
     try:
         Dialogue.model_validate(dialogue.model_dump(warnings=False))
     except ValidationError as error:
+        labels = labels_of(dialogue)
         out = []
         for item in error.errors():
             problems = (item.get("ctx") or {}).get("problems")
             if problems:
-                out.extend(f"{field}: {msg}" for field, msg in problems)
+                out.extend(f"{_in_words(field, dialogue, labels)}: {msg}" for field, msg in problems)
             else:
-                where = ".".join(str(p) for p in item["loc"])
+                where = _in_words(".".join(str(p) for p in item["loc"]), dialogue, labels)
                 out.append(f"{where}: {item['msg']}" if where else item["msg"])
         return out
     return []
@@ -136,7 +175,7 @@ def dialogue_problems(dialogue: Dialogue, segments: Sequence[Segment], cfg: Dial
     by_id = {s.segment_id: s for s in segments if s.video_id == dialogue.video_id}
     turns = sorted(dialogue.user_turns, key=lambda t: t.time_s)
     times = {t.question_id: t.time_s for t in turns}
-    labels = {t.question_id: f"question {i + 1}" for i, t in enumerate(turns)}
+    labels, ref_labels = labels_of(dialogue)
     next_time = {t.question_id: (turns[i + 1].time_s if i + 1 < len(turns) else None)
                  for i, t in enumerate(turns)}
 
@@ -158,11 +197,8 @@ def dialogue_problems(dialogue: Dialogue, segments: Sequence[Segment], cfg: Dial
     answers: dict[str, list[tuple[str, str]]] = {}
     every: list[tuple[str, str, str, bool]] = []  # (label, text, question id, immediate)
     cited: dict[str, dict[str, str]] = {}
-    for ref in dialogue.references:
+    for ref, label in zip(dialogue.references, ref_labels, strict=True):
         qid = ref.question_id
-        label_q = labels.get(qid, f"question {qid!r}")
-        count = sum(1 for text in answers.get(qid, ()) if not text[0].endswith("immediate reply"))
-        label = f"{label_q}, immediate reply" if ref.immediate else f"{label_q}, answer {count + 1}"
         problems += _grounding_problems(ref, label, by_id, dialogue.video_id, dialogue.duration_s)
         problems += forbidden_text_problems(label, ref.answer, by_id)
         if ref.answer.strip().upper() == NO_REPLY:

@@ -21,6 +21,15 @@ Decisions (FACTS.md "The corpus" gives the published shape; the rest is ours):
   still invalid, or an LLM failure, -> a Quarantine row (stage "dialogues") with the reasons. Text
   the whole-text filter refuses (timestamps, segment ids, control characters) goes the same way,
   and is quarantined as `forbidden_text`; `DialogueOutcome.text_filter` counts what it caught.
+- A valid dialogue then meets the quality gate (`dialogue_quality`): its figures go on the row; a
+  rule it breaks goes into the same one repair, and a dialogue still breaking one is quarantined
+  as `low_quality` with the rules' names.
+- Every reply of a failed request (first try and repair) is kept in `DialogueOutcome.raw_replies`
+  (the flow writes them under the corpus's work folder and points the quarantine row at them); a
+  repair whose reply repeats the first is counted (`tally["repair_repeated"]`).
+- Bounds before any request: more than `max_segments_per_video` segments, or more than
+  `max_segments_per_s` per second of video, is one `too_many_segments` row for the video (an input
+  error, not a request to send); the client refuses a request over `llm.max_request_chars`.
 - `Provenance.created_at` is when the model answered: the response's cache entry time when the
   client has a cache (so a re-run from the cache writes identical records), else now.
 """
@@ -32,25 +41,21 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from curation.llm.cache import ResponseCache
 from curation.llm.client import LLMClient, LLMFailure, LLMRequest, LLMResponse
 from curation.text.config import DialogueConfig
+from curation.text.dialogue_quality import assess_dialogue, is_quality_problem
+from curation.text.dialogue_records import dialogue_from_output, expand_compact
+from curation.text.dialogue_requests import build_repair_request, build_request, render_segments
 from curation.text.dialogue_validation import dialogue_problems
-from curation.text.prompts import Prompt, load_prompt
 from curation.text.text_filter import is_text_filter_problem
-from schemas.records import (
-    Dialogue,
-    Provenance,
-    Quarantine,
-    ReferenceAnswer,
-    Scene,
-    Segment,
-    UserTurn,
-    Video,
-)
+from schemas.records import Dialogue, Provenance, Quarantine, Scene, Segment, Video
 
+# Re-exported: the stage's callers and tests reach the request and record builders through here.
+__all__ = ["DialogueOutcome", "build_repair_request", "build_request", "dialogue_from_output", "generate_dialogues",
+           "render_segments", "write_dialogue"]
 STAGE = "dialogues"
 # A stable label stored in every dialogue's provenance, not an import path: it kept its value when
 # the module moved into curation/text/, so corpora built before and after compare equal.
@@ -68,6 +73,9 @@ class DialogueOutcome:
     # "valid_after_repair", "quarantined", and the "prompt_tokens"/"completion_tokens" the answers
     # cost (first tries and repairs, failed ones included; a cached answer counts what it cost).
     tally: Counter = field(default_factory=Counter)
+    # Every reply of a request that failed, by dialogue id: [{"attempt": "first" | "repair", "key",
+    # "reason", "problems", "text"}], the first try and the repair (kept whether or not it passed).
+    raw_replies: dict[str, list[dict]] = field(default_factory=dict)
 
 
 # --- planning -----------------------------------------------------------------------------------
@@ -89,122 +97,6 @@ def plan_kinds(video_id: str, duration_s: float, segment_count: int, cfg: Dialog
         return ["single_question"] * n
     singles = min(n, math.floor(n * cfg.single_question_share + unit_hash(video_id, "mix")))
     return ["single_question"] * singles + ["multi_question"] * (n - singles)
-
-
-# --- prompt rendering ---------------------------------------------------------------------------
-def render_segments(segments: list[Segment], scenes: list[Scene]) -> str:
-    """`[<segment_id>] 12.0-18.5 s: text` lines, with a line at each scene boundary."""
-    events: list[tuple[float, int, str]] = [
-        (sc.start_s, 0, f"-- scene {sc.scene_id}: {sc.start_s:.1f}-{sc.end_s:.1f} s --") for sc in scenes]
-    events += [(s.start_s, 1, f"[{s.segment_id}] {s.start_s:.1f}-{s.end_s:.1f} s: {s.text}") for s in segments]
-    return "\n".join(line for _, _, line in sorted(events, key=lambda e: (e[0], e[1])))
-
-
-def _prompt_for(kind: Kind, cfg: DialogueConfig) -> Prompt:
-    version = cfg.single_question_prompt if kind == "single_question" else cfg.multi_question_prompt
-    return load_prompt(kind, version)
-
-
-def build_request(kind: Kind, video: Video, segments: list[Segment], scenes: list[Scene], cfg: DialogueConfig,
-                  tag: str, earlier_questions: list[str]) -> LLMRequest:
-    prompt = _prompt_for(kind, cfg)
-    bounds = {"min_answers": cfg.min_answers, "max_answers": cfg.max_answers,
-              "min_questions": cfg.min_questions, "max_questions": cfg.max_questions}
-    avoid = ""
-    if earlier_questions:
-        avoid = "Already asked about this video (ask about something else):\n" + "\n".join(
-            f"- {q}" for q in earlier_questions) + "\n"
-    user = prompt.render_user(video_id=video.video_id, duration_s=f"{video.duration_s:.1f}", avoid=avoid,
-                              segments=render_segments(segments, scenes), **bounds)
-    messages = [{"role": "system", "content": prompt.render_system(**bounds)}, {"role": "user", "content": user}]
-    return LLMRequest(messages=messages, schema_name=kind, prompt_version=prompt.prompt_version,
-                      temperature=cfg.temperature, max_tokens=cfg.max_tokens, tag=tag)
-
-
-def build_repair_request(original: LLMRequest, bad_text: str, problems: list[str], cfg: DialogueConfig) -> LLMRequest:
-    prompt = load_prompt("repair", cfg.repair_prompt)
-    follow_up = prompt.render_user(problems="\n".join(f"- {p}" for p in problems))
-    messages = [*original.messages, {"role": "assistant", "content": bad_text},
-                {"role": "user", "content": follow_up}]
-    return original.model_copy(update={"messages": messages, "tag": f"{original.tag}/repair",
-                                       "prompt_version": f"{original.prompt_version}+{prompt.prompt_version}"})
-
-
-# --- citations -> records -----------------------------------------------------------------------
-def _window(ids: list[str], by_id: dict[str, Segment], label: str, problems: list[str]) -> tuple[list[str], tuple[float, float]] | None:
-    known = []
-    for segment_id in ids:
-        if segment_id in by_id:
-            if segment_id not in known:
-                known.append(segment_id)
-        else:
-            problems.append(f"{label}: cites {segment_id!r}, which is not one of the listed segment ids")
-    if not known:
-        return None
-    known.sort(key=lambda i: (by_id[i].start_s, by_id[i].end_s))
-    return known, (min(by_id[i].start_s for i in known), max(by_id[i].end_s for i in known))
-
-
-def _text(value: object, label: str, problems: list[str]) -> str | None:
-    if isinstance(value, str) and value.strip():
-        return " ".join(value.split())
-    problems.append(f"{label}: is blank")
-    return None
-
-
-def dialogue_from_output(kind: Kind, data: dict, dialogue_id: str, video: Video, segments: list[Segment],
-                         provenance: Provenance, cfg: DialogueConfig) -> tuple[Dialogue | None, list[str]]:
-    """The dialogue the LLM's parsed output describes (built without validation: the caller runs
-    `dialogue_problems`), and the problems met while reading citations."""
-    by_id = {s.segment_id: s for s in segments}
-    problems: list[str] = []
-    if kind == "single_question":
-        asked = [{"question": data.get("question"), "asked_at_segment": None, "immediate_reply": None,
-                  "answers": data.get("answers") or []}]
-    else:
-        asked = list(data.get("questions") or [])
-    turns: list[UserTurn] = []
-    refs: list[ReferenceAnswer] = []
-    for qi, q in enumerate(asked):
-        label = f"question {qi + 1}"
-        text = _text(q.get("question"), label, problems)
-        time_s = 0.0
-        if kind == "multi_question":
-            at = by_id.get(q.get("asked_at_segment") or "")
-            if at is None:
-                problems.append(f"{label}: asked_at_segment {q.get('asked_at_segment')!r} is not one of the "
-                                "listed segment ids")
-                continue
-            time_s = at.start_s
-        if text is None:
-            continue
-        qid = f"{dialogue_id}-q{qi}"
-        turns.append(UserTurn.model_construct(question_id=qid, time_s=time_s, text=text))
-        immediate = q.get("immediate_reply")
-        if isinstance(immediate, str) and immediate.strip():
-            refs.append(ReferenceAnswer.model_construct(
-                question_id=qid, question=text, answer=" ".join(immediate.split()), evidence=[], immediate=True,
-                reply_span=(time_s, min(time_s + cfg.immediate_window_s, video.duration_s))))
-        for ai, answer in enumerate(q.get("answers") or []):
-            alabel = f"{label}, answer {ai + 1}"
-            body = _text(answer.get("answer"), alabel, problems)
-            window = _window(list(answer.get("segment_ids") or []), by_id, alabel, problems)
-            if body is None or window is None:
-                if window is None and answer.get("segment_ids"):
-                    problems.append(f"{alabel}: cites no listed segment, so it has no reply window")
-                continue
-            refs.append(ReferenceAnswer.model_construct(question_id=qid, question=text, answer=body,
-                                                        reply_span=window[1], evidence=window[0], immediate=False))
-    if not turns or not refs:
-        problems.append("no question with a grounded answer")
-        return None, problems
-    turns.sort(key=lambda t: t.time_s)
-    order = {t.question_id: i for i, t in enumerate(turns)}
-    refs.sort(key=lambda r: (order.get(r.question_id, 0), not r.immediate, r.reply_span))
-    dialogue = Dialogue.model_construct(dialogue_id=dialogue_id, video_id=video.video_id, kind=kind,
-                                        duration_s=video.duration_s, user_turns=turns, references=refs,
-                                        provenance=provenance)
-    return dialogue, problems
 
 
 # --- the stage ----------------------------------------------------------------------------------
@@ -234,16 +126,36 @@ def _attempt(kind: Kind, reply: LLMResponse | LLMFailure, request: LLMRequest, d
     if isinstance(reply, LLMFailure):
         problem = f"not valid {kind} JSON: {reply.detail}"
         if reply.detail.endswith("(cut at max_tokens)"):
-            # A small model that loops (SmolLM2-135M listing ids, issue 21) needs to hear why.
+            # A small model that loops (SmolLM2-135M listing ids) needs to hear why.
             problem += ": the answer ran past the token limit before the JSON closed; write a shorter one"
         return None, [problem]
     provenance = _provenance(client, request, reply.key, repaired)
-    dialogue, problems = dialogue_from_output(kind, reply.data or {}, dialogue_id, video, segments, provenance, cfg)
+    data, problems = reply.data or {}, []
+    if cfg.output_shape == "compact":
+        data, problems = expand_compact(kind, data, segments, cfg)
+    dialogue, more = dialogue_from_output(kind, data, dialogue_id, video, segments, provenance, cfg)
+    problems += more
     if dialogue is not None:
         problems += dialogue_problems(dialogue, segments, cfg, earlier)
+    if dialogue is not None and not problems and cfg.quality.enabled:
+        verdict = assess_dialogue(dialogue, segments, cfg.quality)
+        problems += verdict.problems()
+        dialogue = dialogue.model_copy(update={"quality": verdict.figures})
     if dialogue is not None and not problems:
         dialogue = Dialogue.model_validate(dialogue.model_dump())  # a validated record from here on
     return dialogue, problems
+
+
+def _raw(attempt: str, reply: LLMResponse | LLMFailure, problems: list[str]) -> dict[str, Any]:
+    reason = reply.reason if isinstance(reply, LLMFailure) else _invalid_reason(problems) if problems else "kept"
+    return {"attempt": attempt, "key": reply.key, "reason": reason, "problems": problems, "text": reply.text}
+
+
+def _same_reply(a: LLMResponse | LLMFailure, b: LLMResponse | LLMFailure) -> bool:
+    """Whether a repair's reply repeats the first (the same text, or the same parsed answer)."""
+    if " ".join(a.text.split()) == " ".join(b.text.split()):
+        return True
+    return isinstance(a, LLMResponse) and isinstance(b, LLMResponse) and a.data is not None and a.data == b.data
 
 
 def _quarantine(dialogue_id: str, video_id: str, reason: str, detail: str) -> Quarantine:
@@ -252,14 +164,16 @@ def _quarantine(dialogue_id: str, video_id: str, reason: str, detail: str) -> Qu
 
 def write_dialogue(kind: Kind, index: int, video: Video, segments: list[Segment], scenes: list[Scene],
                    client: LLMClient, cfg: DialogueConfig, earlier: list[str],
-                   text_filter: Counter | None = None, tally: Counter | None = None) -> Dialogue | Quarantine:
+                   text_filter: Counter | None = None, tally: Counter | None = None,
+                   raw_replies: dict[str, list[dict]] | None = None) -> Dialogue | Quarantine:
     """One dialogue, repaired once if needed; or the quarantine row saying why there is none.
     `text_filter` (when given) counts a dialogue the text filter flagged, and how it ended; `tally`
     (when given) counts the attempt, how it ended and the tokens its answers cost."""
     tally = Counter() if tally is None else tally
     tally["attempted"] += 1
     result = _write_dialogue(kind, index, video, segments, scenes, client, cfg, earlier,
-                             Counter() if text_filter is None else text_filter, tally)
+                             Counter() if text_filter is None else text_filter, tally,
+                             {} if raw_replies is None else raw_replies)
     if isinstance(result, Quarantine):
         tally["quarantined"] += 1
     else:
@@ -275,17 +189,20 @@ def _count_tokens(reply: LLMResponse | LLMFailure, tally: Counter) -> None:
 
 def _write_dialogue(kind: Kind, index: int, video: Video, segments: list[Segment], scenes: list[Scene],
                     client: LLMClient, cfg: DialogueConfig, earlier: list[str], text_filter: Counter,
-                    tally: Counter) -> Dialogue | Quarantine:
+                    tally: Counter, raw: dict[str, list[dict]]) -> Dialogue | Quarantine:
     dialogue_id = f"{video.video_id}-d{index}"
     request = build_request(kind, video, segments, scenes, cfg, f"dialogue/{video.video_id}/{kind}/{index}", earlier)
     reply = client.complete(request)
     _count_tokens(reply, tally)
     repairable = isinstance(reply, LLMResponse) or (reply.reason == "llm_invalid_json" and reply.text)
     if not repairable:
+        if reply.text:
+            raw[dialogue_id] = [_raw("first", reply, [reply.detail])]
         return _quarantine(dialogue_id, video.video_id, reply.reason, f"{kind}: {reply.detail}")
     dialogue, problems = _attempt(kind, reply, request, dialogue_id, video, segments, client, cfg, earlier, False)
     if not problems:
         return dialogue
+    raw[dialogue_id] = [_raw("first", reply, problems)]
     flagged = any(map(is_text_filter_problem, problems))
     text_filter["flagged"] += flagged
     if not cfg.repair:
@@ -295,11 +212,19 @@ def _write_dialogue(kind: Kind, index: int, video: Video, segments: list[Segment
     repair = build_repair_request(request, reply.text, problems, cfg)
     second = client.complete(repair)
     _count_tokens(second, tally)
+    if second.text:
+        repeated = _same_reply(reply, second)
+        tally["repair_repeated"] += repeated
+        raw[dialogue_id].append({**_raw("repair", second, []), "repeats_first": repeated})
     if isinstance(second, LLMFailure) and second.reason != "llm_invalid_json":
         text_filter["quarantined"] += flagged
+        if second.text:
+            raw[dialogue_id][-1]["problems"] = [second.detail]
         return _quarantine(dialogue_id, video.video_id, second.reason,
                            f"{kind} repair: {second.detail}; first answer: " + "; ".join(problems))
     dialogue, still = _attempt(kind, second, repair, dialogue_id, video, segments, client, cfg, earlier, True)
+    raw[dialogue_id][-1].update(problems=still, reason=(second.reason if isinstance(second, LLMFailure) else
+                                                        _invalid_reason(still) if still else "kept"))
     if not still:
         text_filter["repaired"] += flagged
         return dialogue
@@ -309,7 +234,20 @@ def _write_dialogue(kind: Kind, index: int, video: Video, segments: list[Segment
 
 
 def _invalid_reason(problems: list[str]) -> str:
-    return "forbidden_text" if any(map(is_text_filter_problem, problems)) else "invalid_dialogue"
+    if any(map(is_text_filter_problem, problems)):
+        return "forbidden_text"
+    return "low_quality" if problems and all(map(is_quality_problem, problems)) else "invalid_dialogue"
+
+
+def segment_bound_problem(segments: list[Segment], duration_s: float, cfg: DialogueConfig) -> str | None:
+    """Why a video has too many segments to write dialogues from, or None."""
+    n = len(segments)
+    if n > cfg.max_segments_per_video:
+        return f"{n} segments; at most {cfg.max_segments_per_video} per video (dialogues.max_segments_per_video)"
+    if n > cfg.max_segments_per_s * max(duration_s, 1.0):
+        return (f"{n} segments in {duration_s:g} s; at most {cfg.max_segments_per_s:g} per second "
+                "(dialogues.max_segments_per_s)")
+    return None
 
 
 def generate_dialogues(video: Video, segments: list[Segment], scenes: list[Scene], client: LLMClient,
@@ -319,11 +257,14 @@ def generate_dialogues(video: Video, segments: list[Segment], scenes: list[Scene
     if not segments:
         return DialogueOutcome([], [_quarantine(video.video_id, video.video_id, "no_segments",
                                                 "no timestamped segment to write dialogues from")])
+    too_many = segment_bound_problem(segments, video.duration_s, cfg)
+    if too_many:
+        return DialogueOutcome([], [_quarantine(video.video_id, video.video_id, "too_many_segments", too_many)])
     outcome = DialogueOutcome()
     earlier: list[str] = []
     for index, kind in enumerate(plan_kinds(video.video_id, video.duration_s, len(segments), cfg)):
         result = write_dialogue(kind, index, video, segments, scenes, client, cfg, earlier, outcome.text_filter,
-                                outcome.tally)
+                                outcome.tally, outcome.raw_replies)
         if isinstance(result, Quarantine):
             outcome.quarantined.append(result)
         else:

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from itertools import chain
 from pathlib import Path
 
 import av
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from curation.video.stream_time import StreamClock, stream_clock
 from curation.watchdog import checkpoint
 
 PATCH_FACTOR = 28  # Qwen2.5-VL: 14 px patches merged 2x2
@@ -73,22 +75,41 @@ def iter_frames(container: av.container.InputContainer, stream: av.video.stream.
         yield from packet.decode()
 
 
-def video_duration_s(container: av.container.InputContainer, stream: av.video.stream.VideoStream
-                     ) -> float | None:
-    """The video stream's own length when the container records it, else the container's.
+class Seeker:
+    """Seeks that land at or before the stream time asked for.
 
-    The container's duration is its longest stream's: an audio track that runs on past the
-    picture would otherwise read as missing (truncated) video.
+    A backward seek lands on the keyframe at or before its target in an indexed container (MP4,
+    Matroska), but an MPEG-TS file has no index: FFmpeg bisects by timestamp and can stop on a
+    packet past the keyframe, so decoding starts at the next keyframe, later than asked (1-2 s on a
+    2 s GOP; seeking to the stream's start time itself can miss its first keyframe). A landing
+    after the target is retried from 1, 2, 4, ... s earlier, until the target lies before the
+    stream's start (where every file tried lands on the first frame); the margin that worked is
+    kept for the file's next seek.
     """
-    own = float(stream.duration * stream.time_base) if stream.duration is not None and stream.time_base else None
-    if own is not None and own > 0:
-        return own
-    return container.duration / av.time_base if container.duration is not None else own
+
+    def __init__(self, container: av.container.InputContainer, stream: av.video.stream.VideoStream,
+                 clock: StreamClock):
+        self.container, self.stream, self.clock = container, stream, clock
+        self.margin_s = 0.0
+
+    def frames_from(self, at_s: float) -> tuple[float | None, Iterator[av.VideoFrame]]:
+        """(stream time of the first frame after the landing, or None if none decodes; the
+        frames from there on, that one first)."""
+        while True:
+            target_s = at_s - self.margin_s
+            self.container.seek(self.clock.pts(target_s), stream=self.stream, backward=True)
+            frames = iter_frames(self.container, self.stream)
+            first = next((f for f in frames if f.pts is not None), None)
+            landed_s = None if first is None else self.clock.seconds(first.pts)
+            if (landed_s is not None and landed_s <= at_s + 1e-6) or target_s < 0:
+                return landed_s, (chain([first], frames) if first is not None else iter(()))
+            self.margin_s = max(1.0, 2 * self.margin_s)
 
 
 def decode_frames(path: str | Path, times_s: Sequence[float], max_pixels: int) -> list[np.ndarray]:
     """One RGB uint8 array (H, W, 3) per timestamp, in the order given, resized by `smart_resize`.
 
+    Times are stream times (`curation.video.stream_time`: seconds from the video stream's start).
     Each timestamp gets the first frame shown at or after it (the last frame for times past the
     end, within a second of where it stops being shown). Decoding runs forward through the file and
     seeks only across long gaps, so sparse timelines over long videos stay cheap. Raises
@@ -97,7 +118,8 @@ def decode_frames(path: str | Path, times_s: Sequence[float], max_pixels: int) -
     Every seek makes progress: it is made at most once per wanted time, and once a seek lands no
     later than where decoding already was (a keyframe interval longer than the gap: long-GOP web
     encodes, one-keyframe VFR files), the rest of the file is decoded forward instead. So the work
-    is at most one forward pass plus one keyframe interval per wanted time, whatever the file.
+    is at most one forward pass plus a few keyframe intervals per wanted time (`Seeker`), whatever
+    the file.
     """
     if not times_s:
         return []
@@ -109,40 +131,37 @@ def decode_frames(path: str | Path, times_s: Sequence[float], max_pixels: int) -
                 raise FrameDecodeError(f"{path}: no video stream")
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
+            clock = stream_clock(stream)
+            seeker = Seeker(container, stream, clock)
             half_frame_s = 0.5 / float(stream.average_rate or 25)
-            size, last, i = None, None, 0
+            size, last, last_s, i = None, None, 0.0, 0
             frames = iter_frames(container, stream)
             seeked_for = -1  # index into `wanted` of the last seek's target
-            seek_from_s: float | None = None  # where decoding was when that seek was made
             seeks_help = True
             while i < len(wanted):
                 frame = next(frames, None)
                 if frame is None:
                     break
-                if frame.time is None:
+                if frame.pts is None:
                     continue
-                if seek_from_s is not None:
-                    seeks_help = frame.time > seek_from_s
-                    seek_from_s = None
                 size = size or smart_resize(frame.height, frame.width, max_pixels)
-                last = frame
-                while i < len(wanted) and frame.time + half_frame_s >= wanted[i]:
+                last, last_s = frame, clock.seconds(frame.pts)
+                while i < len(wanted) and last_s + half_frame_s >= wanted[i]:
                     picked[wanted[i]] = _rgb(frame, size)
                     i += 1
-                if (i < len(wanted) and wanted[i] - frame.time > SEEK_AHEAD_S and seeks_help
-                        and seeked_for != i):
+                if i < len(wanted) and wanted[i] - last_s > SEEK_AHEAD_S and seeks_help and seeked_for != i:
                     # Long gap: jump to the keyframe before the next wanted time.
-                    seeked_for, seek_from_s = i, frame.time
-                    container.seek(int(wanted[i] / stream.time_base), stream=stream, backward=True)
-                    frames = iter_frames(container, stream)
+                    seeked_for = i
+                    landed_s, frames = seeker.frames_from(wanted[i])
+                    seeks_help = landed_s is not None and landed_s > last_s
             if last is None:
                 raise FrameDecodeError(f"{path}: no decodable video frame")
             # The last frame is shown for its own duration (a held final frame can last seconds).
-            shown_until_s = last.time + max(0.0, float((last.duration or 0) * (last.time_base or 0)))
+            shown_until_s = last_s + max(0.0, float((last.duration or 0) * (last.time_base or 0)))
             for t in wanted[i:]:
                 # A timestamp just past the last frame gets it; one far past means a cut-short file.
                 if t > shown_until_s + END_SLACK_S:
-                    raise FrameDecodeError(f"{path}: frames end at {last.time:.2f} s, {t:.2f} s wanted "
+                    raise FrameDecodeError(f"{path}: frames end at {last_s:.2f} s, {t:.2f} s wanted "
                                            "(truncated or damaged file?)")
                 picked[t] = _rgb(last, size)
     except FrameDecodeError:

@@ -16,7 +16,8 @@ import av
 from pydantic import BaseModel, ConfigDict, Field
 
 from curation.skips import Skip
-from curation.video.frames import iter_frames, video_duration_s
+from curation.video.frames import Seeker, iter_frames
+from curation.video.stream_time import stream_clock, video_duration_s
 from schemas.cli import ArgumentParser
 
 STAGE = "probe"
@@ -69,20 +70,20 @@ def _decodes_a_frame(container: av.container.InputContainer, stream: av.video.st
 
 def _frames_end_s(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
                   from_s: float) -> float | None:
-    """Where the frames stop being shown (seconds from the stream's start), decoding forward from
-    the keyframe before `from_s` until a frame reaches it or the stream ends; None if none decodes.
+    """Where the frames stop being shown (stream time), decoding forward from the keyframe before
+    `from_s` until a frame reaches it or the stream ends; None if none decodes.
 
     Not "does a frame decode after a seek": a backward seek into a file that holds far less than its
     header claims lands on its last keyframe and decodes fine, so the frame's time is what counts.
     """
-    start_s = float((stream.start_time or 0) * stream.time_base)
-    container.seek(int((from_s + start_s) / stream.time_base), stream=stream, backward=True, any_frame=False)
+    clock = stream_clock(stream)
+    _, frames = Seeker(container, stream, clock).frames_from(from_s)
     end_s = None
-    for frame in iter_frames(container, stream):
-        if frame.time is None:
+    for frame in frames:
+        if frame.pts is None:
             continue
         shown_s = float((frame.duration or 0) * (frame.time_base or 0))
-        end_s = max(end_s or 0.0, frame.time - start_s + max(shown_s, 0.0))
+        end_s = max(end_s or 0.0, clock.seconds(frame.pts) + max(shown_s, 0.0))
         if end_s >= from_s:
             break
     return end_s

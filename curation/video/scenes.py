@@ -13,10 +13,11 @@ import json
 import math
 import sys
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Literal
 
 import av
 import cv2
@@ -28,7 +29,8 @@ from scenedetect.common import Timecode
 from scenedetect.detectors import AdaptiveDetector, ContentDetector
 
 from curation.skips import Skip
-from curation.video.frames import iter_frames, video_duration_s
+from curation.video.frames import Seeker, iter_frames
+from curation.video.stream_time import StreamClock, stream_clock, video_duration_s
 from schemas.cli import ArgumentParser
 from schemas.records import Scene
 
@@ -108,15 +110,15 @@ class _Shown:
     last_end_pts: int | None = None
 
 
-def _frames(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
-            target_width: int, shown: _Shown | None = None) -> Iterator[tuple[int, np.ndarray]]:
+def _frames(frames: Iterable[av.VideoFrame], target_width: int, shown: _Shown | None = None
+            ) -> Iterator[tuple[int, np.ndarray]]:
     """(pts, downscaled BGR frame) in presentation order; pts falls back to a frame count."""
     shown = shown or _Shown()
     size: tuple[int, int] | None = None
     # One reformatter for the whole video: it keeps its swscale context, which a per-frame
     # `to_ndarray(width=...)` rebuilds at several times the cost of the scaling itself.
     reformatter = VideoReformatter()
-    for index, frame in enumerate(iter_frames(container, stream)):
+    for index, frame in enumerate(frames):
         if size is None:
             size = scaled_size(frame.width, frame.height, target_width)
         # BGR because the detectors convert with cv2.COLOR_BGR2HSV; FAST_BILINEAR is the cheapest
@@ -129,13 +131,19 @@ def _frames(container: av.container.InputContainer, stream: av.video.stream.Vide
         yield pts, small.to_ndarray()
 
 
-class _Clock(NamedTuple):
+@dataclass(frozen=True)
+class _Clock(StreamClock):
+    """The stream's clock (`curation.video.stream_time`) with the frame rate the detectors count in."""
+
     rate: Fraction
-    time_base: Fraction
-    start_pts: int
 
     def timecode(self, pts: int) -> FrameTimecode:
         return FrameTimecode(Timecode(pts=pts - self.start_pts, time_base=self.time_base), fps=self.rate)
+
+
+def detector_clock(stream: av.video.stream.VideoStream) -> _Clock:
+    clock = stream_clock(stream)
+    return _Clock(clock.time_base, clock.start_pts, Fraction(stream.average_rate or stream.guessed_rate or 25))
 
 
 Cut = tuple[int, float | None]  # (pts, detector frame score there)
@@ -169,15 +177,19 @@ def _feed(frames: Iterator[tuple[int, np.ndarray]], detector, clock: _Clock,
     return cuts, last_pts
 
 
-def _keyframe_spans(container, stream, cfg: SceneConfig) -> list[tuple[int, int | None]]:
+def _keyframe_spans(container, stream, cfg: SceneConfig, start_pts: int) -> list[tuple[int, int | None]]:
     """[keyframe, next keyframe] spans whose two keyframes differ: the only places a cut can hide.
 
-    Neighbouring candidate spans are merged; the span after the last keyframe always counts.
+    Neighbouring candidate spans are merged; the span after the last keyframe always counts, and
+    so does the one before the first keyframe that decodes, when frames are shown before it (an
+    MP4 edit list that starts inside a GOP, whose keyframe the decoder discards).
     """
     stream.codec_context.skip_frame = "NONKEY"
     spans: list[tuple[int, int | None]] = []
     previous: tuple[int, np.ndarray] | None = None
-    for pts, image in _frames(container, stream, cfg.downscale_width):
+    first_pts: int | None = None
+    for pts, image in _frames(iter_frames(container, stream), cfg.downscale_width):
+        first_pts = pts if first_pts is None else first_pts
         hsv = cv2.cvtColor(image, cv2.COLOR_BGR2HSV).astype(np.int16)
         # Mean of |dH|, |dS|, |dV|: ContentDetector's frame score with its default weights.
         if previous is not None and float(np.abs(hsv - previous[1]).mean()) >= cfg.keyframe_change:
@@ -191,6 +203,11 @@ def _keyframe_spans(container, stream, cfg: SceneConfig) -> list[tuple[int, int 
             spans[-1] = (spans[-1][0], None)
         else:
             spans.append((previous[0], None))
+    if first_pts is not None and first_pts > start_pts:
+        if spans and spans[0][0] == first_pts:
+            spans[0] = (start_pts, spans[0][1])
+        else:
+            spans.insert(0, (start_pts, first_pts))
     return spans
 
 
@@ -198,7 +215,7 @@ def _enforce_min_gap(cuts: list[Cut], clock: _Clock, min_scene_s: float) -> list
     kept: list[Cut] = []
     last_s = 0.0
     for pts, score in sorted(set(cuts)):
-        at_s = float((pts - clock.start_pts) * clock.time_base)
+        at_s = clock.seconds(pts)
         if at_s - last_s >= min_scene_s - 1e-9:
             kept.append((pts, score))
             last_s = at_s
@@ -209,7 +226,7 @@ def _scan_keyframe_spans(path: Path, clock: _Clock, cfg: SceneConfig) -> tuple[l
     with av.open(str(path), metadata_errors="ignore") as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        spans = _keyframe_spans(container, stream, cfg)
+        spans = _keyframe_spans(container, stream, cfg, clock.start_pts)
     # Enough frames past a span's end for the detector to judge a cut on its closing keyframe.
     margin_pts = math.ceil((cfg.adaptive_window_width + 2) / clock.rate / clock.time_base)
     cuts: list[Cut] = []
@@ -217,11 +234,13 @@ def _scan_keyframe_spans(path: Path, clock: _Clock, cfg: SceneConfig) -> tuple[l
     with av.open(str(path), metadata_errors="ignore") as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
+        seeker = Seeker(container, stream, clock)
         for start_pts, stop_pts in spans:
-            container.seek(start_pts, stream=stream, backward=True, any_frame=False)
+            _, frames = seeker.frames_from(clock.seconds(start_pts))
+            span = (f for f in frames if f.pts is None or f.pts >= start_pts)  # a seek may land earlier
             # A detector counts its minimum scene length from its first frame, not from the last
             # cut: the spans' detectors get none, and the gap is enforced over all cuts below.
-            found, last_pts = _feed(_frames(container, stream, cfg.downscale_width), make_detector(cfg, 0.0), clock,
+            found, last_pts = _feed(_frames(span, cfg.downscale_width), make_detector(cfg, 0.0), clock,
                                     None if stop_pts is None else stop_pts + margin_pts,
                                     lead_in=cfg.adaptive_window_width if start_pts > clock.start_pts else 0)
             cuts += [cut for cut in found if stop_pts is None or cut[0] <= stop_pts]
@@ -240,25 +259,24 @@ def detect_cuts(path: str | Path, cfg: SceneConfig) -> tuple[list[tuple[float, f
             return Skip(STAGE, "no_video_stream", f"{path.name} has streams: {', '.join(kinds)}")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"  # frame + slice threads: decode is the stage's floor
-        rate = Fraction(stream.average_rate or stream.guessed_rate or 25)
-        clock = _Clock(rate, Fraction(stream.time_base or 1 / rate), stream.start_time or 0)
+        clock = detector_clock(stream)
         stated_s = video_duration_s(container, stream)
         shown = _Shown()
         try:
             if cfg.scan == "keyframes":
                 cuts, last_pts = _scan_keyframe_spans(path, clock, cfg)
             else:
-                cuts, last_pts = _feed(_frames(container, stream, cfg.downscale_width, shown),
+                cuts, last_pts = _feed(_frames(iter_frames(container, stream), cfg.downscale_width, shown),
                                        make_detector(cfg), clock)
         except (av.error.FFmpegError, ValueError, MemoryError) as error:
             return Skip(STAGE, "undecodable", f"{path.name}: {type(error).__name__}: {error}")
     if last_pts is None:
         return Skip(STAGE, "undecodable", f"{path.name}: no frame decodes")
-    end_pts = max(last_pts + 1 / (rate * clock.time_base), shown.last_end_pts or 0)
-    decoded_s = float((end_pts - clock.start_pts) * clock.time_base)
+    end_pts = max(last_pts + 1 / (clock.rate * clock.time_base), shown.last_end_pts or 0)
+    decoded_s = clock.seconds(end_pts)
     if stated_s is not None and decoded_s < stated_s - TRUNCATION_TOLERANCE_S:
         return Skip(STAGE, "truncated", f"{path.name}: frames stop at {decoded_s:.2f} s of a stated {stated_s:.2f} s")
-    seconds = [(float((pts - clock.start_pts) * clock.time_base), score) for pts, score in sorted(set(cuts))]
+    seconds = [(clock.seconds(pts), score) for pts, score in sorted(set(cuts))]
     return seconds, (stated_s if stated_s is not None else decoded_s)
 
 

@@ -22,7 +22,9 @@ Scans (`SceneConfig.scan`):
   then decoded from the packets through its I and P frames only, deblocking skipped
   (`scan.decode_anchors`), and neighbouring ones that differ by `ref_change` mark candidates, as
   in "refs"; the frames around candidates are decoded exactly from the packets and fed to a
-  detector. A calm GOP (testsrc2-like, a talking head, a slide) costs one keyframe decode. What
+  detector. Frames shown before the first keyframe that decodes (an MP4 edit list that starts
+  inside a GOP, whose keyframe the decoder discards) are a candidate of their own. A calm GOP
+  (testsrc2-like, a talking head, a slide) costs one keyframe decode. What
   it would miss beyond "refs": a cut inside a GOP whose two shots drift from their keyframes by
   more than `ref_change - keyframe_change` together (11 score points within one GOP).
   Exact frames are decoded by the stream's own decoder once the file is read (`decode_at`'s
@@ -41,7 +43,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -57,7 +58,6 @@ from curation.video.frames import (
     decode_frames,
     frame_timeline,
     smart_resize,
-    video_duration_s,
 )
 from curation.video.scan import (
     PacketLog,
@@ -68,6 +68,7 @@ from curation.video.scan import (
     ref_change,
 )
 from curation.video.scenes import SceneConfig, build_scenes, make_detector, scaled_size
+from curation.video.stream_time import StreamClock, video_duration_s
 from curation.watchdog import checkpoint
 from schemas.records import Scene
 
@@ -126,8 +127,7 @@ def decode_video(path: str | Path, video_id: str, duration_s: float | None, scen
         if threads != 1:
             stream.thread_type = "AUTO"
         stream.thread_count = max(0, threads)
-        rate = Fraction(stream.average_rate or stream.guessed_rate or 25)
-        clock = scene_stage._Clock(rate, Fraction(stream.time_base or 1 / rate), stream.start_time or 0)
+        clock = scene_stage.detector_clock(stream)
         stated_s = video_duration_s(container, stream)  # the video stream's own, as the scene pass reads it
         log = PacketLog(max_packet_bytes)
         scan = _Scan(cfg, clock)
@@ -142,13 +142,13 @@ def decode_video(path: str | Path, video_id: str, duration_s: float | None, scen
             return Skip(STAGE, "undecodable", f"{path.name}: {type(error).__name__}: {error}")
         if scan.last_pts is None:
             return Skip(STAGE, "undecodable", f"{path.name}: no frame decodes")
-        decoded_s = float((scan.last_pts - clock.start_pts) * clock.time_base + 1 / rate)
+        decoded_s = clock.seconds(scan.last_pts) + float(1 / clock.rate)
         if stated_s is not None and decoded_s < stated_s - scene_stage.TRUNCATION_TOLERANCE_S:
             return Skip(STAGE, "truncated", f"{path.name}: frames stop at {decoded_s:.2f} s of a stated {stated_s:.2f} s")
         end_s = duration_s if duration_s is not None else (stated_s if stated_s is not None else decoded_s)
         if not end_s > 0:
             return Skip(STAGE, "zero_duration", f"{path.name}: duration {end_s} s")
-        seconds = [(float((pts - clock.start_pts) * clock.time_base), score) for pts, score in sorted(set(cuts))]
+        seconds = [(clock.seconds(pts), score) for pts, score in sorted(set(cuts))]
         scenes = build_scenes(video_id, seconds, end_s, cfg)
         scanned_s = time.perf_counter() - started
         out = DecodedVideo(scenes, [], None, decodes=scan.decodes, frames_decoded=scan.frames,
@@ -157,7 +157,7 @@ def decode_video(path: str | Path, video_id: str, duration_s: float | None, scen
         wanted = {"check": [times[0], times[-1]]} if times else {}
         captions = caption_times(scenes) if caption_times is not None else {}
         if log.usable:
-            picker = _Picker(log, stream, scan.first_size, rate, reuse_stream_decoder=threads == 1)
+            picker = _Picker(log, stream, clock, scan.first_size, reuse_stream_decoder=threads == 1)
             check = picker.frames(wanted.get("check", []), CHECK_MAX_PIXELS)
             frames = {sid: picker.frames(ts, caption_max_pixels) for sid, ts in captions.items()}
             out.frames_redecoded += picker.decoded
@@ -215,6 +215,7 @@ class _Scan:
         self.gops_scanned = self.gops_skipped = 0
         self._last_decodable_pts: int | None = None
         self._unkeyed = False  # "gops" found no keyframe it could start a GOP from
+        self._first_key_pts: int | None = None  # "gops": the first keyframe that decoded
 
     def run(self, container, stream, log: PacketLog, deadline: float | None) -> None:
         if self.mode == "gops":
@@ -272,6 +273,11 @@ class _Scan:
             return
         self._scan_gop(log, stream, self._key, None)
         self.last_pts = self._last_decodable_pts
+        # Frames shown before the first keyframe that decodes (an MP4 edit list that starts inside a
+        # GOP, whose keyframe the decoder discards) belong to no GOP: decoded exactly and looked at.
+        shown = [pts for pts in log.display_pts() if pts >= self.clock.start_pts]
+        if shown and shown[0] < self._first_key_pts:
+            self.candidates.append((shown[0], self._first_key_pts))
         self._run_stretches(log, stream, final=True)
 
     def _keyframe(self, packet: av.Packet, at: int, log: PacketLog, stream) -> None:
@@ -285,6 +291,7 @@ class _Scan:
             self._size = scaled_size(frame.width, frame.height, self.cfg.downscale_width)
         self.frames += 1
         key = (frame.pts, at, hsv(self._small(frame)))
+        self._first_key_pts = frame.pts if self._first_key_pts is None else self._first_key_pts
         if self._key is not None and ref_change(self._key[2], key[2]) >= self.cfg.keyframe_change:
             self._scan_gop(log, stream, self._key, key)
         elif self._key is not None:
@@ -416,7 +423,7 @@ class _Scan:
         found = scene_stage.detect_cuts(path, fallback)
         if isinstance(found, Skip):
             return found
-        return [(round(t / self.clock.time_base) + self.clock.start_pts, score) for t, score in found[0]]
+        return [(self.clock.pts(t), score) for t, score in found[0]]
 
 
 def _decode(packet: av.Packet) -> list[av.VideoFrame]:
@@ -431,9 +438,9 @@ def _decode(packet: av.Packet) -> list[av.VideoFrame]:
 def _keep_min_gap(cuts: list[scene_stage.Cut], clock: scene_stage._Clock, min_scene_s: float,
                   first_scored_pts: int) -> list[scene_stage.Cut]:
     kept: list[scene_stage.Cut] = []
-    last_s = float((first_scored_pts - clock.start_pts) * clock.time_base)
+    last_s = clock.seconds(first_scored_pts)
     for pts, score in cuts:
-        at_s = float((pts - clock.start_pts) * clock.time_base)
+        at_s = clock.seconds(pts)
         if at_s - last_s >= min_scene_s - 1e-9:
             kept.append((pts, score))
             last_s = at_s
@@ -444,14 +451,13 @@ class _Picker:
     """`decode_frames`' pick rule over the logged packets: each time gets the first frame shown at
     or after it (within half a frame), or the last frame for times less than a second past it."""
 
-    def __init__(self, log: PacketLog, stream, first_size: tuple[int, int] | None, rate: Fraction,
+    def __init__(self, log: PacketLog, stream, clock: StreamClock, first_size: tuple[int, int] | None,
                  reuse_stream_decoder: bool):
         self.log, self.stream, self.first_size = log, stream, first_size
         self.reuse = reuse_stream_decoder
         self.half_frame_s = 0.5 / float(stream.average_rate or 25)
         self.order = log.display_pts()
-        self.time_base = stream.time_base
-        self.times = [float(pts * self.time_base) for pts in self.order]
+        self.times = [clock.seconds(pts) for pts in self.order]
         self.decoded = 0
 
     def frames(self, times_s: list[float], max_pixels: int) -> list[np.ndarray] | str:

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from curation.corpus.shards import read_index, read_table
 from curation.skips import Skip
+from curation.video.stream_time import player_start_s
 from schemas.records import NO_REPLY
 
 STAGE = "viewer"
@@ -31,6 +32,7 @@ class ViewerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     # our choice: a page of a few thousand videos still opens in a second; beyond, filter first
     max_videos: int = Field(5000, ge=1, description="videos on the page, in id order; the rest are counted")
+    raw_reply_chars: int = Field(20000, ge=100, description="characters of each raw LLM reply shown")
 
 
 def _seconds(value: Any) -> float | None:
@@ -61,6 +63,26 @@ def video_src(corpus_root: Path, rel: str | None, out_dir: Path) -> tuple[str | 
     return quote(Path(os.path.relpath(path, out_dir.resolve())).as_posix()), None
 
 
+def raw_replies(corpus_root: Path, rel: str | None, limit: int) -> list[dict[str, Any]]:
+    """The raw LLM replies a quarantine row points at (`Quarantine.raw_replies`), each text cut to
+    `limit` characters for the page; [] when the row has none or its file is gone or unreadable."""
+    if not rel:
+        return []
+    root = corpus_root.resolve()
+    path = (root / rel).resolve()
+    try:
+        if not path.is_relative_to(root):
+            return []
+        data = json.loads(path.read_text(encoding="utf-8"))
+        replies = data["replies"]
+        return [{"attempt": str(r.get("attempt", "")), "reason": str(r.get("reason", "")),
+                 "problems": [str(p) for p in r.get("problems") or []][:20],
+                 "repeats_first": bool(r.get("repeats_first", False)),
+                 "text": str(r.get("text", ""))[:limit]} for r in replies if isinstance(r, dict)]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
 def _dialogue(row: dict[str, Any], split: str) -> dict[str, Any]:
     return {
         "dialogue_id": row["dialogue_id"], "kind": row["kind"], "split": split,
@@ -79,12 +101,15 @@ def corpus_page_data(corpus_root: str | Path, out_dir: str | Path, cfg: ViewerCo
     root, out_dir = Path(corpus_root), Path(out_dir)
     index = read_index(root)
     videos: dict[str, dict[str, Any]] = {}
+    local: dict[str, Path] = {}  # video id -> the file a player links
     for split, row in _rows_by_split(root, "videos", index):
         src, missing = video_src(root, row.get("path"), out_dir)
+        if src is not None:
+            local[row["video_id"]] = root / row["path"]
         videos[row["video_id"]] = {
             "video_id": row["video_id"], "source": row["source"], "split": split,
             "duration_s": _seconds(row["duration_s"]), "width": row["width"], "height": row["height"],
-            "licence": row.get("licence") or "", "src": src, "no_player": missing,
+            "licence": row.get("licence") or "", "src": src, "no_player": missing, "player_start_s": 0.0,
             "scenes": [], "segments": [], "dialogues": [], "quarantine": [],
         }
     accepted = len(videos)
@@ -92,11 +117,12 @@ def corpus_page_data(corpus_root: str | Path, out_dir: str | Path, cfg: ViewerCo
     for _, row in _rows_by_split(root, "quarantine", index):
         quarantine[str(row["video_id"])].append(
             {"item_id": str(row["item_id"]), "stage": row["stage"], "reason": row["reason"],
-             "kind": row["kind"], "detail": row.get("detail") or ""})
+             "kind": row["kind"], "detail": row.get("detail") or "",
+             "raw_replies": raw_replies(root, row.get("raw_replies"), cfg.raw_reply_chars)})
     for video_id, rows in quarantine.items():
         entry = videos.setdefault(video_id, {
             "video_id": video_id, "source": NO_SPLIT, "split": NO_SPLIT, "duration_s": None,
-            "width": None, "height": None, "licence": "", "src": None,
+            "width": None, "height": None, "licence": "", "src": None, "player_start_s": 0.0,
             "no_player": "quarantined before a videos row was written",
             "scenes": [], "segments": [], "dialogues": [], "quarantine": []})
         entry["quarantine"] = sorted(rows, key=lambda q: (q["stage"], q["reason"], q["item_id"]))
@@ -122,6 +148,9 @@ def corpus_page_data(corpus_root: str | Path, out_dir: str | Path, cfg: ViewerCo
         entry["scenes"].sort(key=lambda s: s["scene_id"])
         entry["segments"].sort(key=lambda s: (s["start_s"] or 0.0, s["segment_id"]))
         entry["dialogues"].sort(key=lambda d: d["dialogue_id"])
+        if video_id in local:
+            # The player's clock reads the container's timestamps; every time here is stream time.
+            entry["player_start_s"] = player_start_s(local[video_id])
     # `videos`, `dialogues`, `quarantined`: the tables' row counts (the card's); `videos_total`: list entries
     return {"corpus": {"name": root.resolve().name, "schema_version": str(index.get("schema_version", "")),
                        "videos": accepted, "dialogues": dialogues,

@@ -157,6 +157,10 @@ class TurnRenderer:
         end = len(ids) - ids[::-1].index(self.eos_id)
         return ids, ids[:end] + [IGNORE_INDEX] * (len(ids) - end)
 
+    def labelled_tokens(self, reply: str) -> int:
+        """How many tokens of this reply carry loss (the data summary's loss-weight shares)."""
+        return self._memo(("labelled", reply), lambda: sum(x != IGNORE_INDEX for x in self.assistant_turn(reply)[1]))
+
     def reply_text(self, ids: list[int]) -> str:
         """A generated reply's text: its ids without `<|im_end|>`, special tokens dropped, stripped."""
         return self.tokenizer.decode([t for t in ids if t != self.eos_id], skip_special_tokens=True).strip()

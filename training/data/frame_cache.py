@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-DECODER_VERSION = "d1"  # bump when curation.video.frames.decode_frames picks or resizes differently
+DECODER_VERSION = "d2"  # bump when decode_frames picks or resizes differently (d2: stream time)
 CACHE_DIR = Path("cache") / "frames"
 TMP_PREFIX = ".tmp-"
 

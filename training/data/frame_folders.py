@@ -7,7 +7,11 @@ command line built by `ffmpeg-python`, on the binary `imageio-ffmpeg` ships) tha
 frames as `curation.video.frames.decode_frames` (the one decoder the trainer streams from): for
 each timeline time t, the first frame shown at or after t - half a frame, scaled to Qwen's
 `smart_resize` size. A `select` expression does the picking: a frame is kept when a timeline point
-falls between the previous frame's time and its own (each shifted by half a frame). A source whose
+falls between the previous frame's time and its own (each shifted by half a frame). Times there are
+the same stream times (`curation.video.stream_time`): ffmpeg runs with `-copyts`, so its `t` is
+the demuxer's own timestamp, and the video stream's start as PyAV reads it is subtracted in the
+expression (without `-copyts` ffmpeg counts from the earliest stream, an audio track that starts
+first included, and its `-t` too; so the run is bounded by `-frames:v` instead). A source whose
 frames are farther apart than the interval would need one frame twice; such a clip is refused
 (`frame_count_mismatch`), not silently thinned.
 
@@ -26,6 +30,7 @@ import numpy as np
 
 from curation.skips import Skip
 from curation.video.frames import END_SLACK_S, PATCH_FACTOR, smart_resize
+from curation.video.stream_time import stream_clock
 
 STAGE = "frame_folders"
 JPEG_QUALITY = 2  # ffmpeg's -q:v scale (2 = near lossless); the release does not state its own
@@ -42,22 +47,25 @@ def clip_folder_name(video_id: str, start_s: float, end_s: float) -> str:
     return f"{video_id}-{start_s:g}s_{end_s:g}s"
 
 
-def stream_geometry(video: Path) -> tuple[int, int, float]:
-    """(height, width, half a frame in seconds) of the first video stream."""
+def stream_geometry(video: Path) -> tuple[int, int, float, float]:
+    """(height, width, half a frame in seconds, the stream's start on the demuxer's clock in
+    seconds) of the first video stream."""
     import av
 
     with av.open(str(video)) as container:
         if not container.streams.video:
             raise ValueError(f"{video}: no video stream")
         stream = container.streams.video[0]
-        return stream.height, stream.width, 0.5 / float(stream.average_rate or 25)
+        return stream.height, stream.width, 0.5 / float(stream.average_rate or 25), stream_clock(stream).start_s
 
 
-def select_expression(first_index: int, last_index: int, seconds_per_frame: float, half_frame_s: float) -> str:
-    """ffmpeg `select` expression keeping, for timeline points first..last (t_k = k * spf), the first
-    frame at or after t_k - half a frame. n(x) counts the points at or before x + half a frame."""
+def select_expression(first_index: int, last_index: int, seconds_per_frame: float, half_frame_s: float,
+                      start_s: float = 0.0) -> str:
+    """ffmpeg `select` expression keeping, for timeline points first..last (t_k = k * spf of stream
+    time, which starts at `start_s` of ffmpeg's `t`), the first frame at or after t_k - half a frame.
+    n(x) counts the points at or before x + half a frame."""
     def count(x: str) -> str:
-        return f"(floor(({x}+{half_frame_s:.9f})/{seconds_per_frame:.9f}+1e-6)+1)"
+        return f"(floor(({x}-({start_s:.9f})+{half_frame_s:.9f})/{seconds_per_frame:.9f}+1e-6)+1)"
 
     before = f"if(isnan(prev_pts),0,{count('prev_pts*TB')})"
     now = count("t")
@@ -73,7 +81,7 @@ def extract_frame_folder(video: Path, folder: Path, times_s: Sequence[float], se
     if not times_s:
         return Skip(STAGE, "no_frames", f"{video}: no timeline point")
     try:
-        height, width, half_frame_s = stream_geometry(video)
+        height, width, half_frame_s, start_s = stream_geometry(video)
     except Exception as error:  # an untrusted file: whatever PyAV raised is a counted skip
         return Skip(STAGE, "video_undecodable", f"{video}: {type(error).__name__}: {error}")
     h, w = smart_resize(height, width, max_pixels)
@@ -84,11 +92,11 @@ def extract_frame_folder(video: Path, folder: Path, times_s: Sequence[float], se
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
     stream = (
-        ffmpeg.input(str(video), t=f"{times_s[-1] + END_SLACK_S + 1:.3f}")
-        .video.filter("select", select_expression(first, last, seconds_per_frame, half_frame_s))
+        ffmpeg.input(str(video))
+        .video.filter("select", select_expression(first, last, seconds_per_frame, half_frame_s, start_s))
         .filter("scale", w, h, flags="bilinear")
-        .output(str(folder / "%06d.jpg"), fps_mode="passthrough", **{"q:v": JPEG_QUALITY})
-        .global_args("-loglevel", "error", "-nostdin")
+        .output(str(folder / "%06d.jpg"), fps_mode="passthrough", **{"q:v": JPEG_QUALITY, "frames:v": len(times_s)})
+        .global_args("-loglevel", "error", "-nostdin", "-copyts")
     )
     done = subprocess.run(ffmpeg.compile(stream, cmd=ffmpeg_exe(), overwrite_output=True),
                           capture_output=True, text=True)

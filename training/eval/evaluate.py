@@ -43,6 +43,7 @@ from curation.skips import Skip
 from training.data.chat_template import TurnRenderer
 from training.data.episodes import (
     STAGE,
+    Episode,
     EpisodeConfig,
     add_timed_texts,
     build_episode,
@@ -114,10 +115,9 @@ def done_question_ids(out: Path) -> set[str]:
     return done
 
 
-def predict_record(record: GoldRecord, video: Path, model, renderer: TurnRenderer, image_processor,
-                   cfg: EvalConfig) -> tuple[dict, list[TurnReply]] | Skip:
-    """One prediction line and the streamed turns (latencies) of one gold record, or why it was skipped."""
-    from curation.video.frames import decode_frames, frame_timeline  # the one frame decoder
+def gold_episode(record: GoldRecord, video: Path | str, cfg: EvalConfig) -> Episode | Skip:
+    """The streaming episode a gold record is evaluated as (its turns come from the timeline alone)."""
+    from curation.video.frames import frame_timeline
 
     try:
         dialogue = gold_to_dialogue(record)
@@ -128,7 +128,17 @@ def predict_record(record: GoldRecord, video: Path, model, renderer: TurnRendere
                                                            frames_per_turn=cfg.frames_per_turn), frame_timeline)
     if not episode.turns:
         return Skip(STAGE, "no_frames", f"{record.question_id}: the timeline holds no frame")
-    episode = add_timed_texts(episode, list(record.timed_texts))
+    return add_timed_texts(episode, list(record.timed_texts))
+
+
+def predict_record(record: GoldRecord, video: Path, model, renderer: TurnRenderer, image_processor,
+                   cfg: EvalConfig) -> tuple[dict, list[TurnReply]] | Skip:
+    """One prediction line and the streamed turns (latencies) of one gold record, or why it was skipped."""
+    from curation.video.frames import decode_frames  # the one frame decoder
+
+    episode = gold_episode(record, video, cfg)
+    if isinstance(episode, Skip):
+        return episode
     frames = decode_episode_frames(episode, cfg.max_pixels, decode_frames)
     if isinstance(frames, Skip):
         return frames
@@ -203,21 +213,23 @@ def evaluate(gold: list[GoldRecord] | list[FrameInputRecord], videos_dir: Path, 
 
 
 def load_everything(args, gold: list[GoldRecord], cfg: EvalConfig):
-    import torch
-
-    from training.model import (
-        load_image_processor,
-        load_model,
-        load_tokenizer,
-        prepare_tiny_checkpoint,
-    )
-
     path = args.model
     if args.preset == "tiny":
+        from training.model import prepare_tiny_checkpoint
+
         texts = [t.text for r in gold for t in r.turns if t.text] if gold and isinstance(gold[0], FrameInputRecord) \
             else [r.question for r in gold] + [a.content for r in gold for a in r.answers]
         path = str(prepare_tiny_checkpoint(texts, args.out.parent / "tiny-model"))
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return load_eval_model(path, args.device, cfg)
+
+
+def load_eval_model(path: str, device: str | None, cfg: EvalConfig):
+    """(model in eval mode on `device`, renderer, image processor) of a checkpoint; device None: cuda if available."""
+    import torch
+
+    from training.model import load_image_processor, load_model, load_tokenizer
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     model = load_model(path, dtype=dtype).to(device).eval()
     tokenizer = load_tokenizer(path)

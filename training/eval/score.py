@@ -16,6 +16,10 @@ gold answer.
 Duplicate rate (our definition; FACTS.md only says it is LLM-judged): the share of a question's
 replies whose information is all in its earlier replies, an exact duplicate counted without a
 judge call. Failed judge calls are dropped from both metrics and counted.
+
+Judge replies are read as the benchmark's scorer reads them (the first character) unless
+`--judge-parse` names another published parser (training.rl.judge.SCORE_PARSERS);
+`--compare-parsers` reads one round of judge calls under all of them, side by side.
 """
 
 from __future__ import annotations
@@ -36,7 +40,16 @@ from training.eval.proactive_format import (
     read_gold,
     read_predictions,
 )
-from training.rl.judge import Judge, JudgeConfig, RepetitionItem, ScoreItem, make_judge
+from training.rl.judge import (
+    BENCHMARK_PARSE,
+    SCORE_PARSERS,
+    Judge,
+    JudgeConfig,
+    RepetitionItem,
+    ScoreItem,
+    make_judge,
+    parse_score,
+)
 from training.rl.pauc import window_pauc
 
 REPORTED_OMEGAS = (0.0, 0.5, 1.0)  # ProactiveVideoQA reports PAUC at these omegas
@@ -94,26 +107,66 @@ def plan_repetition_items(replies: Sequence[tuple[float, str]]):
             yield None, RepetitionItem(earlier, text)
 
 
-def score_predictions(
-    gold: Sequence[GoldRecord], predictions: Predictions, judge: Judge,
-    omegas: Sequence[float] = REPORTED_OMEGAS,
-) -> dict[str, Any]:
-    """Every metric as plain data, PAUC in percent at each omega: per category and overall."""
-    score_items, rep_items, answer_plans, rep_plans = [], [], [], []
+@dataclass
+class JudgingPlan:
+    """What the judge must see for a set of predictions, and where each answer goes back."""
+    score_items: list[ScoreItem]
+    repetition_items: list[RepetitionItem]
+    answers: list[tuple[GoldRecord, Any, list[float]]]  # (record, gold answer, reply time per score item)
+    repetitions: list[tuple[str, bool | None]]  # (category, fixed verdict or None = the judge's next one)
+
+
+def plan_judging(gold: Sequence[GoldRecord], predictions: Predictions) -> JudgingPlan:
+    plan = JudgingPlan([], [], [], [])
     for record in gold:
         replies = predictions.replies.get(record.question_id, [])
         for answer, items in plan_answer_items(record, replies):
-            answer_plans.append((record, answer, [t for t, _ in items]))
-            score_items.extend(item for _, item in items)
+            plan.answers.append((record, answer, [t for t, _ in items]))
+            plan.score_items.extend(item for _, item in items)
         for fixed, item in plan_repetition_items(replies):
-            rep_plans.append((record.category, fixed))
+            plan.repetitions.append((record.category, fixed))
             if item is not None:
-                rep_items.append(item)
-    scores, verdicts = judge.judge_batch(score_items, rep_items)
+                plan.repetition_items.append(item)
+    return plan
 
+
+def score_predictions(
+    gold: Sequence[GoldRecord], predictions: Predictions, judge: Judge,
+    omegas: Sequence[float] = REPORTED_OMEGAS, parse: str = BENCHMARK_PARSE,
+) -> dict[str, Any]:
+    """Every metric as plain data, PAUC in percent at each omega: per category and overall, with
+    the judge's score replies read by the parser named `parse`."""
+    return score_under_parsers(gold, predictions, judge, omegas, (parse,))["parsers"][parse]
+
+
+def score_under_parsers(
+    gold: Sequence[GoldRecord], predictions: Predictions, judge: Judge,
+    omegas: Sequence[float], parsers: Sequence[str],
+) -> dict[str, Any]:
+    """One round of judge calls read under each parser: `parsers` maps each name to its metrics,
+    `disagreements` lists the judge replies the parsers read differently."""
+    plan = plan_judging(gold, predictions)
+    texts, verdicts = judge.judge_texts(plan.score_items, plan.repetition_items)
+    scores = {p: [None if t is None else parse_score(t, i.scale, p) for t, i in zip(texts, plan.score_items, strict=True)]
+              for p in parsers}
+    owners = [(record, answer) for record, answer, times in plan.answers for _ in times]
+    disagreements = [
+        {"question_id": record.question_id, "reference": answer.content, "replies": item.reply,
+         "judge_reply": text, "scores": {p: scores[p][k] for p in parsers}}
+        for k, (text, item, (record, answer)) in enumerate(zip(texts, plan.score_items, owners, strict=True))
+        if len({scores[p][k] for p in parsers}) > 1]
+    result = {p: assemble_metrics(gold, predictions, plan, scores[p], verdicts, omegas)
+              | {"judge_parse": p, "unparsed_judge_replies": sum(t is not None and s is None
+                                                                 for t, s in zip(texts, scores[p], strict=True))}
+              for p in parsers}
+    return {"parsers": result, "disagreements": disagreements}
+
+
+def assemble_metrics(gold: Sequence[GoldRecord], predictions: Predictions, plan: JudgingPlan,
+                     scores: list[int | None], verdicts: list[bool | None], omegas: Sequence[float]) -> dict[str, Any]:
     answers: list[AnswerScore] = []
     at = 0
-    for record, answer, times in answer_plans:
+    for record, answer, times in plan.answers:
         got = scores[at:at + len(times)]
         at += len(times)
         judged = [(t, s - 1) for t, s in zip(times, got, strict=True) if s is not None]
@@ -121,7 +174,7 @@ def score_predictions(
                                    drop_late_regressions(judged, answer.related_span_s[1]), answer.reply_span_s))
     duplicates: list[tuple[str, bool]] = []
     asked = iter(verdicts)
-    for category, fixed in rep_plans:
+    for category, fixed in plan.repetitions:
         verdict = fixed if fixed is not None else next(asked)
         if verdict is not None:
             duplicates.append((category, verdict))
@@ -135,7 +188,7 @@ def score_predictions(
         "mean": category_mean(table),
         "overall": _metrics(answers, [d for _, d in duplicates], list(gold), known, omegas),
         "judge_failures": sum(s is None for s in scores) + sum(v is None for v in verdicts),
-        "judge_calls": len(score_items) + len(rep_items),
+        "judge_calls": len(scores) + len(verdicts),
         "bad_prediction_lines": predictions.bad_lines,
         "duplicate_prediction_ids": predictions.duplicate_ids,
         "predictions_without_gold": sorted(known - {r.question_id for r in gold}),
@@ -190,7 +243,8 @@ def render_table(result: dict[str, Any], omega: float) -> None:
     console = output_console()
     console.print(table)
     console.print(f"{len(result['bad_prediction_lines'])} malformed prediction line(s); "
-                  f"{result['judge_failures']} of {result['judge_calls']} judge call(s) failed (dropped); "
+                  f"{result['judge_failures']} of {result['judge_calls']} judge call(s) failed or unparsed (dropped; "
+                  f"score replies read by {result['judge_parse']}); "
                   f"{result['overall']['questions_without_prediction']} question(s) without a prediction")
 
 
@@ -210,6 +264,51 @@ def check_coverage(gold: list[GoldRecord], predictions: Predictions, path: Path)
               file=sys.stderr)
 
 
+def render_comparison(compared: dict[str, Any], omega: float) -> None:
+    """Every figure under each parser side by side, then each judge reply the parsers read
+    differently (grouped by its text, with how often it came)."""
+    from collections import Counter
+
+    from rich.table import Table
+
+    results = compared["parsers"]
+    names = list(results)
+    first = results[names[0]]
+    omegas = sorted(float(k.removeprefix("pauc_omega_")) for k in first["overall"] if k.startswith("pauc_omega_"))
+    table = Table(title=f"ProactiveVideoQA under each judge-reply parser: PAUC x100 (* = omega {omega:g}), "
+                        "duplicate rate, judge calls failed or unparsed")
+    table.add_column("category")
+    table.add_column("figure")
+    for name in names:
+        table.add_column(name, justify="right")
+    rows = [*first["categories"], *(["mean"] if len(first["categories"]) > 1 else []), "overall"]
+    for row in rows:
+        def at(result: dict[str, Any], row: str = row) -> dict[str, Any]:
+            return result[row] if row in ("mean", "overall") else result["categories"][row]
+        for w in omegas:
+            table.add_row(row or "-", f"PAUC w={w:g}{'*' if w == omega else ''}",
+                          *(f"{at(results[n])[pauc_key(w)]:.1f}" for n in names))
+        table.add_row(row or "-", "dup %", *(f"{at(results[n])['duplicate_rate']:.1f}" for n in names),
+                      end_section=True)
+    table.add_row("all", "judge calls dropped", *(f"{results[n]['judge_failures']} of {results[n]['judge_calls']}"
+                                              for n in names))
+    table.add_row("all", "unparsed replies", *(str(results[n]["unparsed_judge_replies"]) for n in names))
+    console = output_console()
+    console.print(table)
+    differing = compared["disagreements"]
+    if not differing:
+        console.print("The parsers read every judge reply alike.")
+        return
+    counts = Counter(d["judge_reply"] for d in differing)
+    console.print(f"{len(differing)} judge repl(ies) read differently, {len(counts)} distinct "
+                  f"(reply, times, an example question: reading per parser, - = failed):")
+    for text, n in counts.most_common():
+        example = next(d for d in differing if d["judge_reply"] == text)
+        readings = ", ".join(f"{p} {'-' if example['scores'][p] is None else example['scores'][p]}" for p in names)
+        console.print(f"  {text!r} x{n} ({example['question_id']}): {readings}", markup=False, highlight=False,
+                      soft_wrap=True)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--predictions", type=Path, required=True, help="prediction JSONL")
     parser.add_argument("--references", type=Path, required=True, nargs="+",
@@ -221,6 +320,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--judge-base-url", default=JudgeConfig.model_fields["base_url"].default)
     parser.add_argument("--judge-model", default=JudgeConfig.model_fields["model"].default)
     parser.add_argument("--judge-api-key", default=None)
+    parser.add_argument("--judge-parse", choices=sorted(SCORE_PARSERS), default=BENCHMARK_PARSE,
+                        help="how a judge reply is read as a score: first-char = ProactiveVideoQA's scorer "
+                             "(default), last-number = the third-party port, lenient = this project's reading")
+    parser.add_argument("--compare-parsers", action="store_true",
+                        help="read one round of judge replies under every parser: figures side by side and "
+                             "the replies they read differently (the JSON holds each parser's metrics)")
     parser.add_argument("--omega", type=float, default=0.5, help="PAUC omega shown first (default 0.5)")
     parser.add_argument("--json", type=Path, default=None, help="write all metrics as JSON here")
 
@@ -241,9 +346,14 @@ def main(args: argparse.Namespace) -> int:
     omegas = tuple(sorted({*REPORTED_OMEGAS, args.omega}))
     predictions = read_predictions(args.predictions)
     check_coverage(gold, predictions, args.predictions)
-    result = score_predictions(gold, predictions, judge, omegas)
+    if args.compare_parsers:
+        order = [args.judge_parse, *(p for p in SCORE_PARSERS if p != args.judge_parse)]
+        result = score_under_parsers(gold, predictions, judge, omegas, order)
+        render_comparison(result, args.omega)
+    else:
+        result = score_predictions(gold, predictions, judge, omegas, args.judge_parse)
+        render_table(result, args.omega)
     result["omega"] = args.omega
-    render_table(result, args.omega)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return 0

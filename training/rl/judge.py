@@ -6,6 +6,13 @@ A judge answers two kinds of question in batches:
 - `is_repetition`: is all the information of a reply already in the earlier replies?
 A failed call (HTTP error, unparseable answer) is `None`: callers drop it, never score it 0.
 
+A score reply is text; how a number is read from it is a choice (`SCORE_PARSERS`), and published
+scorers differ: ProactiveVideoQA's scorer reads the first character (`first-char`, the default
+for `score`), a third-party port the last 1-3 digit number (`last-number`); `lenient` is this
+project's reading (a leading digit after quotes, markdown or `Score:`, else the one lone digit),
+which the RL reward's judge keeps. `Judge.judge_texts` returns the replies unparsed, so one round of
+judge calls can be read under every parser (`score --compare-parsers`).
+
 `judge_batch` asks both kinds at once so the LLM judge sends them in one `complete_many` and the
 endpoint stays saturated.
 
@@ -18,9 +25,9 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field
 
@@ -55,6 +62,15 @@ class Judge(ABC):
         self, score_items: Sequence[ScoreItem], repetition_items: Sequence[RepetitionItem]
     ) -> tuple[list[int | None], list[bool | None]]:
         return self.score_replies(score_items), self.is_repetition(repetition_items)
+
+    def judge_texts(
+        self, score_items: Sequence[ScoreItem], repetition_items: Sequence[RepetitionItem]
+    ) -> tuple[list[str | None], list[bool | None]]:
+        """The score replies as text, unparsed (None: a failed call), and the repetition verdicts. A
+        judge that scores without text (offline, scripted) answers with the bare digit, which every
+        parser reads alike."""
+        scores, verdicts = self.judge_batch(score_items, repetition_items)
+        return [None if s is None else str(s) for s in scores], verdicts
 
 
 # ---------------------------------------------------------------- offline (approximation)
@@ -127,6 +143,10 @@ REPETITION_INSTRUCTION = (
 )
 
 
+JudgeParse = Literal["first-char", "last-number", "lenient"]
+BENCHMARK_PARSE: JudgeParse = "first-char"  # FORMATS.md: the official judge reads its reply's first character
+
+
 class JudgeConfig(BaseModel):
     # FACTS.md: the published reward's judge is Qwen3-32B behind an OpenAI-compatible endpoint.
     base_url: str = "http://127.0.0.1:8000/v1"
@@ -136,6 +156,9 @@ class JudgeConfig(BaseModel):
     no_think: bool = True
     max_tokens: int = Field(16, gt=0)
     temperature: float = 0.0
+    # How the RL reward reads a score reply (SCORE_PARSERS); `score` has its own `--judge-parse`,
+    # the benchmark's by default. `lenient` is the reward's reading since it was written.
+    parse: JudgeParse = "lenient"
 
 
 def _messages(system: str, user: str, cfg: JudgeConfig) -> list[dict[str, str]]:
@@ -164,26 +187,45 @@ def _strip_thinking(text: str) -> str:
 _LEADING_DIGIT = re.compile(r"""[\s"'*`(\[]*(?:score\s*[:=]?\s*)?([0-9])(?![0-9.]*[0-9])""", re.IGNORECASE)
 _OUT_OF = re.compile(r"(?:/|\bout\s+of\b)\s*[0-9]+", re.IGNORECASE)
 _LONE_DIGIT = re.compile(r"(?<![0-9.])([0-9])(?![0-9]|\.[0-9])")
+_NUMBER_1_TO_3_DIGITS = re.compile(r"(?<![0-9])[0-9]{1,3}(?![0-9])")
 
 
-def parse_score(text: str, scale: int) -> int | None:
-    """The score digit of a judge reply (thinking blocks removed), by this rule:
-    1. the benchmark's own rule: a reply that opens with a digit scores that digit ("2",
-       "2 (partially covered)", "3. Mostly covered"), also after quotes, markdown or `Score:`;
-       a number of two or more digits ("10") is no digit;
-    2. else, a digit in a sentence ("The score is 2.", "I would rate it 3 out of 3"): the one
-       distinct lone digit left after dropping "out of N" and "/N"; two different ones are ambiguous.
-    A digit outside 1..scale, no digit or an ambiguous reply is a failed judgement (None)."""
-    answer = _strip_thinking(text)
+def first_char_score(answer: str) -> int | None:
+    """ProactiveVideoQA's scorer: the reply's first character is the score digit ("10" reads 1,
+    "Score: 2" reads nothing)."""
+    return int(answer[0]) if answer[:1].isdigit() and answer[0].isascii() else None
+
+
+def last_number_score(answer: str) -> int | None:
+    """The third-party port: the last number of one to three digits in the reply ("2 (out of 3)"
+    reads 3; a longer run of digits is no such number)."""
+    found = _NUMBER_1_TO_3_DIGITS.findall(answer)
+    return int(found[-1]) if found else None
+
+
+def lenient_score(answer: str) -> int | None:
+    """This project's reading: a reply opening with a digit scores it ("2 (partially covered)"),
+    also after quotes, markdown or `Score:`, a number of two or more digits being no digit; else
+    the one distinct lone digit left after dropping "out of N" and "/N" ("The score is 2.");
+    two different ones are ambiguous."""
     match = _LEADING_DIGIT.match(answer)
     if match is not None:
-        score = int(match.group(1))
-    else:
-        digits = {int(d) for d in _LONE_DIGIT.findall(_OUT_OF.sub(" ", answer))}
-        if len(digits) != 1:
-            return None
-        score = digits.pop()
-    return score if 1 <= score <= scale else None
+        return int(match.group(1))
+    digits = {int(d) for d in _LONE_DIGIT.findall(_OUT_OF.sub(" ", answer))}
+    return digits.pop() if len(digits) == 1 else None
+
+
+SCORE_PARSERS: dict[str, Callable[[str], int | None]] = {
+    "first-char": first_char_score, "last-number": last_number_score, "lenient": lenient_score}
+
+
+def parse_score(text: str, scale: int, parse: str = BENCHMARK_PARSE) -> int | None:
+    """The score of a judge reply under the parser named `parse`, read after the thinking block and
+    surrounding whitespace are removed (a transport matter: the benchmark's judge, gpt-4.1, sends
+    neither). A number outside 1..scale, no number or an ambiguous reply is a failed judgement
+    (None) under every parser."""
+    score = SCORE_PARSERS[parse](_strip_thinking(text))
+    return score if score is not None and 1 <= score <= scale else None
 
 
 def parse_yes_no(text: str) -> bool | None:
@@ -228,12 +270,19 @@ class LLMJudge(Judge):
     def judge_batch(
         self, score_items: Sequence[ScoreItem], repetition_items: Sequence[RepetitionItem]
     ) -> tuple[list[int | None], list[bool | None]]:
+        texts, verdicts = self.judge_texts(score_items, repetition_items)
+        scores = [None if t is None else parse_score(t, i.scale, self.cfg.parse)
+                  for t, i in zip(texts, score_items, strict=True)]
+        return scores, verdicts
+
+    def judge_texts(
+        self, score_items: Sequence[ScoreItem], repetition_items: Sequence[RepetitionItem]
+    ) -> tuple[list[str | None], list[bool | None]]:
         conversations = [score_messages(i, self.cfg) for i in score_items]
         conversations += [repetition_messages(i, self.cfg) for i in repetition_items]
         texts = self._complete(conversations)
-        scores = [None if t is None else parse_score(t, i.scale) for t, i in zip(texts[:len(score_items)], score_items, strict=True)]
         verdicts = [None if t is None else parse_yes_no(t) for t in texts[len(score_items):]]
-        return scores, verdicts
+        return texts[:len(score_items)], verdicts
 
 
 def make_judge(kind: str, cfg: JudgeConfig | None = None) -> Judge:

@@ -157,8 +157,12 @@
     const answers = [];
     let player = null;
 
+    // Times on the page are stream times (0 = the video's first frame); the player's clock reads
+    // the container's timestamps, which start at `player_start_s` (an MP4 edit list, a WebM cut).
+    const offset = video.player_start_s || 0;
+
     function seek(t) {
-      if (player) player.currentTime = t;
+      if (player) player.currentTime = t + offset;
       highlight(t);
     }
 
@@ -295,11 +299,20 @@
         el("tbody", {}, ...video.quarantine.map((q) => el("tr", {},
           el("td", { text: q.item_id }), el("td", { text: q.stage }), el("td", { class: "reason", text: q.reason }),
           el("td", { text: q.kind }), el("td", { text: q.detail }))))));
+      // The raw LLM replies of a failed dialogue request (first try and repair), as text only.
+      for (const q of video.quarantine.filter((r) => r.raw_replies && r.raw_replies.length)) {
+        parts.push(el("details", { class: "raw-replies", "data-item-id": q.item_id },
+          el("summary", { text: "Raw LLM replies for " + q.item_id + " (" + q.reason + ")" }),
+          ...q.raw_replies.map((r) => el("div", { class: "raw-reply" },
+            el("p", { class: "note", text: r.attempt + ": " + r.reason + (r.repeats_first ? " (repeats the first reply)" : "") +
+                                          (r.problems.length ? " - " + r.problems.join("; ") : "") }),
+            el("pre", { text: r.text })))));
+      }
     }
     detail.replaceChildren(...parts);
     current = { video: video, answers: answers, playhead: playhead, pct: pct };
     if (player) {
-      for (const event of ["timeupdate", "seeked", "seeking"]) player.addEventListener(event, () => highlight(player.currentTime));
+      for (const event of ["timeupdate", "seeked", "seeking"]) player.addEventListener(event, () => highlight(player.currentTime - offset));
     }
     highlight(0);
   }
