@@ -74,6 +74,23 @@ def load_config(config_cls: type[Config], path: str | None, overrides: list[str]
         raise config_error(error, config_cls, source) from None
 
 
+def check_run(config_cls: type[Config], args, also_files: tuple[str, ...] = ()) -> Config:
+    """A training command's config (file, flags, overrides), with its corpus (or the released file
+    `data=` names, and any of `also_files`), its model and the launch environment checked before
+    anything loads."""
+    from training.distributed import check_launch_env
+
+    cfg = load_config(config_cls, args.config, args.overrides, model=args.model, preset=args.preset,
+                      corpus=args.corpus)
+    require_corpus(cfg.corpus, cfg.data)
+    for name in also_files:
+        if getattr(cfg, name):
+            require_corpus(cfg.corpus, getattr(cfg, name))
+    require_model(cfg.model, cfg.preset)
+    check_launch_env()
+    return cfg
+
+
 def require_corpus(corpus: str, data: str | None = None) -> None:
     """Fail in the first second, not after the model loads, when the input is not there: the
     released file named by `data=` when given (it stands in for the corpus), else the corpus."""

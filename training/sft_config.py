@@ -18,7 +18,6 @@ from training import checkpoints
 from training.data.chat_template import DEFAULT_SYSTEM_PROMPT, TemplateConfig
 from training.data.episodes import EpisodeConfig
 from training.data.offline import OfflineSource
-from training.distributed import check_launch_env
 
 
 class ExtraCorpus(BaseModel):
@@ -105,11 +104,4 @@ def add_arguments(parser) -> None:
 
 
 def check(args) -> SFTConfig:
-    """The run's config with its corpus (or `data=` file) and model checked to be there."""
-    cfg = load_config(args.config, args.overrides, model=args.model, preset=args.preset, corpus=args.corpus)
-    checkpoints.require_corpus(cfg.corpus, cfg.data)
-    if cfg.eval_data:
-        checkpoints.require_corpus(cfg.corpus, cfg.eval_data)
-    checkpoints.require_model(cfg.model, cfg.preset)
-    check_launch_env()
-    return cfg
+    return checkpoints.check_run(SFTConfig, args, also_files=("eval_data",))

@@ -16,7 +16,6 @@ from training import checkpoints
 from training.data.chat_template import DEFAULT_SYSTEM_PROMPT, TemplateConfig
 from training.data.episodes import EpisodeConfig
 from training.data.rl_prompts import RLPromptConfig
-from training.distributed import check_launch_env
 from training.rl.grpo_loss import GuardConfig
 from training.rl.judge import JudgeConfig
 from training.rl.reward import RewardConfig
@@ -90,9 +89,4 @@ def add_arguments(parser) -> None:
 
 
 def check(args) -> GRPOConfig:
-    """The run's config with its corpus (or `data=` file) and starting model checked to be there."""
-    cfg = load_config(args.config, args.overrides, model=args.model, preset=args.preset, corpus=args.corpus)
-    checkpoints.require_corpus(cfg.corpus, cfg.data)
-    checkpoints.require_model(cfg.model, cfg.preset)
-    check_launch_env()
-    return cfg
+    return checkpoints.check_run(GRPOConfig, args)
