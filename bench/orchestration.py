@@ -1,9 +1,10 @@
 """Orchestration overhead of `build-corpus` per video, on tiny items whose stages do nothing.
 
 Runs the real flow (Prefect's ephemeral API, real batch tasks, real result files, real shard
-compaction) with every stage function replaced by a constant-time stand-in, at 1k and 10k items,
-each size in a fresh process so peak RSS is its own. The baseline, measured in the same run, is
-the same stand-in pipeline called in a plain loop (result files and shards included, no Prefect).
+compaction, the dataset card) with every stage function replaced by a constant-time stand-in, at
+1k and 10k items, each size in a fresh process so peak RSS is its own. The baseline, measured in
+the same run, is the same stand-in pipeline called in a plain loop (result files, run summary,
+shards and card included, no Prefect); both must publish the same rows per table.
 
     python -m bench.orchestration [--sizes 1000 10000]
 """
@@ -78,10 +79,13 @@ def measure(mode: str, n: int) -> dict:
         _patch_stages(root / "corpus")
         # Imports are not orchestration: both modes pay them before the clock starts.
         from curation.config import load_config
+        from curation.corpus.card import write_dataset_card
+        from curation.corpus.catalogue import sync_catalogue
         from curation.corpus.results import write_result
         from curation.corpus.shards import build_shards
         from curation.manifest import read_manifest
         from flows.build_corpus import _client, build_corpus
+        from flows.summary import RunSummary
         from flows.video_pipeline import Limits, PipelineContext, run_video
 
         started = time.perf_counter()
@@ -91,11 +95,20 @@ def measure(mode: str, n: int) -> dict:
             cfg = load_config(config)
             ctx = PipelineContext(config=cfg, corpus_root=root / "corpus", client=_client(cfg.llm.model_dump_json()),
                                   limits=Limits.from_workers(cfg.workers), fingerprint=cfg.fingerprint())
+            results_dir = root / "corpus" / "work" / "results"
             for row in read_manifest(cfg.manifest).rows:
-                write_result(root / "corpus" / "work" / "results", run_video(row, ctx))
-            build_shards(root / "corpus" / "work" / "results", root / "corpus", cfg.shards)
+                write_result(results_dir, run_video(row, ctx))
+            # What the flow does after its batches: the run summary, the shards and the card.
+            catalogue = sync_catalogue(results_dir)
+            summary = RunSummary(new_this_run=n)
+            for entry in catalogue:
+                summary.add(entry)
+            index = build_shards(results_dir, root / "corpus", cfg.shards, catalogue=catalogue)
+            write_dataset_card(root / "corpus", index, summary.as_dict(), llm_backend=cfg.llm.backend)
         seconds = time.perf_counter() - started
-    return {"mode": mode, "items": n, "seconds": seconds,
+        rows = json.loads((root / "corpus" / "index.json").read_text())["created_from"]["rows"]
+        card = (root / "corpus" / "README.md").is_file()
+    return {"mode": mode, "items": n, "seconds": seconds, "rows_per_table": rows, "card": card,
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
@@ -121,6 +134,11 @@ def main(argv: list[str] | None = None) -> None:
             ratio = r["seconds"] / by[(n, "loop")]["seconds"]
             print(f"{n:>7} {mode:>5} {r['seconds']:>8.2f} {1000 * r['seconds'] / n:>8.2f} "
                   f"{r['peak_rss_mib']:>13.0f} {ratio:>10.2f}")
+    for n in args.sizes:
+        loop, flow = by[(n, "loop")], by[(n, "flow")]
+        same = loop["rows_per_table"] == flow["rows_per_table"] and loop["card"] and flow["card"]
+        print(f"{n:>7} items: same records both ways: {'yes' if same else 'NO'} (rows per table "
+              f"{flow['rows_per_table']}; card written: loop {loop['card']}, flow {flow['card']})")
     flow = [by[(n, "flow")] for n in args.sizes]
     print("orchestration overhead per item (flow - loop): "
           + ", ".join(f"{n}: {1000 * (by[(n, 'flow')]['seconds'] - by[(n, 'loop')]['seconds']) / n:.2f} ms" for n in args.sizes))

@@ -91,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         splits, rl = synthetic_corpus(args.scale, shards)
         report[name] = {"videos": {f"{s}/{p}": n for (s, p), n in sorted(splits.items())},
                         "rl_dialogues": len(rl), **prompt_counts(rl)}
-    report["paper"] = {"rl_videos": 1_900, "prompts_train": 7_970, "prompts_validation": 883}
+    report["paper_quoted"] = {"source": "FACTS.md (MMDuet2 paper)", "rl_videos": 1_900, "prompts_train": 7_970,
+                              "prompts_validation": 883}
     print(json.dumps(report, indent=2))
     return 0
 

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from curation.corpus.shards import ShardConfig
 from curation.llm.client import LLMConfig
+from curation.speech.config import AsrConfig
 from curation.text.descriptions import DescriptionConfig
 from curation.text.dialogues import DialogueConfig
 from curation.video.acquire import AcquireConfig
@@ -94,6 +95,7 @@ class CorpusConfig(BaseModel):
     admission: AdmissionConfig = AdmissionConfig()
     scenes: SceneConfig = SceneConfig()
     frames: FrameConfig = FrameConfig()
+    asr: AsrConfig = AsrConfig()
     descriptions: DescriptionConfig = DescriptionConfig()
     llm: LLMConfig = LLMConfig()
     dialogues: DialogueConfig = DialogueConfig()
@@ -107,6 +109,9 @@ class CorpusConfig(BaseModel):
             include={"admission", "scenes", "frames", "descriptions", "dialogues"},
         )
         relevant["llm_model"] = self.llm.model
+        # The model by identity (a folder by content, not path); threads and workers change no row.
+        relevant["asr"] = self.asr.model_dump(mode="json", exclude={"model", "cpu_threads", "workers"})
+        relevant["asr"]["model"] = self.asr.model_identity()
         relevant["versions"] = [PIPELINE_VERSION, SCHEMA_VERSION]
         blob = json.dumps(relevant, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
@@ -171,4 +176,8 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
         "cache_dir": _resolve(base, config.llm.cache_dir) if config.llm.cache_dir
         else str(Path(update["output_dir"]) / "llm_cache"),
     })
+    # A model folder named relative to the file; a model name or Hub id is left as it is.
+    model = config.asr.model
+    if model and not Path(model).is_absolute() and (base / model).is_dir():
+        update["asr"] = config.asr.model_copy(update={"model": str((base / model).resolve())})
     return config.model_copy(update={**update, "llm": llm})

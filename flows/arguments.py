@@ -11,6 +11,7 @@ the same thing, kept).
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,9 @@ def check_config(config: str, overrides: dict[str, Any] | None):
         raise UsageError(f"manifest {manifest} not found",
                          "point `manifest:` in the config, or manifest=PATH, at a .jsonl, .csv or .parquet file")
     require_usable(manifest)
+    if cfg.asr.model is not None and cfg.asr.enabled and importlib.util.find_spec("faster_whisper") is None:
+        raise UsageError(f"asr.model is {cfg.asr.model!r} but faster-whisper is not installed",
+                         "pip install '.[asr]', or set asr.enabled=false to caption videos without text")
     return cfg
 
 

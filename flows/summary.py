@@ -15,10 +15,11 @@ from rich.table import Table
 
 from curation.corpus.catalogue import CatalogueEntry
 from curation.corpus.dialogue_yield import yield_line, yield_rows
+from curation.speech.route import route_rows
 
 # Dialogue-stage quarantine reasons that stand for a video, not for one dialogue request.
 VIDEO_LEVEL_DIALOGUE_REASONS = frozenset({"no_segments", "no_valid_dialogue", "too_many_segments"})
-STAGES = ("manifest", "acquire", "probe", "admit", "scenes", "frames", "source_text", "descriptions",
+STAGES = ("manifest", "acquire", "probe", "admit", "asr", "scenes", "frames", "source_text", "descriptions",
           "dialogues", "results")
 
 
@@ -100,6 +101,7 @@ class RunSummary:
         data["llm_usage"] = dict(self.llm_usage)
         data["counts"] = dict(sorted(self.counts.items()))
         data["dialogue_yield"] = self.dialogue_yield()
+        data["text_routes"] = route_rows(self.counts)
         return data
 
     def markdown(self) -> str:
@@ -113,6 +115,8 @@ class RunSummary:
             "| stage | reason | kind | count |", "|---|---|---|---|",
         ]
         lines += [f"| {r['stage']} | {r['reason']} | {r['kind']} | {r['count']} |" for r in self.reason_rows()]
+        lines += ["", "## text routes", "", "| route | reason | videos |", "|---|---|---|"]
+        lines += [f"| {r['route']} | {r['reason']} | {r['videos']} |" for r in route_rows(self.counts)]
         lines += ["", "## dialogue yield", "", yield_line(self.dialogue_yield()), "",
                   "| outcome | dialogues | share |", "|---|---|---|"]
         lines += [f"| {r['outcome']} | {r['dialogues']} | {r['share']} |" for r in self.yield_rows()]

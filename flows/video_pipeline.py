@@ -26,6 +26,7 @@ from curation.corpus.results import VideoResult, write_raw_replies
 from curation.llm.client import LLMClient
 from curation.manifest import ManifestRow
 from curation.skips import Skip
+from curation.speech.route import SOURCE_TEXT, route_speech
 from curation.text.descriptions import caption_frame_times, describe_video
 from curation.text.dialogues import DialogueOutcome, generate_dialogues
 from curation.text.source_text import clip_segments, read_source_segments
@@ -64,6 +65,10 @@ class PipelineContext:
     @property
     def videos_dir(self) -> Path:
         return self.corpus_root / "videos"
+
+    @property
+    def transcripts_dir(self) -> Path:
+        return self.corpus_root / "work" / "transcripts"
 
 
 def keep_raw_replies(outcome: DialogueOutcome, corpus_root: Path, video_id: str) -> DialogueOutcome:
@@ -175,6 +180,7 @@ def run_video(row: ManifestRow, ctx: PipelineContext, run: VideoRun | None = Non
     run = run or VideoRun(row.video_id, cfg.watchdog)
     ctx.on_event("start", row.video_id)
     video: Video | None = None
+    route = None
     segments, scenes, dialogues, quarantine = [], [], [], []
     counts: Counter = Counter()
     try:
@@ -189,14 +195,24 @@ def run_video(row: ManifestRow, ctx: PipelineContext, run: VideoRun | None = Non
             width=probe.width, height=probe.height, codec=probe.codec, has_audio=probe.has_audio,
             licence=row.licence, metadata=dict(row.metadata),
         )
+        # The text dialogues are written from: the row's own, else the speech when there is enough
+        # of it, else captions. Decided before the decode pass, which keeps caption frames only
+        # for videos that will be captioned.
+        route, source_segments = SOURCE_TEXT, []
+        if not row.text_uri:
+            speech = run.stage("asr", route_speech, acquired.path, video, cfg.asr, ctx.transcripts_dir,
+                               cfg.workers.cpu, limit=ctx.limits.cpu)
+            route, source_segments = speech.route, speech.segments
+            counts.update(speech.counts)
+        counts[route.count_key()] += 1
         # One decode of the file (issue 22) gives the scenes, the frames check and, for a video
-        # without source text, each scene's caption frames; the later stages only read its result.
-        wants_captions = None if row.text_uri else (lambda found: caption_frame_times(found, cfg.descriptions))
+        # to be captioned, each scene's caption frames; the later stages only read its result.
+        wants_captions = (lambda found: caption_frame_times(found, cfg.descriptions)) \
+            if route.route == "captions" else None
         decoded = run.stage("scenes", decode_video, acquired.path, row.video_id, probe.duration_s, cfg.scenes,
                             cfg.frames, wants_captions, cfg.descriptions.caption_max_pixels, limit=ctx.limits.cpu)
         scenes = decoded.scenes
         run.stage("frames", lambda: decoded.timeline)
-        source_segments = []
         if row.text_uri:
             source_segments = run.stage("source_text", read_source_segments, row.text_uri, row.video_id,
                                         row.text_format, row.text_origin)
@@ -222,7 +238,7 @@ def run_video(row: ManifestRow, ctx: PipelineContext, run: VideoRun | None = Non
     # facts about the video that the QA figures count; the trainer only follows dialogues.
     ctx.on_event("done" if dialogues else "failed", row.video_id)
     return VideoResult(
-        video_id=row.video_id, config_fingerprint=ctx.fingerprint, video=video, segments=segments,
+        video_id=row.video_id, config_fingerprint=ctx.fingerprint, video=video, text_route=route, segments=segments,
         scenes=scenes, dialogues=dialogues, quarantine=quarantine, stage_durations_s=run.durations_s,
         counts=dict(counts), stage_wait_s=run.wait_s, stage_cpu_s=run.cpu_s,
     )

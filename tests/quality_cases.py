@@ -12,6 +12,9 @@ refused by the validator's own rules (a rejection either way).
 
 from __future__ import annotations
 
+import functools
+import tempfile
+
 from schemas.records import Segment
 from tests.conftest import SAMPLES
 
@@ -29,12 +32,29 @@ CAPTIONS = [  # generated_six_scenes's scene captions (samples/replay_answers.ya
                  "diagonal streaks that shifts as new rows of cells are drawn."),
     (39.0, 48.0, "A plain, uniform navy-blue screen with nothing else in view."),
 ]
-DURATIONS = {"bikes": 10.0, "bigbuckbunny": 5.3, "generated_four_scenes": 36.0, "generated_six_scenes": 48.0}
+DURATIONS = {"bikes": 10.0, "bigbuckbunny": 5.3, "generated_four_scenes": 36.0, "generated_six_scenes": 48.0,
+             "spoken_tour": 24.0}
+
+
+@functools.lru_cache(maxsize=1)
+def spoken_tour_segments() -> tuple[Segment, ...]:
+    """The narrated sample clip's segments as the sample run makes them: its speech transcribed with
+    the sample config's ASR settings (needs the `asr` extra)."""
+    from curation.config import load_config
+    from curation.speech.route import route_speech
+    from tests.speech_media import video_record
+
+    path = SAMPLES / "videos" / "spoken_tour.mp4"
+    with tempfile.TemporaryDirectory() as cache:
+        out = route_speech(path, video_record(path, "spoken_tour"), load_config(SAMPLES / "sample.yaml").asr, cache)
+    return tuple(out.segments)
 
 
 def segments_of(video_id: str) -> list[Segment]:
     from curation.text.source_text import read_source_segments
 
+    if video_id == "spoken_tour":
+        return list(spoken_tour_segments())
     if video_id == "generated_six_scenes":
         return [Segment(segment_id=f"{video_id}-s{i:04d}", video_id=video_id, start_s=s, end_s=e, text=t,
                         origin="caption", scene_id=i) for i, (s, e, t) in enumerate(CAPTIONS)]

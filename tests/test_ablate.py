@@ -108,7 +108,6 @@ def test_a_stage_runs_once_per_key_resumes_when_interrupted_and_clears_outputs_i
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    pytest.importorskip("curation.video.frames")
     from tests.sample_corpus import build_corpus
 
     return build_corpus(tmp_path_factory.mktemp("ablate-corpus"),

@@ -12,7 +12,7 @@ from tests.conftest import ROOT, build_sample_corpus
 
 pytestmark = pytest.mark.slow
 
-GOOD = {"bikes", "bigbuckbunny", "generated_four_scenes", "generated_six_scenes"}
+GOOD = {"bikes", "bigbuckbunny", "generated_four_scenes", "generated_six_scenes", "spoken_tour"}
 
 
 def _index(corpus):
@@ -91,7 +91,7 @@ def test_the_sample_has_a_video_in_every_split_and_grpo_reads_the_rl_split(sampl
                 r["video_id"] for r in pq.read_table(sample_corpus / shard["path"]).to_pylist())
     assert set(by_split) == {"train", "validation", "rl"} and all(len(v) >= 1 for v in by_split.values())
     assert sum(len(v) for v in by_split.values()) == len(GOOD)  # disjoint by video
-    assert index["split"]["ranked_small_corpus"] is True  # 4 videos: the tiny-corpus rule decided
+    assert index["split"]["ranked_small_corpus"] is True  # 5 videos: the tiny-corpus rule decided
 
     seen = []
 

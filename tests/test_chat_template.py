@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from curation.video.frames import decode_frames, frame_timeline
 from schemas import NO_REPLY, Dialogue
 from tests.conftest import dialogue_row
 from training.data.chat_template import (
@@ -101,12 +102,11 @@ def test_only_assistant_replies_are_labelled_and_no_reply_outside_windows(tokeni
 
 
 def test_sample_episode_from_the_real_video(tokenizer, image_processor, samples_dir):
-    frames = pytest.importorskip("curation.video.frames")
     from training.data.episodes import decode_episode_frames
 
     dialogue = sample_dialogue()
-    ep = build_episode(dialogue, samples_dir / "videos" / "bikes.mp4", EpisodeConfig(), frames.frame_timeline)
-    pixels = decode_episode_frames(ep, PIXELS, frames.decode_frames)
+    ep = build_episode(dialogue, samples_dir / "videos" / "bikes.mp4", EpisodeConfig(), frame_timeline)
+    pixels = decode_episode_frames(ep, PIXELS, decode_frames)
     enc = encode_episode(ep, pixels, TurnRenderer(tokenizer), image_processor, TemplateConfig())
     check_labels_token_by_token(tokenizer, enc, ep.turns)
     for turn in ep.turns:

@@ -67,9 +67,11 @@ def cases(tmp) -> list[tuple[str, list[str], str]]:
         ("curation.viewer", ["--corpus", str(tmp / "nope"), "--out", str(tmp / "v")], "no corpus index"),
         ("curation.llm.replay_build", ["--config", str(tmp / "nope.yaml"), "--answers", "a", "--out", "b"],
          "not found"),
+        ("curation.speech.synthetic", [], "required: out"),
         *[(f"bench.{name}", ["--bogus"], "unrecognized arguments: --bogus")
-          for name in ("distributed_sft", "incremental_corpus", "llm_client", "no_reply_draft", "orchestration",
-                       "rl_prompts", "scenes", "single_pass", "soak", "streaming_latency", "training_loader")],
+          for name in ("asr", "dialogue_tokens", "distributed_sft", "incremental_corpus", "llm_client",
+                       "no_reply_draft", "orchestration", "quality_gate", "rl_prompts", "scenes", "single_pass",
+                       "soak", "streaming_latency", "training_loader")],
         ("bench.synthetic_results", [], "required: --out"),
     ]
 

@@ -178,10 +178,10 @@ def _replay_run(tmp_path: Path) -> tuple[dict, dict]:
 def test_sample_videos_get_both_dialogue_types_all_valid_and_a_rerun_is_free(tmp_path):
     first, usage = _replay_run(tmp_path)
     outcomes = {k: v for k, v in first.items() if isinstance(v, DialogueOutcome)}
-    assert set(outcomes) == {"bikes", "bigbuckbunny", "generated_four_scenes", "generated_six_scenes"}
-    # 6 captions, 8 dialogues, 1 repair; the one failure is the flawed first answer, whose invented id
+    assert set(outcomes) == {"bikes", "bigbuckbunny", "generated_four_scenes", "generated_six_scenes", "spoken_tour"}
+    # 6 captions, 10 dialogues, 1 repair; the one failure is the flawed first answer, whose invented id
     # the request's enum refuses at parse
-    assert usage["failures"] == 1 and usage["calls"] == 15
+    assert usage["failures"] == 1 and usage["calls"] == 17
     for outcome in outcomes.values():
         assert outcome.quarantined == []
         assert sorted(d.kind for d in outcome.dialogues) == ["multi_question", "single_question"]
@@ -190,7 +190,7 @@ def test_sample_videos_get_both_dialogue_types_all_valid_and_a_rerun_is_free(tmp
     assert outcomes["bikes"].dialogues[0].provenance.parameters["repaired"] == "true"
     again, usage2 = _replay_run(tmp_path)
     # Only answers that parse are cached: the refused first answer is asked again, the rest is free.
-    assert usage2["calls"] == 1 and usage2["cache_hits"] == 14
+    assert usage2["calls"] == 1 and usage2["cache_hits"] == 16
     assert {k: v.dialogues for k, v in again.items() if isinstance(v, DialogueOutcome)} == {
         k: v.dialogues for k, v in outcomes.items()}
 

@@ -30,7 +30,6 @@ GRPO_ARGS = ["max_pixels=3136", "episodes.max_frames=4", "max_new_tokens_per_tur
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
-    pytest.importorskip("curation.video.frames")
     from tests.sample_corpus import build_corpus
 
     rows = [dialogue_row(dialogue_id=f"bikes-mq-{i}") for i in range(4)]

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from curation.skips import Skip
+from curation.video import frames
 from schemas import NO_REPLY, Dialogue
 from tests.conftest import dialogue_row
 from training.data.episodes import EpisodeConfig, build_episode, decode_episode_frames
@@ -90,7 +91,6 @@ def test_missing_video_is_a_skip_not_a_substitute(tmp_path):
 
 
 def test_undecodable_video_is_skipped_with_a_reason(samples_dir: Path):
-    frames = pytest.importorskip("curation.video.frames")
     for bad in ("truncated.mp4", "not_a_video.mp4", "empty.mp4"):
         ep = build_episode(bikes(), samples_dir / "bad" / bad, EpisodeConfig(), frames.frame_timeline)
         result = decode_episode_frames(ep, 56 * 56, frames.decode_frames)
@@ -98,7 +98,6 @@ def test_undecodable_video_is_skipped_with_a_reason(samples_dir: Path):
 
 
 def test_sample_video_frames_follow_the_published_timeline(samples_dir: Path):
-    frames = pytest.importorskip("curation.video.frames")
     cfg = EpisodeConfig()
     ep = build_episode(bikes(), samples_dir / "videos" / "bikes.mp4", cfg, frames.frame_timeline)
     times = ep.frame_times_s

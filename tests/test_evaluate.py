@@ -12,8 +12,6 @@ import pytest
 from training.eval.evaluate import done_question_ids, latency_path, resolve_video
 from training.run import main as run_main
 
-pytest.importorskip("curation.video.frames")
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 

@@ -182,7 +182,6 @@ def test_cli_lists_grpo_with_its_options():
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    pytest.importorskip("curation.video.frames")
     from tests.conftest import dialogue_row
     from tests.sample_corpus import build_corpus
 

@@ -76,7 +76,6 @@ def endpoint():
 
 
 def make_judge(server) -> LLMJudge:
-    pytest.importorskip("curation.llm.client", reason="the project's LLM client has not landed yet")
     cfg = JudgeConfig(base_url=f"http://127.0.0.1:{server.server_port}/v1", model="Qwen/Qwen3-32B")
     return LLMJudge.from_config(cfg, **FAST_CLIENT)
 

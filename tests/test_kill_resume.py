@@ -1,15 +1,20 @@
-"""SIGKILL the build at random points, run it again: the rows equal an uninterrupted run's."""
+"""SIGKILL the build mid-run (proven: the flow was still running, some items were done and nothing
+was published yet; or all were done and publishing was under way), run it again: the rows equal
+an uninterrupted run's, and the re-run redoes nothing that was finished."""
 
 import hashlib
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
 
 import pytest
 
+from curation.corpus.card import CARD_NAME
+from curation.corpus.results import TMP_PREFIX
 from tests import generated_corpus as gc
 from tests.openai_stub import StubServer
 from tests.scripted_llm import FaultPlan
@@ -28,13 +33,13 @@ def world(tmp_path_factory):
     with StubServer(FaultPlan()) as stub:
         baseline = folder / "baseline"
         config = gc.write_config(folder, manifest, baseline, stub.url)
-        started = time.monotonic()
         proc = gc.run_flow(config)
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
         summary = json.loads((baseline / "summary.json").read_text())
         assert summary["with_dialogues"] == 8, summary  # a baseline worth comparing against
-        yield {"folder": folder, "manifest": manifest, "stub": stub, "baseline": baseline,
-               "seconds": time.monotonic() - started}
+        items = len(videos) + 1  # and the row that is not a video
+        assert _results_on_disk(baseline) == items
+        yield {"folder": folder, "manifest": manifest, "stub": stub, "baseline": baseline, "items": items}
 
 
 def _assert_index_consistent(corpus):
@@ -48,19 +53,47 @@ def _assert_index_consistent(corpus):
         assert len(data) == shard["bytes"] and hashlib.sha256(data).hexdigest() == shard["sha256"]
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_killed_and_resumed_run_equals_the_uninterrupted_run(world, seed):
-    rng = random.Random(seed)
+def _results_on_disk(corpus) -> int:
+    """Finished items: result files (`<results>/<xx>/<id>.json`; temp files are unfinished writes)."""
+    return sum(not f.name.startswith(TMP_PREFIX) for f in (corpus / "work" / "results").glob("*/*.json"))
+
+
+def _kill_after(proc, corpus, results: int) -> int:
+    """SIGKILL the flow once `results` items are on disk; the items on disk after the kill. Fails
+    unless the flow was still running: a flow that finished first would prove nothing."""
+    deadline = time.monotonic() + 600
+    while _results_on_disk(corpus) < results:
+        assert proc.poll() is None, f"the flow exited ({proc.returncode}) before {results} results"
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    gc.kill_group(proc)
+    assert proc.returncode == -signal.SIGKILL, f"the flow exited ({proc.returncode}) before the kill"
+    return _results_on_disk(corpus)
+
+
+# Mid-batch: after some of the 9 items (8 videos, one bad row) have their result; publishing:
+# after all of them, while the shards, summary and card are written.
+@pytest.mark.parametrize(("seed", "phase"), [(1, "batch"), (2, "batch"), (3, "publishing")])
+def test_killed_and_resumed_run_equals_the_uninterrupted_run(world, seed, phase):
+    items = world["items"]
     out = world["folder"] / f"killed-{seed}"
     config = gc.write_config(world["folder"], world["manifest"], out, world["stub"].url)
     proc = gc.start_flow(config, world["folder"] / f"killed-{seed}.log")
-    # Anywhere in the run: Prefect start-up, mid-batch, shard writing, card writing.
-    time.sleep(rng.uniform(0.3, 0.95) * world["seconds"])
-    gc.kill_group(proc)
-    _assert_index_consistent(out)
+    if phase == "batch":
+        # The kill lands mid-run: some but not all items done, nothing published from this run.
+        done = _kill_after(proc, out, random.Random(seed).randint(1, items - 3))
+        assert 0 < done < items
+        assert not (out / "index.json").exists() and not (out / "summary.json").exists()
+    else:
+        done = _kill_after(proc, out, items)
+        assert done == items
+        assert not (out / "summary.json").exists() or not (out / CARD_NAME).exists(), "the run had finished"
+        _assert_index_consistent(out)
 
     resumed = gc.run_flow(config)
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-4000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["reused"], summary["new_this_run"]) == (done, items - done), summary  # nothing redone
     for table in TABLES:
         drop = VOLATILE.get(table, ())
         assert gc.table_rows(out, table, drop) == gc.table_rows(world["baseline"], table, drop), table

@@ -59,8 +59,8 @@ def build_tiny_qwen2(path: Path) -> Path:
     """Random Qwen2 (hidden 128, 2 heads -> head_dim 64, 2 layers) and a byte-level BPE tokenizer
     trained on a few lines, with a chat template. The quote token's embedding is scaled up so the
     random model closes strings soon: guided decoding then finishes an object in a few hundred tokens."""
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
+    import torch
+    import transformers
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]

@@ -155,7 +155,6 @@ def test_token_cap_shorter_than_the_draft_and_must_reply_turns(bits):
 
 
 def test_sample_eval_set_predictions_equal_plain_decoding(bits, samples_dir: Path):
-    pytest.importorskip("curation.video.frames")
     from training.eval.evaluate import EvalConfig, predict_record, resolve_video
     from training.eval.proactive_format import read_gold
 

@@ -42,8 +42,8 @@ def test_stats_cli_prints_the_numbers_the_card_carries(sample_corpus):
                           cwd=ROOT, capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr
     stats = json.loads(proc.stdout)
-    assert stats["counts"]["videos"] == 4
-    assert stats["counts"]["dialogues"] >= 8
+    assert stats["counts"]["videos"] == 5
+    assert stats["counts"]["dialogues"] >= 10
     text = subprocess.run([sys.executable, "-m", "curation.corpus.stats", str(sample_corpus)], cwd=ROOT,
                           capture_output=True, text=True, env=env)
     assert text.returncode == 0 and "NO REPLY" in text.stdout

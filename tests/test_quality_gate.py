@@ -4,6 +4,7 @@ with the rules it broke, its raw replies kept)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
@@ -116,14 +117,17 @@ def test_the_sample_answers_pass_the_gate():
     from tests.conftest import SAMPLES
 
     answers = yaml.safe_load((SAMPLES / "replay_answers.yaml").read_text())
+    asr = importlib.util.find_spec("faster_whisper") is not None  # spoken_tour's segments are its transcript
     checked = 0
     for tag, data in answers.items():
         parts = tag.split("/")
         if parts[0] != "dialogue" or tag == "dialogue/bikes/single_question/0":  # that one is flawed on purpose
             continue
+        if parts[1] == "spoken_tour" and not asr:
+            continue
         assert problems_of(parts[1], parts[2], data) == [], tag
         checked += 1
-    assert checked == 8
+    assert checked == (10 if asr else 8)
 
 
 # --- through the stage and a real HTTP server ---------------------------------------------------

@@ -72,7 +72,6 @@ def test_group_of_rollouts_recomputes_to_the_same_logprobs(setup):
 
 
 def test_group_decodes_the_real_video_or_skips(setup, samples_dir):
-    pytest.importorskip("curation.video.frames")
     model, bits, dialogue = setup
     cfg = RolloutConfig(n=1, max_new_tokens_per_turn=2)
     episode = build_episode(dialogue, samples_dir / "videos" / "bikes.mp4", EpisodeConfig(max_frames=4),

@@ -151,7 +151,6 @@ def judge_stub_reply(body):
 
 
 def test_compare_parsers_reads_one_round_of_judge_replies_under_each_parser(files, tmp_path, capsys):
-    pytest.importorskip("curation.llm.client")
     from tests.openai_stub import StubServer
 
     gold, preds = files
@@ -186,7 +185,6 @@ def test_compare_parsers_reads_one_round_of_judge_replies_under_each_parser(file
 
 
 def test_judge_parse_selects_one_parser(files, tmp_path):
-    pytest.importorskip("curation.llm.client")
     from tests.openai_stub import StubServer
 
     gold, preds = files

@@ -56,7 +56,6 @@ def weights_of(folder: Path) -> dict:
 
 
 def test_cli_trains_the_tiny_preset_on_cpu(corpus, tmp_path):
-    pytest.importorskip("curation.video.frames")
     out = tmp_path / "run"
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
     config_file = tmp_path / "sft.yaml"
@@ -80,7 +79,6 @@ def test_cli_trains_the_tiny_preset_on_cpu(corpus, tmp_path):
 
 @pytest.mark.slow
 def test_loss_falls_on_a_memorisable_set_and_every_trainable_parameter_moves(corpus, tmp_path):
-    pytest.importorskip("curation.video.frames")
     out = tmp_path / "run"
     summary = train(config(corpus, out, max_dialogues=1, max_steps=30, learning_rate=1e-2,
                            warmup_ratio=0.0, lr_schedule="constant"))
@@ -96,7 +94,6 @@ def test_loss_falls_on_a_memorisable_set_and_every_trainable_parameter_moves(cor
 
 
 def test_resume_continues_the_step_count_and_the_data_order(corpus, tmp_path):
-    pytest.importorskip("curation.video.frames")
     out = tmp_path / "run"
     cfg = config(corpus, out, max_steps=5, save_every_steps=2, learning_rate=1e-3)
     first = train(cfg)
@@ -157,7 +154,6 @@ def test_unknown_schema_major_version_is_refused(corpus, tmp_path):
 
 
 def test_undecodable_video_is_skipped_and_counted(corpus, tmp_path):
-    pytest.importorskip("curation.video.frames")
     copy = shutil.copytree(corpus, tmp_path / "c")
     shutil.copyfile(ROOT / "samples" / "bad" / "truncated.mp4", copy / "videos" / "bikes.mp4")
     summary = train(config(copy, tmp_path / "run", max_steps=3))
@@ -218,7 +214,6 @@ def write_offline(folder: Path, samples_dir: Path) -> Path:
 
 
 def test_offline_examples_carry_labels_only_on_the_answers(tmp_path, samples_dir):
-    pytest.importorskip("curation.video.frames")
     from collections import Counter
 
     from training.data.chat_template import IGNORE_INDEX, TemplateConfig, TurnRenderer
@@ -244,7 +239,6 @@ def test_offline_examples_carry_labels_only_on_the_answers(tmp_path, samples_dir
 
 
 def test_sft_mixes_offline_data_at_the_configured_ratio(corpus, tmp_path, samples_dir):
-    pytest.importorskip("curation.video.frames")
     path = write_offline(tmp_path / "offline", samples_dir)
     # 3 dialogues at 2/3 offline examples each: 2 drawn from the 3 usable rows, by a seeded draw
     summary = train(config(corpus, tmp_path / "run", max_steps=5, max_dialogues=3,

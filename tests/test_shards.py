@@ -64,7 +64,7 @@ def check_index_matches_files(root: Path, index: dict) -> None:
         assert entry["bytes"] == len(data)
         meta = pq.read_metadata(path)
         assert entry["rows"] == meta.num_rows
-        assert meta.schema.to_arrow_schema().metadata[VERSION_KEY] == b"1.0"
+        assert meta.schema.to_arrow_schema().metadata[VERSION_KEY] == SCHEMA_VERSION.encode()
         assert meta.schema.to_arrow_schema().metadata[TABLE_KEY] == entry["table"].encode()
     listed = {e["path"] for e in index["shards"]}
     on_disk = {p.relative_to(root).as_posix() for p in (root / "data").rglob("*") if p.is_file()}
@@ -336,7 +336,7 @@ def test_empty_store_gives_an_empty_but_valid_corpus(tmp_path):
     index = build_shards(tmp_path / "results", tmp_path / "corpus")
     assert index["shards"] == [] and index["created_from"]["results"] == 0
     table = read_table(tmp_path / "corpus", "dialogues")
-    assert table.num_rows == 0 and table.schema.metadata[VERSION_KEY] == b"1.0"
+    assert table.num_rows == 0 and table.schema.metadata[VERSION_KEY] == SCHEMA_VERSION.encode()
 
 
 def test_pandas_and_duckdb_read_the_shards_as_they_are(tmp_path):
@@ -355,7 +355,7 @@ def test_pandas_and_duckdb_read_the_shards_as_they_are(tmp_path):
 
 
 def _load_with_datasets(root: Path, index: dict, table: str, cache: Path):
-    datasets = pytest.importorskip("datasets")
+    import datasets
     files = {}
     for entry in index["shards"]:
         if entry["table"] == table:

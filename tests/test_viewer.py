@@ -90,10 +90,10 @@ def test_page_loads_clean_and_lists_every_video_and_quarantined_item(viewer, bro
     page, problems = open_page(browser, viewer["url"])
     videos = {row["video_id"] for row in read_table(viewer["corpus"], "videos").to_pylist()}
     held = {row["video_id"] for row in read_table(viewer["corpus"], "quarantine").to_pylist()}
-    assert len(videos) == 4 and len(held) == 4
+    assert len(videos) == 5 and len(held) == 4
     assert set(list_rows(page)) == videos | held
-    # the card's numbers (4 videos; the list also holds the 4 quarantined items)
-    assert page.inner_text("#summary").startswith("4 videos, 8 dialogues, 4 quarantined items")
+    # the card's numbers (5 videos; the list also holds the 4 quarantined items)
+    assert page.inner_text("#summary").startswith("5 videos, 10 dialogues, 4 quarantined items")
     # it opens on a video to watch, not on the quarantined id that sorts first (`../escape`)
     assert page.eval_on_selector("#video-list tr.selected", "r => r.dataset.videoId") == "bigbuckbunny"
     assert page.locator("#detail video").count() == 1
@@ -173,7 +173,7 @@ def test_filters_and_a_quarantined_row_show_the_reason(viewer, browser):
         assert f"{q['stage']}/{q['reason']}" in rows[q["video_id"]]
     page.select_option("select[data-filter='quarantined']", "no")
     page.select_option("select[data-filter='source']", "sample-generated")
-    assert set(list_rows(page)) == {"generated_four_scenes", "generated_six_scenes"}
+    assert set(list_rows(page)) == {"generated_four_scenes", "generated_six_scenes", "spoken_tour"}
     page.select_option("select[data-filter='source']", "(all)")
     page.select_option("select[data-filter='quarantined']", "(all)")
     page.click("#video-list tr[data-video-id='truncated'] td.video-id")

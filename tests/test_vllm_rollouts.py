@@ -67,7 +67,6 @@ def test_qwen_vl_processor_loads_through_the_site_folder_with_or_without_torchvi
 
 
 def test_the_backend_without_vllm_says_which_extra_to_install():
-    pytest.importorskip("PIL")
     if subprocess.run([sys.executable, "-c", "import vllm"], capture_output=True).returncode == 0:
         pytest.skip("vllm is installed here")
     from training.rl.rollout import VLLMRollouts

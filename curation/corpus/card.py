@@ -27,6 +27,7 @@ from curation.corpus.card_text import (
 from curation.corpus.dialogue_yield import yield_line, yield_rows
 from curation.corpus.figures import draw_figures
 from curation.corpus.stats import corpus_stats
+from curation.speech.route import route_rows
 from schemas.records import SCHEMA_VERSION
 
 CARD_NAME = "README.md"
@@ -124,6 +125,18 @@ def _quarantine_section(summary: dict[str, Any], stats: dict[str, Any]) -> list[
             "`load_dataset(..., \"quarantine\")` call that split `train`.", "", *_table(rows), ""]
 
 
+def _routes_section(summary: dict[str, Any]) -> list[str]:
+    rows = route_rows(summary.get("counts") or {})
+    if not rows:
+        return []
+    return ["## Text sources", "",
+            "Where each video's segments came from: the source's own timestamped text (`source_text`), "
+            "its speech transcribed by Whisper (`asr`, when the transcript passed every rule: enough "
+            "speech, a kept language, 1-4 words per second, a mean log-prob above the floor), or "
+            "captions of its scenes (`captions`, with the rule or audio problem that ruled speech "
+            "out).", "", *_table(rows), ""]
+
+
 def _yield_section(summary: dict[str, Any]) -> list[str]:
     report = summary.get("dialogue_yield")
     if not report or not report.get("attempted"):
@@ -195,6 +208,7 @@ def render_card(corpus_root: Path, index: dict[str, Any], summary: dict[str, Any
     body += _licence_section(stats)
     body += _stats_section(stats, figures)
     body += _quarantine_section(summary, stats)
+    body += _routes_section(summary)
     body += _yield_section(summary)
     body += _quality_section(stats)
     body += _loading_section(header, corpus_root.name)

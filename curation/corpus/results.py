@@ -18,6 +18,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from curation.speech.route import TextRoute
 from schemas.records import Dialogue, Quarantine, Scene, Segment, Video, check_safe_id
 
 SUFFIX = ".json"
@@ -31,6 +32,7 @@ class VideoResult(BaseModel):
     video_id: str
     config_fingerprint: str
     video: Video | None = None
+    text_route: TextRoute | None = None  # source text, ASR or captions, and why (curation.speech.route)
     segments: list[Segment] = []
     scenes: list[Scene] = []
     dialogues: list[Dialogue] = []
