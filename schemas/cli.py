@@ -1,4 +1,5 @@
-"""What every command line of the project shares: one error boundary and a quiet terminal.
+"""What every command line of the project shares: one error boundary, one argument parser
+(`ArgumentParser`: one `error:` line per mistake, config keys under `--help`) and a quiet terminal.
 
 A mistake the user can fix (a config key that does not exist, an override that is not
 `key=value`, a file or corpus that is not there, a value out of range) ends the command with one
