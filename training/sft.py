@@ -28,15 +28,13 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
 
 from curation.video.frames import frame_timeline
 from training import checkpoints
-from training.data.chat_template import DEFAULT_SYSTEM_PROMPT, TemplateConfig, TurnRenderer
+from training.data.chat_template import TurnRenderer
 from training.data.corpus import splits_of
 from training.data.dataset import (
     CollateEpisodes,
@@ -45,10 +43,9 @@ from training.data.dataset import (
     loader_workers,
     rank_batches,
 )
-from training.data.episodes import EpisodeConfig
 from training.data.frame_cache import find_cache
 from training.data.lazy_split import LazySplit, SplitItems, spread_indices
-from training.data.offline import IMAGE, OfflineDataset, OfflineEncoder, OfflineSource, mix_offline
+from training.data.offline import IMAGE, OfflineDataset, OfflineEncoder, mix_offline
 from training.data.summary import episode_summary
 from training.distributed import (
     gather_by_rank,
@@ -65,81 +62,8 @@ from training.model import (
     mrope_inputs,
 )
 
-
-class ExtraCorpus(BaseModel):
-    """Another corpus of dialogue shards mixed into training (FACTS.md: the published SFT mixed in
-    ordinary video QA and captions, written as dialogues so they stream like the rest)."""
-
-    model_config = ConfigDict(extra="forbid")
-    path: str
-    split: str = "train"
-    max_dialogues: int | None = Field(None, ge=1)
-
-
-class LoraSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    enabled: bool = False  # published SFT is a full fine-tune
-    rank: int = Field(16, ge=1)
-    alpha: int = Field(32, ge=1)
-    dropout: float = Field(0.05, ge=0, lt=1)
-
-
-class SFTConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    corpus: str = "corpus"
-    # A released MMDuet2 ms-swift SFT JSONL (training.data.mmduet2): trained on instead of the
-    # corpus split (extra corpora still mix in; no held-out loss). Frame paths are relative to
-    # `data_frames_root` (default: the file's folder); frame interval: the file's `N_sec_per_frame`.
-    data: str | None = None
-    data_frames_root: str | None = None
-    split: str = "train"
-    eval_split: str | None = "validation"  # evaluated only when the index has it
-    max_dialogues: int | None = Field(None, ge=1)
-    max_eval_dialogues: int | None = Field(64, ge=1)
-    extra_corpora: list[ExtraCorpus] = []
-    # FACTS.md: 25k video QA + 25k captions mixed in (messages/images JSONL; training.data.offline)
-    offline: list[OfflineSource] = []
-    model: str = "Qwen/Qwen2.5-VL-3B-Instruct"  # FACTS.md: base model
-    preset: Literal["tiny"] | None = None  # "tiny": random tiny Qwen2.5-VL, no download
-    output_dir: str = "runs/sft"
-    max_pixels: int = Field(128 * 28 * 28, ge=28 * 28)  # FACTS.md: 128 visual tokens per frame
-    learning_rate: float = Field(1e-5, gt=0)  # FACTS.md: SFT lr 1e-5
-    warmup_ratio: float = Field(0.05, ge=0, le=1)  # FACTS.md: warm-up 0.05
-    lr_schedule: Literal["cosine", "linear", "constant"] = "cosine"  # not published
-    epochs: int = Field(1, ge=1)  # FACTS.md: 1 epoch
-    max_steps: int | None = Field(None, ge=1, description="optimizer steps; overrides epochs")
-    batch_size: int = Field(1, ge=1, description="episodes per device per micro-batch")
-    grad_accum_steps: int = Field(1, ge=1)
-    weight_decay: float = Field(0.0, ge=0)
-    max_grad_norm: float = Field(1.0, gt=0)
-    freeze_vision_tower: bool = True  # FACTS.md: SFT with the vision tower frozen
-    train_merger: bool = True
-    gradient_checkpointing: bool = False
-    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 where supported (FACTS.md)
-    lora: LoraSettings = LoraSettings()
-    seed: int = 0
-    log_every_steps: int = Field(1, ge=1)
-    eval_every_steps: int = Field(500, ge=1)
-    save_every_steps: int = Field(500, ge=1)
-    resume: bool = True  # continue from the latest checkpoint in output_dir if there is one
-    # DataLoader workers per process; None: min(4, cores per process - 1), 0 where fork is not
-    # the start method (training.data.dataset.loader_workers)
-    num_workers: int | None = Field(None, ge=0)
-    prefetch_batches: int = Field(2, ge=1, description="batches each worker prepares ahead")
-    # "auto": frames from `python -m training.run prepare`'s cache when this run's key was
-    # prepared (training.data.frame_cache), decoded otherwise; "off": always decode
-    frame_cache: Literal["auto", "off"] = "auto"
-    # the data summary and the tiny tokenizer read this many dialogues, spread over the split
-    # (never the whole split: issue 17)
-    summary_sample: int = Field(2000, ge=1)
-    order_window_blocks: int = Field(4, ge=1, description="row groups shuffled together (dataset.batch_order)")
-    episodes: EpisodeConfig = EpisodeConfig()
-    template: TemplateConfig = TemplateConfig(system_prompt=DEFAULT_SYSTEM_PROMPT)
-
-
-def load_config(path: str | None, overrides: list[str], **flags) -> SFTConfig:
-    """YAML/JSON file, then `--model`/`--preset` flags, then dotted `key=value` overrides."""
-    return checkpoints.load_config(SFTConfig, path, overrides, **flags)
+# The config lives with the command line, which checks it before torch is imported; names kept here.
+from training.sft_config import ExtraCorpus, LoraSettings, SFTConfig, check, load_config  # noqa: F401
 
 
 def weighted_token_loss(logits, labels, weights) -> torch.Tensor:
@@ -198,17 +122,17 @@ def optimizer_and_schedule(cfg: SFTConfig, model, total_steps: int):
     return optimizer, scheduler
 
 
-def released_items(cfg: SFTConfig) -> list:
-    """Episodes of the released SFT file named by `data` (none when unset); skipped lines are printed."""
-    if not cfg.data:
+def released_items(cfg: SFTConfig, path: str | None, limit: int | None) -> list:
+    """Episodes of a released SFT file (`data`, `eval_data`; none when unset); skipped lines are printed."""
+    if not path:
         return []
     from training.data.mmduet2 import read_swift_sft
 
-    episodes, counts = read_swift_sft(Path(cfg.data), Path(cfg.data_frames_root) if cfg.data_frames_root else None,
+    episodes, counts = read_swift_sft(Path(path), Path(cfg.data_frames_root) if cfg.data_frames_root else None,
                                       cfg.episodes.seconds_per_frame)
     if counts.skipped:
-        print(f"{cfg.data}: {counts.read} lines read, skipped {counts.skipped}")
-    return episodes[:cfg.max_dialogues]
+        print(f"{path}: {counts.read} lines read, skipped {counts.skipped}")
+    return episodes[:limit]
 
 
 def train(cfg: SFTConfig) -> dict:
@@ -228,7 +152,7 @@ def train(cfg: SFTConfig) -> dict:
 
     splits = [] if cfg.data else [open_split(cfg.corpus, cfg.split, cfg.max_dialogues)]
     splits += [open_split(x.path, x.split, x.max_dialogues) for x in cfg.extra_corpora]
-    items = SplitItems(splits, released_items(cfg))
+    items = SplitItems(splits, released_items(cfg, cfg.data, cfg.max_dialogues))
     if not len(items):
         raise ValueError(f"{cfg.data or cfg.corpus}: {'no usable line' if cfg.data else f'split {cfg.split!r} has no dialogues'}")
     offline_items, offline_summary = mix_offline(cfg.offline, len(items), cfg.seed)
@@ -246,7 +170,8 @@ def train(cfg: SFTConfig) -> dict:
     data_summary = {"split": cfg.split, "items": len(items), "summarised": len(sample),
                     "frame_cache": any(s.frame_cache for s in splits),
                     **episode_summary([it[0] for it in sample if isinstance(it, tuple)], cfg.episodes, frame_timeline,
-                                      renderer.labelled_tokens, cfg.template.no_reply_loss_weight),
+                                      renderer.labelled_tokens, cfg.template.no_reply_loss_weight,
+                                      released=[it.episode for it in sample if hasattr(it, "episode")]),
                     **offline_summary}
     accelerator.print("data " + json.dumps(data_summary))
 
@@ -258,7 +183,9 @@ def train(cfg: SFTConfig) -> dict:
         encoder = OfflineEncoder(renderer, image_processor, cfg.template)
         train_set = torch.utils.data.ConcatDataset([train_set, OfflineDataset(offline_items, encoder)])
     eval_set = None
-    if cfg.eval_split and not cfg.data and cfg.eval_split in splits_of(cfg.corpus):
+    if cfg.data and cfg.eval_data:  # a released file's own held-out set
+        eval_set = dataset_of(SplitItems([], released_items(cfg, cfg.eval_data, cfg.max_eval_dialogues)))
+    elif cfg.eval_split and not cfg.data and cfg.eval_split in splits_of(cfg.corpus):
         eval_set = dataset_of(open_split(cfg.corpus, cfg.eval_split, cfg.max_eval_dialogues))
     collate = CollateEpisodes(tokenizer.pad_token_id)
     blocks = items.block_sizes()  # row groups: the locality-aware batch order's blocks
@@ -350,16 +277,9 @@ def train(cfg: SFTConfig) -> dict:
     return summary
 
 
-def add_arguments(parser) -> None:
-    parser.add_argument("--config", help="YAML or JSON file of SFTConfig fields")
-    parser.add_argument("--model", help="checkpoint path or hub name (default: Qwen2.5-VL-3B-Instruct)")
-    parser.add_argument("--preset", choices=["tiny"], help="tiny: a random tiny Qwen2.5-VL, no download")
-    parser.add_argument("overrides", nargs="*", help="dotted key=value, e.g. episodes.seconds_per_frame=1")
-
-
 def main(args) -> int:
-    cfg = load_config(args.config, args.overrides, model=args.model, preset=args.preset)
-    checkpoints.require_corpus(cfg.corpus, cfg.data)
+    """`python -m training.run sft ...` (training.run checked the arguments before importing this)."""
+    cfg = check(args)
     summary = train(cfg)
     if is_main_process():
         print(json.dumps({k: v for k, v in summary.items() if k != "losses"}

@@ -35,26 +35,21 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
 from curation.skips import Skip
 from curation.video.frames import frame_timeline
 from training import checkpoints
 from training.data.chat_template import (
-    DEFAULT_SYSTEM_PROMPT,
-    TemplateConfig,
     TurnRenderer,
 )
 from training.data.corpus import read_split
 from training.data.dataset import batch_order, cached_frames
-from training.data.episodes import EpisodeConfig
 from training.data.frame_cache import find_cache
 from training.data.frame_folders import load_frame_files
 from training.data.mmduet2 import ReleasedEpisode, read_verl_rl
-from training.data.rl_prompts import RLPromptConfig, build_rl_prompts, stretch_episode
+from training.data.rl_prompts import build_rl_prompts, stretch_episode
 from training.data.summary import episode_summary
 from training.distributed import (
     gather_by_rank,
@@ -70,6 +65,9 @@ from training.model import (
     load_tokenizer,
     load_trainable_model,
 )
+
+# The config lives with the command line, which checks it before torch is imported; names kept here.
+from training.rl.grpo_config import GRPOConfig, check, load_config  # noqa: F401
 from training.rl.grpo_loss import (
     GuardConfig,
     check_reward_hacking,
@@ -78,7 +76,7 @@ from training.rl.grpo_loss import (
     reply_stats,
     sampled_forbidden,
 )
-from training.rl.judge import JudgeConfig, make_judge
+from training.rl.judge import make_judge
 from training.rl.reward import RewardConfig, Turn, compute_rewards
 from training.rl.reward import Rollout as RewardRollout
 from training.rl.rollout import (
@@ -88,7 +86,6 @@ from training.rl.rollout import (
     rollout_group,
     token_logprobs,
 )
-from training.sft import LoraSettings
 from training.tiny import SPECIAL_TOKENS
 
 log = logging.getLogger(__name__)
@@ -96,68 +93,6 @@ log = logging.getLogger(__name__)
 # reward_fn(rollouts as the reward reads them, references of each) -> {term name: value} per rollout,
 # "reward_total" included (TRL style: a plain callable; tests pass judge-free rewards).
 RewardFn = Callable[[list[RewardRollout], list[Sequence]], list[dict[str, float]]]
-
-
-class GRPOConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    corpus: str = "corpus"
-    split: str = "rl"  # the corpus split held out of SFT for RL (FACTS.md: 1,500 web + 400 ego videos)
-    # A released MMDuet2 verl RL parquet (training.data.mmduet2): its rows are the RL prompts, with
-    # their own context turns and references, instead of the corpus split's stretches. The user-turn
-    # side file is `data_user_turns` (default: `<name>-user_turns.json` beside it); frame paths are
-    # relative to `data_frames_root` (default: the parquet's folder).
-    data: str | None = None
-    data_user_turns: str | None = None
-    data_frames_root: str | None = None
-    max_dialogues: int | None = Field(None, ge=1)
-    prompts: RLPromptConfig = RLPromptConfig()  # 20-60 s stretches with the dialogue before as context
-    model: str = "runs/sft/final"  # FACTS.md: RL starts from the SFT checkpoint
-    preset: Literal["tiny"] | None = None
-    output_dir: str = "runs/grpo"
-    max_pixels: int = Field(128 * 28 * 28, ge=28 * 28)  # FACTS.md: 128 visual tokens per frame
-    rollouts_per_episode: int = Field(4, ge=2)  # FACTS.md: 4 rollouts per prompt
-    temperature: float = Field(1.2, gt=0)  # FACTS.md: temperature 1.2
-    top_k: int = Field(10, ge=0)  # FACTS.md: top-k 10 (0 = off)
-    draft_no_reply: bool = True  # rollouts verify `NO REPLY` in one forward (same samples; training.streaming)
-    max_new_tokens_per_turn: int = Field(100, ge=1)  # FACTS.md: at most 100 new tokens per turn
-    learning_rate: float = Field(1e-6, gt=0)  # FACTS.md: RL lr 1e-6
-    kl_coef: float = Field(0.0, ge=0)  # FACTS.md: KL loss off; 0.005 (low-var KL) when on
-    # FACTS.md: entropy coefficient 0 (the only value wired: a bonus would need the logits kept).
-    entropy_coef: float = Field(0.0, ge=0, le=0)
-    clip_ratio: float = Field(0.2, gt=0, lt=1)  # FACTS.md: PPO-style clipped ratio 0.2
-    advantage_eps: float = Field(1e-6, gt=0)
-    epochs: int = Field(1, ge=1)  # FACTS.md: 1 epoch
-    max_steps: int | None = Field(None, ge=1, description="rollout batches; overrides epochs")
-    episodes_per_step: int = Field(1, ge=1, description="episodes per process per step")
-    micro_batch_rollouts: int = Field(1, ge=1, description="rollouts per forward/backward")
-    updates_per_step: int = Field(1, ge=1, description="optimizer updates per rollout batch (PPO mini-batches)")
-    weight_decay: float = Field(0.0, ge=0)
-    max_grad_norm: float = Field(1.0, gt=0)
-    freeze_vision_tower: bool = False  # FACTS.md: RL trains the vision tower
-    gradient_checkpointing: bool = False
-    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
-    lora: LoraSettings = LoraSettings()
-    seed: int = 0
-    save_every_steps: int = Field(100, ge=1)
-    # FACTS.md: validation decoding is greedy; on the RL split's held-out videos (prompts.validation_share)
-    validate_every_steps: int = Field(0, ge=0, description="0: only after the last step")
-    max_validation_prompts: int | None = Field(64, ge=1)
-    resume: bool = True
-    judge: Literal["offline", "openai"] = "offline"  # offline: token-overlap approximation
-    judge_endpoint: JudgeConfig = JudgeConfig()
-    # Published run weights 3/2/0.5/2 by default; the public code's 3/3/2/0 is REWARD_PRESETS["code_defaults"].
-    reward: RewardConfig = RewardConfig()
-    guard: GuardConfig = GuardConfig()
-    episodes: EpisodeConfig = EpisodeConfig()
-    # "auto": frames from `python -m training.run prepare`'s cache for this key when prepared
-    # (training.data.frame_cache; same interval, frame cap and max_pixels as the SFT run), else decoded
-    frame_cache: Literal["auto", "off"] = "auto"
-    template: TemplateConfig = TemplateConfig(system_prompt=DEFAULT_SYSTEM_PROMPT)
-
-
-def load_config(path: str | None, overrides: list[str], **flags) -> GRPOConfig:
-    """YAML/JSON file, then `--model`/`--preset` flags, then dotted `key=value` overrides."""
-    return checkpoints.load_config(GRPOConfig, path, overrides, **flags)
 
 
 def reward_rollout(rollout, earlier: tuple[str, ...] | None = None) -> RewardRollout:
@@ -475,16 +410,9 @@ def train_grpo(cfg: GRPOConfig, reward_fn: RewardFn | None = None) -> dict:
     return summary
 
 
-def add_arguments(parser) -> None:
-    parser.add_argument("--config", help="YAML or JSON file of GRPOConfig fields")
-    parser.add_argument("--model", help="checkpoint to start from (default: runs/sft/final)")
-    parser.add_argument("--preset", choices=["tiny"], help="tiny: a random tiny Qwen2.5-VL, no download")
-    parser.add_argument("overrides", nargs="*", help="dotted key=value, e.g. judge=openai reward.w_prefix=0")
-
-
 def main(args) -> int:
-    cfg = load_config(args.config, args.overrides, model=args.model, preset=args.preset)
-    checkpoints.require_corpus(cfg.corpus, cfg.data)
+    """`python -m training.run grpo ...` (training.run checked the arguments before importing this)."""
+    cfg = check(args)
     summary = train_grpo(cfg)
     first, last = (summary["history"] or [{}])[0], (summary["history"] or [{}])[-1]
     if is_main_process():
