@@ -17,7 +17,6 @@ factor gives for 1,410 hours of video (the 52k corpus, FACTS.md), at this machin
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 import time
@@ -27,6 +26,7 @@ from curation.speech import synthetic
 from curation.speech.config import AsrConfig
 from curation.speech.route import route_speech
 from curation.speech.transcribe import load_model
+from schemas.cli import ArgumentParser
 from schemas.records import Segment
 from tests.speech_media import video_record, word_error_rate
 
@@ -56,7 +56,7 @@ def timed(fn) -> tuple[float, float, list]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.asr", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m bench.asr", description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=120)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="asr.cpu_threads")

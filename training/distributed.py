@@ -71,6 +71,15 @@ def launch_problem(world_size: int, fsdp: bool = False, env: dict[str, str] | No
     return None
 
 
+def check_launch_env(env: dict[str, str] | None = None) -> None:
+    """The launch mistakes the environment alone shows (a process started alone by `accelerate
+    launch --cpu --num_processes N`), refused before the data and model load; the rest are
+    checked once the world exists (`check_launch`)."""
+    env = os.environ if env is None else env
+    if "LOCAL_RANK" not in env and (problem := launch_problem(1, fsdp=True, env=env)):
+        raise UsageError(problem)
+
+
 def claim_output_dir(output_dir: Path) -> str | None:
     """Take this world's lock on `output_dir` (main process only); why not, or None when held."""
     key = output_dir.resolve()

@@ -44,17 +44,17 @@ def open_split(cfg, root: str, split: str, max_dialogues: int | None) -> LazySpl
     return lazy
 
 
-def released_items(cfg) -> list:
-    """Episodes of the released SFT file named by `data` (none when unset); skipped lines are printed."""
-    if not cfg.data:
+def released_items(cfg, path: str | None, limit: int | None) -> list:
+    """Episodes of a released SFT file (`data`, `eval_data`; none when unset); skipped lines are printed."""
+    if not path:
         return []
     from training.data.mmduet2 import read_swift_sft
 
-    episodes, counts = read_swift_sft(Path(cfg.data), Path(cfg.data_frames_root) if cfg.data_frames_root else None,
+    episodes, counts = read_swift_sft(Path(path), Path(cfg.data_frames_root) if cfg.data_frames_root else None,
                                       cfg.episodes.seconds_per_frame)
     if counts.skipped:
-        print(f"{cfg.data}: {counts.read} lines read, skipped {counts.skipped}")
-    return episodes[:cfg.max_dialogues]
+        print(f"{path}: {counts.read} lines read, skipped {counts.skipped}")
+    return episodes[:limit]
 
 
 def sft_data(cfg, accelerator, output_dir: Path) -> SFTData:
@@ -62,7 +62,7 @@ def sft_data(cfg, accelerator, output_dir: Path) -> SFTData:
     a bounded sample of the items (built once per run folder)."""
     splits = [] if cfg.data else [open_split(cfg, cfg.corpus, cfg.split, cfg.max_dialogues)]
     splits += [open_split(cfg, x.path, x.split, x.max_dialogues) for x in cfg.extra_corpora]
-    items = SplitItems(splits, released_items(cfg))
+    items = SplitItems(splits, released_items(cfg, cfg.data, cfg.max_dialogues))
     if not len(items):
         raise ValueError(f"{cfg.data or cfg.corpus}: {'no usable line' if cfg.data else f'split {cfg.split!r} has no dialogues'}")
     offline_items, offline_summary = mix_offline(cfg.offline, len(items), cfg.seed)
@@ -78,7 +78,8 @@ def sft_data(cfg, accelerator, output_dir: Path) -> SFTData:
     summary = {"split": cfg.split, "items": len(items), "summarised": len(sample),
                "frame_cache": any(s.frame_cache for s in splits),
                **episode_summary([it[0] for it in sample if isinstance(it, tuple)], cfg.episodes, frame_timeline,
-                                 renderer.labelled_tokens, cfg.template.no_reply_loss_weight),
+                                 renderer.labelled_tokens, cfg.template.no_reply_loss_weight,
+                                 released=[it.episode for it in sample if hasattr(it, "episode")]),
                **offline_summary}
     accelerator.print("data " + json.dumps(summary))
 
@@ -90,7 +91,9 @@ def sft_data(cfg, accelerator, output_dir: Path) -> SFTData:
         encoder = OfflineEncoder(renderer, image_processor, cfg.template)
         train_set = torch.utils.data.ConcatDataset([train_set, OfflineDataset(offline_items, encoder)])
     eval_set = None
-    if cfg.eval_split and not cfg.data and cfg.eval_split in splits_of(cfg.corpus):
+    if cfg.data and cfg.eval_data:  # a released file's own held-out set
+        eval_set = dataset_of(SplitItems([], released_items(cfg, cfg.eval_data, cfg.max_eval_dialogues)))
+    elif cfg.eval_split and not cfg.data and cfg.eval_split in splits_of(cfg.corpus):
         eval_set = dataset_of(open_split(cfg, cfg.corpus, cfg.eval_split, cfg.max_eval_dialogues))
     workers = loader_workers(cfg.num_workers, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     if workers:  # forked workers tokenize too; the Rust tokenizer's own threads would be disabled noisily

@@ -15,10 +15,12 @@ trainer sit around 1e-3 to 1e-2 on the mean, and their max is noisy, so it is of
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:  # imported where used: DriftGuardConfig is read before torch loads (training.rl.grpo_config)
+    import torch
 
 
 class DriftGuardConfig(BaseModel):
@@ -47,6 +49,8 @@ class Drift:
         """Every process's drift together (sum, max, count), the same on every rank."""
         if accelerator.num_processes == 1:
             return self
+        import torch
+
         parts = torch.tensor([self.total, float(self.tokens)], dtype=torch.float64, device=accelerator.device)
         total, tokens = accelerator.reduce(parts, "sum").tolist()
         largest = accelerator.reduce(torch.tensor([self.largest], dtype=torch.float64, device=accelerator.device), "max")

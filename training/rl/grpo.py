@@ -1,6 +1,6 @@
 """Multi-turn GRPO with the PAUC reward: data, model, optimizer, loop, checkpoint — top to bottom.
 
-`python -m training.run grpo --config FILE [--model PATH] [--preset tiny] [key=value ...]`.
+`python -m training.run grpo [--config FILE] [--corpus DIR] [--model PATH | --preset tiny] [key=value ...]`.
 Data: the `rl` split's dialogues as RL prompts (training.data.rl_prompts: 20-60 s stretches, the
 dialogue before each fed with its reference replies), streamed (training.data.rl_prompt_index).
 Per step (training.rl.grpo_step): a batch of prompts; `rollouts_per_episode` streamed rollouts of
@@ -46,7 +46,9 @@ from training import checkpoints
 from training.data.dataset import batch_order
 from training.distributed import gather_fingerprints, is_main_process, sum_counts
 from training.model import load_model, load_trainable_model
-from training.rl.grpo_config import GRPOConfig, load_config
+
+# The config lives with the command line, which checks it before torch is imported; names kept here.
+from training.rl.grpo_config import GRPOConfig, check, load_config
 from training.rl.grpo_data import load_processing, rl_data
 from training.rl.grpo_step import (
     RewardFn,
@@ -62,7 +64,7 @@ from training.rl.samplers import make_sampler
 from training.run_log import RunLog
 
 log = logging.getLogger(__name__)
-__all__ = ["GRPOConfig", "load_config", "train_grpo"]
+__all__ = ["GRPOConfig", "check", "load_config", "train_grpo"]
 
 
 def judged_reward(judge, cfg) -> RewardFn:
@@ -201,16 +203,9 @@ def train_grpo(cfg: GRPOConfig, reward_fn: RewardFn | None = None) -> dict:
     return summary
 
 
-def add_arguments(parser) -> None:
-    parser.add_argument("--config", help="YAML or JSON file of GRPOConfig fields")
-    parser.add_argument("--model", help="checkpoint to start from (default: runs/sft/final)")
-    parser.add_argument("--preset", choices=["tiny"], help="tiny: a random tiny Qwen2.5-VL, no download")
-    parser.add_argument("overrides", nargs="*", help="dotted key=value, e.g. judge=openai reward.w_prefix=0")
-
-
 def main(args) -> int:
-    cfg = load_config(args.config, args.overrides, model=args.model, preset=args.preset)
-    checkpoints.require_corpus(cfg.corpus, cfg.data)
+    """`python -m training.run grpo ...` (training.run checked the arguments before importing this)."""
+    cfg = check(args)
     summary = train_grpo(cfg)
     first, last = (summary["history"] or [{}])[0], (summary["history"] or [{}])[-1]
     if is_main_process():

@@ -1,5 +1,10 @@
-"""GRPO's typed config: the published RL settings as defaults (FACTS.md), overridable from YAML and
-`key=value` on the command line."""
+"""The `grpo` command's settings (`GRPOConfig`, the published run's values as defaults), its command
+line, and the checks that run before torch is imported (`training.run` calls `check`, then imports
+`training.rl.grpo`, whose `main` trains).
+
+`python -m training.run grpo [--config FILE] [--corpus DIR] [--model PATH | --preset tiny]
+[key=value ...]`: a mistake is one `error:` line before anything slow starts.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ from training.rl.grpo_loss import GuardConfig
 from training.rl.judge import JudgeConfig
 from training.rl.reward import RewardConfig
 from training.rl.samplers import RolloutBackendConfig
-from training.sft import LoraSettings
+from training.sft_config import LoraSettings
 
 
 class GRPOConfig(BaseModel):
@@ -85,3 +90,11 @@ class GRPOConfig(BaseModel):
 def load_config(path: str | None, overrides: list[str], **flags) -> GRPOConfig:
     """YAML/JSON file, then `--model`/`--preset` flags, then dotted `key=value` overrides."""
     return checkpoints.load_config(GRPOConfig, path, overrides, **flags)
+
+
+def add_arguments(parser) -> None:
+    checkpoints.add_run_arguments(parser, GRPOConfig, "runs/sft/final")
+
+
+def check(args) -> GRPOConfig:
+    return checkpoints.check_run(GRPOConfig, args)
