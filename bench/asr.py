@@ -19,7 +19,6 @@ for 1,410 hours of video (the 52k corpus, FACTS.md), at this machine's speed.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 import time
@@ -31,6 +30,7 @@ from curation.speech.cache import TranscriptCache, transcript_key
 from curation.speech.config import AsrConfig
 from curation.speech.route import SpeechOutcome, route_speech
 from curation.speech.transcribe import Word, load_model
+from schemas.cli import ArgumentParser
 from tests.speech_media import faster_whisper_words, same_words, video_record
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,7 +55,7 @@ def timed(fn) -> tuple[float, float, object]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.asr", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m bench.asr", description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=120)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="asr.cpu_threads")

@@ -10,20 +10,25 @@ needs the server (stopped the other way round, it retries for a while before it 
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # the command line is checked before Prefect is imported (a second of CPU)
+    from flows.arguments import exit_on_bad_usage
+
+    exit_on_bad_usage("serve")
+
 import flows.quiet  # noqa: F401  (must precede the Prefect import)
 
 # isort: split
 
-import argparse
 import sys
 from pathlib import Path
 
 from prefect import serve
 
-from flows.build_corpus import build_corpus, check_config
+from flows.arguments import serve_args
+from flows.build_corpus import build_corpus
 from flows.push_to_hub import push_to_hub
 from flows.quiet import quiet_prefect_handlers
-from schemas.cli import add_cli_flags, run_cli
+from schemas.cli import run_cli
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,13 +36,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flows.serve")
-    parser.add_argument("--name", default="sample", help="deployment name: build-corpus/<name>")
-    parser.add_argument("--config", default="samples/sample.yaml",
-                        help="default config for runs of this deployment (absolute path stored)")
-    add_cli_flags(parser)
-    args = parser.parse_args(argv)
-    check_config(args.config, None)  # a deployment with a broken default config would fail every run
+    args = serve_args(argv)
     config = str(Path(args.config).resolve())
     quiet_prefect_handlers()
     try:

@@ -20,6 +20,7 @@ import ffmpeg
 import numpy as np
 
 from curation.video.synthetic import ffmpeg_exe, make_video
+from schemas.cli import ArgumentParser
 
 ESPEAK = "espeak-ng"
 RATE = 22_050  # espeak-ng's output rate
@@ -137,10 +138,8 @@ SAMPLE_SCRIPT = (
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m curation.speech.synthetic",
-                                     description="Write the sample's narrated clip (needs espeak-ng).")
+    parser = ArgumentParser(prog="python -m curation.speech.synthetic",
+                            description="Write the sample's narrated clip (needs espeak-ng).")
     parser.add_argument("out", help="e.g. samples/videos/spoken_tour.mp4")
     args = parser.parse_args(argv)
     for line in make_speech_video(args.out, SAMPLE_SCRIPT, SAMPLE_SCENES_S, bitrate="32k"):
