@@ -95,8 +95,11 @@ def test_no_sentence_comes_out_of_a_quiet_tail_even_where_whisper_writes_one(cli
         return [w.text for w in words if w.start_s > spoken[-1].end_s + 0.5]
 
     # Prompted with its own last text, tiny.en repeats a sentence into the quiet (at temperature 0,
-    # so on every x86 CPU with AVX2 or AVX-512 alike); unprompted, our default, it writes nothing.
-    assert tail(CONDITIONED), "Whisper wrote nothing into the tail: this clip no longer tests the guard"
+    # on x86 CPUs with AVX2 or AVX-512 alike); unprompted, our default, it writes nothing. Under plain
+    # AVX CTranslate2's kernels round differently and the repeat may not happen: then there is
+    # nothing for the guard to drop here (test_asr_rules checks each rule on its own case).
+    if not tail(CONDITIONED):
+        pytest.skip("tiny.en wrote nothing into the quiet tail on this CPU's kernels: no hallucination to guard")
     assert not tail(AsrConfig())
     out = route_speech(path, video, CONDITIONED, tmp_path)
     assert not isinstance(out, Skip) and out.route.route == "asr", out
