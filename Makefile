@@ -31,8 +31,9 @@ $(NOTEBOOK_STAMP): $(STAMP)
 corpus/index.json: | $(STAMP)
 	$(PY) -m flows.build_corpus --config samples/sample.yaml
 
+# Jupyter refuses to run as root without --allow-root (a container, CI): given only then.
 notebook: $(NOTEBOOK_STAMP) corpus/index.json
-	CORPUS=$(CURDIR)/corpus $(VENV)/bin/jupyter lab notebooks/data_qa.ipynb
+	CORPUS=$(CURDIR)/corpus $(VENV)/bin/jupyter lab $$([ "$$(id -u)" = 0 ] && echo --allow-root) notebooks/data_qa.ipynb
 
 test: $(STAMP) chromium espeak-ng
 	$(PY) -m pytest -m "not integration" -q

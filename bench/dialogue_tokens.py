@@ -28,6 +28,7 @@ from curation.llm.parse import extract_json_object
 from curation.text.config import DialogueConfig
 from curation.text.dialogues import _attempt, build_request
 from curation.text.source_text import read_source_segments
+from schemas.cli import ArgumentParser
 from schemas.records import Video
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,7 +91,7 @@ def run(base_url: str, model: str) -> dict[str, dict[str, float]]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(prog="python -m bench.dialogue_tokens", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--base-url")
     ap.add_argument("--model", default="smollm2-135m-instruct")
     args = ap.parse_args()

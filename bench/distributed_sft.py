@@ -13,7 +13,6 @@ machine with fewer free cores than processes x threads the ratio measures conten
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -21,6 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from schemas.cli import ArgumentParser
 from tests.conftest import ROOT, dialogue_row, free_port
 from tests.sample_corpus import build_corpus
 
@@ -41,7 +41,7 @@ def run_sft(corpus: Path, out: Path, steps: int, threads: int, processes: int) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m bench.distributed_sft", description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
     parser.add_argument("--dialogues", type=int, default=16)

@@ -29,6 +29,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from schemas.cli import ArgumentParser
+
 
 def _cpu_s() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -103,7 +105,7 @@ def run_size(n: int, workdir: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.incremental_corpus")
+    parser = ArgumentParser(prog="python -m bench.incremental_corpus")
     parser.add_argument("--sizes", type=int, nargs="+", default=[5000, 52000])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/pv-bench-corpus"))
     parser.add_argument("--child", nargs=3, metavar=("MODE", "RESULTS", "CORPUS"), help=argparse.SUPPRESS)

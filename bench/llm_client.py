@@ -15,7 +15,6 @@ slow client (`vs raw`).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import re
@@ -27,6 +26,7 @@ from contextlib import contextmanager
 from urllib.parse import urlsplit
 
 from curation.llm.client import LLMClient, LLMConfig, LLMRequest, LLMResponse
+from schemas.cli import ArgumentParser
 from schemas.llm_output import json_schema
 
 
@@ -98,7 +98,7 @@ def measure_raw_rps(url: str, in_flight: int, n: int) -> tuple[float, int]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = ArgumentParser(prog="python -m bench.llm_client", description=__doc__.splitlines()[0])
     ap.add_argument("--latency-s", type=float, default=0.2)
     ap.add_argument("--concurrency", type=int, nargs="+", default=[16, 64])
     ap.add_argument("--rounds", type=int, default=6, help="requests per run = rounds * concurrency")

@@ -26,7 +26,6 @@ silent share, plus that sum projected at other shares from the per-turn medians.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
@@ -35,6 +34,7 @@ import numpy as np
 import torch
 
 from schemas import NO_REPLY
+from schemas.cli import ArgumentParser
 from training.data.chat_template import TurnRenderer
 from training.model import load_image_processor
 from training.streaming import StreamConfig, StreamingSession, StreamTurn, no_reply_draft_ids
@@ -104,7 +104,7 @@ def run_lockstep(models, renderer, processor, turns, spoken, biases, config):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.no_reply_draft", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m bench.no_reply_draft", description=__doc__.splitlines()[0])
     parser.add_argument("--turns", type=int, default=90)
     parser.add_argument("--frame-size", type=int, default=112, help="square frame side in pixels (112: 16 tokens)")
     parser.add_argument("--silent-share", type=float, default=SAMPLE_SILENT_SHARE)

@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from schemas.cli import ArgumentParser
+
 
 def _patch_stages(corpus_root: Path) -> None:
     import flows.video_pipeline as vp
@@ -111,7 +113,7 @@ def measure(mode: str, n: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.orchestration")
+    parser = ArgumentParser(prog="python -m bench.orchestration")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--child", nargs=2, metavar=("MODE", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

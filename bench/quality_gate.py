@@ -18,6 +18,7 @@ from curation.text.config import DialogueConfig
 from curation.text.dialogue_quality import assess_dialogue
 from curation.text.dialogue_records import dialogue_from_output
 from curation.text.dialogue_validation import dialogue_problems
+from schemas.cli import ArgumentParser
 from schemas.records import Provenance, Video
 from tests.quality_cases import DURATIONS, GARBAGE, GOOD, segments_of
 
@@ -46,7 +47,7 @@ def _cpu_ms_per_dialogue(fn, items, repeat: int) -> tuple[float, int]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(prog="python -m bench.quality_gate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=20)
     args = ap.parse_args()
     cfg = DialogueConfig()

@@ -12,7 +12,6 @@ next to the paper's 1,900 RL videos and ~7.97k training / 883 validation prompts
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 from collections import Counter
@@ -21,6 +20,7 @@ from pathlib import Path
 from curation.corpus.shards import ShardConfig, split_of
 from curation.video.frames import frame_timeline
 from schemas import Dialogue
+from schemas.cli import ArgumentParser
 from training.data.corpus import read_split
 from training.data.episodes import EpisodeConfig
 from training.data.rl_prompts import RLPromptConfig, build_rl_prompts
@@ -78,7 +78,7 @@ def prompt_counts(dialogues: list[Dialogue]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.rl_prompts")
+    parser = ArgumentParser(prog="python -m bench.rl_prompts")
     parser.add_argument("--corpus", default="corpus", help="a built corpus (the sample: make sample)")
     parser.add_argument("--scale", type=float, default=1.0, help="share of the paper's 52,771 videos")
     args = parser.parse_args(argv)

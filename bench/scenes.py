@@ -13,7 +13,6 @@ opt-in `scan="keyframes"` mode is timed too, and its cuts checked against the fu
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import re
@@ -26,6 +25,7 @@ from pathlib import Path
 import av
 
 from curation.video.synthetic import make_video
+from schemas.cli import ArgumentParser
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIPS = sorted((ROOT / "samples" / "videos").glob("*.mp4"))
@@ -165,7 +165,7 @@ def bench_file(path: Path, repeats: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.scenes", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m bench.scenes", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="sample clips only, no 10-minute video")
     parser.add_argument("--video-dir", type=Path, help="where the generated video is kept (default: a temp dir)")
     args = parser.parse_args(argv)

@@ -18,7 +18,6 @@ Goals: new/today <= 0.35 (text), <= 0.4 (caption); CLI/ours >= 3; decodes per vi
 
 from __future__ import annotations
 
-import argparse
 import json
 import resource
 import subprocess
@@ -29,6 +28,7 @@ from pathlib import Path
 
 from bench import scenes as scenes_bench
 from curation.video.synthetic import ffmpeg_exe
+from schemas.cli import ArgumentParser
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "bench" / ".cache" / "single_pass"
@@ -152,7 +152,7 @@ def cut_comparison(ours: list[float], theirs: list[float], frame_s: float) -> st
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.single_pass", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m bench.single_pass", description=__doc__.splitlines()[0])
     parser.add_argument("--videos", type=int, default=2)
     parser.add_argument("--long", action="store_true", help="also the scenedetect CLI on a 10-minute video")
     args = parser.parse_args(argv)

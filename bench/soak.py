@@ -12,7 +12,6 @@ processed, faults injected and survived, rows lost (must be 0) and the flow's pe
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
@@ -20,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from schemas.cli import ArgumentParser
 from tests import generated_corpus as gc
 from tests.bad_inputs import make_bad_files
 from tests.flaky_http import FlakyFileServer
@@ -45,7 +45,7 @@ def tree_rss_mib(pid: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m bench.soak", description=__doc__.splitlines()[0])
     parser.add_argument("--videos", type=int, default=300)
     parser.add_argument("--fault-rate", type=float, default=0.2)
     parser.add_argument("--workdir", type=Path, default=None, help="kept after the run when given")

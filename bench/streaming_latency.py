@@ -17,7 +17,6 @@ turn-1 with the cache.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
@@ -25,6 +24,7 @@ import time
 import numpy as np
 import torch
 
+from schemas.cli import ArgumentParser
 from training.data.chat_template import TurnRenderer
 from training.model import load_image_processor
 from training.streaming import StreamConfig, StreamingSession, StreamTurn
@@ -61,7 +61,7 @@ def at_turn(latencies: list[list[float]], turn: int, half_window: int = 2) -> fl
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.streaming_latency", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m bench.streaming_latency", description=__doc__.splitlines()[0])
     parser.add_argument("--turns", type=int, default=90)
     parser.add_argument("--frame-size", type=int, default=112, help="square frame side in pixels (112: 16 tokens)")
     parser.add_argument("--reply-tokens", type=int, default=5, help="token cap per reply (about a NO REPLY)")

@@ -9,7 +9,6 @@ dialogue. Texts vary per video so the shards compress like real text, not like r
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from pathlib import Path
 
 from curation.corpus import results as results_mod
 from curation.corpus.results import VideoResult, write_result
+from schemas.cli import ArgumentParser
 from schemas.records import (
     Dialogue,
     Provenance,
@@ -103,7 +103,7 @@ def write_results(results_dir: Path, numbers: range, fingerprint: str = "bench")
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.synthetic_results")
+    parser = ArgumentParser(prog="python -m bench.synthetic_results")
     parser.add_argument("--videos", type=int, default=5000)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)

@@ -33,6 +33,8 @@ import sys
 import time
 from pathlib import Path
 
+from schemas.cli import ArgumentParser
+
 
 def rss_mib() -> float:
     with open("/proc/self/statm") as f:
@@ -214,7 +216,7 @@ def _child(*args: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.training_loader")
+    parser = ArgumentParser(prog="python -m bench.training_loader")
     parser.add_argument("--sizes", type=int, nargs="+", default=[5000, 52000])
     parser.add_argument("--episodes", type=int, default=48)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/pv-bench-loader"))

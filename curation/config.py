@@ -20,6 +20,7 @@ from curation.corpus.shards import ShardConfig
 from curation.llm.client import LLMConfig
 from curation.speech.config import AsrConfig
 from curation.text.descriptions import DescriptionConfig
+from curation.text.dialogue_quality import GATE_VERSION
 from curation.text.dialogues import DialogueConfig
 from curation.video.acquire import AcquireConfig
 from curation.video.frames import FrameConfig
@@ -112,7 +113,7 @@ class CorpusConfig(BaseModel):
         # The model by identity (a folder by content, not path); threads and workers change no row.
         relevant["asr"] = self.asr.model_dump(mode="json", exclude={"model", "cpu_threads", "workers"})
         relevant["asr"]["model"] = self.asr.model_identity()
-        relevant["versions"] = [PIPELINE_VERSION, SCHEMA_VERSION]
+        relevant["versions"] = [PIPELINE_VERSION, SCHEMA_VERSION, GATE_VERSION]  # a new gate can change a verdict
         blob = json.dumps(relevant, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

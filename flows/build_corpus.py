@@ -25,14 +25,17 @@ flow's run marker there first (`curation.corpus.run_marker`) and refuses to run 
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # the command line is checked before Prefect is imported (a second of CPU)
+    from flows.arguments import exit_on_bad_usage
+
+    exit_on_bad_usage("build_corpus")
+
 import flows.quiet  # noqa: F401  (must precede the Prefect import)
 
 # isort: split
 
-import argparse
 import functools
 import hashlib
-import importlib.util
 import socket
 import sys
 import threading
@@ -55,9 +58,10 @@ from curation.corpus.results import VideoResult, write_result
 from curation.corpus.reuse import REDO_WHY, redo_reason
 from curation.corpus.run_marker import unshared_output, write_run_marker
 from curation.llm.client import LLMClient, LLMConfig
-from curation.manifest import ManifestRow, read_manifest
+from curation.manifest import ManifestRow, require_usable
 from curation.skips import Skip, declare_reasons
 from curation.watchdog import STOP
+from flows.arguments import build_corpus_args
 from flows.ephemeral import start_tied_server
 from flows.progress import RunProgress
 from flows.publish_build import publish_build
@@ -65,7 +69,7 @@ from flows.quiet import quiet_prefect_handlers
 from flows.stopping import StopRequest, exit_process, stop_on_signals
 from flows.video_pipeline import OUTPUT_REFUSED, Limits, PipelineContext
 from flows.video_pool import run_videos
-from schemas.cli import UsageError, add_cli_flags, run_cli
+from schemas.cli import UsageError, output_console, run_cli
 from schemas.records import Quarantine
 
 declare_reasons(retryable=("unstorable_result",))  # a crash row: a value no stage should let through
@@ -183,7 +187,7 @@ def _build(config: CorpusConfig, console: Console, stop: StopRequest) -> dict[st
     fingerprint, limits = config.fingerprint(), config.verdict_limits()
     finish_release(corpus_root)  # what a killed build committed lands before anything is read
 
-    read = read_manifest(config.manifest)
+    read = require_usable(config.manifest)
     rows = read.rows[: config.limit] if config.limit else read.rows
     catalogue = sync_catalogue(results_dir)
     items = {row.video_id for row in rows}
@@ -261,7 +265,7 @@ def build_corpus(config: str = "samples/sample.yaml", overrides: dict[str, Any] 
     cfg = load_config(config, overrides)
     try:
         if cfg.task_runner == "local":
-            return _outcome(_run(cfg, Console(stderr=True)))
+            return _outcome(_run(cfg, output_console(stderr=True)))
         # Dask: the same batches, submitted through a subflow whose task runner is the cluster.
         return _outcome(_run_batches.with_options(task_runner=_task_runner(cfg))(cfg.model_dump_json()))
     except OSError as error:  # a write of the flow itself (manifest skips, shards, card)
@@ -272,29 +276,7 @@ def build_corpus(config: str = "samples/sample.yaml", overrides: dict[str, Any] 
 
 @flow(name="build-corpus-batches")
 def _run_batches(config_json: str) -> dict[str, Any]:
-    return _run(CorpusConfig.model_validate_json(config_json), Console(stderr=True))
-
-
-def check_config(config: str, overrides: dict[str, Any] | None) -> CorpusConfig:
-    """The config and its manifest, checked before Prefect's server starts (a typo costs no wait)."""
-    cfg = load_config(config, overrides)
-    manifest = Path(cfg.manifest)
-    if not manifest.is_file():
-        raise UsageError(f"manifest {manifest} not found",
-                         "point `manifest:` in the config, or --set manifest=PATH, at a .jsonl, .csv or .parquet file")
-    if manifest.suffix.lower() not in (".jsonl", ".csv", ".parquet"):
-        raise UsageError(f"manifest {manifest} must be .jsonl, .csv or .parquet")
-    if cfg.asr.model is not None and cfg.asr.enabled and importlib.util.find_spec("faster_whisper") is None:
-        raise UsageError(f"asr.model is {cfg.asr.model!r} but faster-whisper is not installed",
-                         "pip install '.[asr]', or set asr.enabled=false to caption videos without text")
-    return cfg
-
-
-def parse_overrides(items: list[str]) -> dict[str, str]:
-    bad = [item for item in items if "=" not in item]
-    if bad:
-        raise UsageError(f"--set {bad[0]} is not KEY=VALUE", "e.g. --set limit=10")
-    return dict(item.split("=", 1) for item in items)
+    return _run(CorpusConfig.model_validate_json(config_json), output_console(stderr=True))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -302,16 +284,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flows.build_corpus", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="samples/sample.yaml")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set llm.model=Qwen/Qwen2.5-72B-Instruct")
-    add_cli_flags(parser)
-    args = parser.parse_args(argv)
-    overrides = parse_overrides(args.set)
-    cfg = check_config(args.config, overrides or None)
+    args, overrides = build_corpus_args(argv)
+    output_dir = load_config(args.config, overrides or None).output_dir
     try:
-        with corpus_lock(cfg.output_dir):  # before Prefect starts: a busy folder costs no wait
+        with corpus_lock(output_dir):  # before Prefect starts: a busy folder costs no wait
             quiet_prefect_handlers()
             start_tied_server()
             state = build_corpus(config=args.config, overrides=overrides or None, return_state=True)

@@ -7,20 +7,23 @@ never lands in Prefect's database. Re-running after a failure uploads only what 
 
 from __future__ import annotations  # noqa: I001  (flows.quiet must come first)
 
+if __name__ == "__main__":  # the command line is checked before Prefect is imported (a second of CPU)
+    from flows.arguments import exit_on_bad_usage
+
+    exit_on_bad_usage("push_to_hub")
+
 import flows.quiet  # noqa: F401  (must precede the Prefect import)
 
 # isort: split
 
-import argparse
 import contextlib
 import sys
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from rich.console import Console
+from prefect.states import Failed
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -33,8 +36,9 @@ from rich.progress import (
 from curation.corpus.build_lock import CorpusBusy, corpus_lock
 from curation.corpus.hub_upload import HubPushError, plan_upload, push_corpus
 from curation.corpus.release import finish_release
+from flows.arguments import push_args
 from flows.ephemeral import start_tied_server
-from schemas.cli import UsageError, add_cli_flags, run_cli
+from schemas.cli import UsageError, output_console, run_cli
 
 LOGGED_FILES = 100  # the log names this many; the plan artifact lists every file
 
@@ -51,15 +55,16 @@ def plan_markdown(corpus: str, repo_id: str, items: list) -> str:
 def upload_progress(total_bytes: int, disable: bool):
     """Bytes committed so far, with rate and ETA (huggingface_hub's own per-file bars are off)."""
     bar = Progress(TextColumn("[bold]push-to-hub"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                   TimeRemainingColumn(), console=Console(stderr=True), disable=disable)
+                   TimeRemainingColumn(), console=output_console(stderr=True), disable=disable)
     with bar:
         yield bar, bar.add_task("upload", total=total_bytes)
 
 
 @flow(name="push-to-hub", log_prints=True)
 def push_to_hub(corpus: str, repo_id: str, private: bool = True, dry_run: bool = False,
-                revision: str = "main", endpoint: str | None = None, delete_stale: bool = True) -> dict[str, Any]:
-    """Upload the corpus at `corpus` to the dataset repo `repo_id` (created private by default)."""
+                revision: str = "main", endpoint: str | None = None, delete_stale: bool = True) -> Any:
+    """Upload the corpus at `corpus` to the dataset repo `repo_id` (created private by default).
+    Returns the report (a dict), or a Failed state whose message says why the Hub refused."""
     logger = get_run_logger()
     items = plan_upload(corpus)
     logger.info("plan: %d files, %d bytes, to %s (%s)", len(items), sum(i.bytes for i in items), repo_id,
@@ -77,8 +82,13 @@ def push_to_hub(corpus: str, repo_id: str, private: bool = True, dry_run: bool =
             logger.info("committed chunk %d: %d files", number, len(paths))
             bar.update(task, advance=sum(sizes.get(p, 0) for p in paths))
 
-        report = push_corpus(corpus, repo_id, private=private, revision=revision, dry_run=dry_run,
-                             endpoint=endpoint, delete_stale=delete_stale, on_commit=on_commit)
+        try:
+            report = push_corpus(corpus, repo_id, private=private, revision=revision, dry_run=dry_run,
+                                 endpoint=endpoint, delete_stale=delete_stale, on_commit=on_commit)
+        except HubPushError as error:
+            # The Hub's failure, already one scrubbed sentence: the run ends Failed with it as the
+            # message, without the traceback Prefect logs for an exception.
+            return Failed(message=" ".join(str(error).split()))
         bar.update(task, completed=sum(sizes.values()))  # files already on the Hub count as sent
     verb = "would upload" if dry_run else "uploaded"
     logger.info("%s %d files (%d bytes); %d already on the Hub with the same content%s", verb,
@@ -97,31 +107,22 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flows.push_to_hub", description=__doc__.splitlines()[0])
-    parser.add_argument("--corpus", required=True, help="corpus folder (with index.json)")
-    parser.add_argument("--repo-id", "--repo", dest="repo_id", required=True, help="dataset repo, e.g. USER/proactive-video")
-    parser.add_argument("--public", action="store_true", help="create the repo public (default: private)")
-    parser.add_argument("--dry-run", action="store_true", help="list what would be sent; send nothing")
-    parser.add_argument("--revision", default="main")
-    parser.add_argument("--keep-stale", action="store_true",
-                        help="keep data/ and figures/ files on the Hub that this build does not have")
-    parser.add_argument("--endpoint", default=None, help="Hub URL (default: huggingface_hub's, HF_ENDPOINT)")
-    add_cli_flags(parser)
-    args = parser.parse_args(argv)
-    if not (Path(args.corpus) / "index.json").is_file():  # before Prefect's server starts
-        raise UsageError(f"{args.corpus}: no index.json", "build the corpus first, e.g. make sample, or fix --corpus")
+    args = push_args(argv)
     try:
         # Not while a build writes the corpus; a release a killed build committed lands first.
         with corpus_lock(args.corpus):
             finish_release(args.corpus)
             start_tied_server()
-            report = push_to_hub(corpus=args.corpus, repo_id=args.repo_id, private=not args.public,
-                                 dry_run=args.dry_run, revision=args.revision, endpoint=args.endpoint,
-                                 delete_stale=not args.keep_stale)
+            state = push_to_hub(corpus=args.corpus, repo_id=args.repo_id, private=not args.public,
+                                dry_run=args.dry_run, revision=args.revision, endpoint=args.endpoint,
+                                delete_stale=not args.keep_stale, return_state=True)
     except CorpusBusy as error:
         raise UsageError(str(error)) from None
-    except HubPushError as error:  # the Hub's failure, not a usage mistake: exit 1, one line
-        print(f"error: push-to-hub: {' '.join(str(error).split())}", file=sys.stderr)
+    report = state.result(raise_on_failure=False)
+    if isinstance(report, BaseException):  # a bug: its traceback is the report
+        raise report
+    if state.is_failed():  # the Hub's failure, not a usage mistake: exit 1, one line
+        print(f"error: push-to-hub: {state.message}", file=sys.stderr)
         return 1
     verb = "would upload" if report["dry_run"] else "uploaded"
     print(f"{verb} {len(report['uploaded'])} files ({report['bytes']} bytes), "

@@ -13,11 +13,15 @@ the server is gone by then, Ctrl-C says so and ends at once instead of retrying 
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # the command line is checked before Prefect is imported (a second of CPU)
+    from flows.arguments import exit_on_bad_usage
+
+    exit_on_bad_usage("serve")
+
 import flows.quiet  # noqa: F401  (must precede the Prefect import)
 
 # isort: split
 
-import argparse
 import os
 import signal
 import sys
@@ -27,10 +31,11 @@ import httpx
 from prefect import serve
 from prefect.settings import get_current_settings
 
-from flows.build_corpus import build_corpus, check_config
+from flows.arguments import serve_args
+from flows.build_corpus import build_corpus
 from flows.push_to_hub import push_to_hub
 from flows.quiet import quiet_prefect_handlers
-from schemas.cli import UsageError, add_cli_flags, run_cli
+from schemas.cli import UsageError, run_cli
 
 START_HINT = "start one with `prefect server start` and export PREFECT_API_URL=http://127.0.0.1:4200/api"
 
@@ -43,7 +48,8 @@ def _answers(api_url: str, timeout_s: float = 3.0) -> bool:
 
 
 def check_server() -> str:
-    """The configured API URL, once a server answers there; a UsageError otherwise."""
+    """The configured API URL, once a server answers there; a UsageError otherwise. Read through
+    Prefect's settings (environment, profile, .env, pyproject), so after Prefect's import."""
     api_url = get_current_settings().api.url
     if not api_url:
         raise UsageError("flows.serve needs a Prefect server other processes can reach, and PREFECT_API_URL "
@@ -71,13 +77,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flows.serve")
-    parser.add_argument("--name", default="sample", help="deployment name: build-corpus/<name>")
-    parser.add_argument("--config", default="samples/sample.yaml",
-                        help="default config for runs of this deployment (absolute path stored)")
-    add_cli_flags(parser)
-    args = parser.parse_args(argv)
-    check_config(args.config, None)  # a deployment with a broken default config would fail every run
+    args = serve_args(argv)
     config = str(Path(args.config).resolve())
     api_url = check_server()
     quiet_prefect_handlers()

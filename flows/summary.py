@@ -74,8 +74,8 @@ class RunSummary:
             if stage == "dialogues" and reason not in VIDEO_LEVEL_DIALOGUE_REASONS:
                 reasons[reason] += n
 
-        def per(value: float) -> float:
-            return round(value / attempted, 2) if attempted else 0.0
+        def per(value: float) -> float:  # two decimals, or two digits of a smaller value (replay: ms, not 0.0 s)
+            return (round(value / attempted, 2) or float(f"{value / attempted:.2g}")) if attempted else 0.0
 
         return {"attempted": attempted, "valid_first_try": c.get("dialogues_valid_first_try", 0),
                 "valid_after_repair": c.get("dialogues_valid_after_repair", 0),

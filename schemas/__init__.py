@@ -1,5 +1,6 @@
 """The corpus contract: record types, their Parquet schemas and the LLM output shapes."""
 
+from schemas import environment  # noqa: F401, I001  (first: one line, not a traceback, outside the venv)
 from schemas.arrow import (
     SchemaVersionError,
     arrow_schema,

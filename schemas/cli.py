@@ -1,4 +1,5 @@
-"""What every command line of the project shares: one error boundary and a quiet terminal.
+"""What every command line of the project shares: one error boundary, one argument parser
+(`ArgumentParser`: one `error:` line per mistake, config keys under `--help`) and a quiet terminal.
 
 A mistake the user can fix (a config key that does not exist, an override that is not
 `key=value`, a file or corpus that is not there, a value out of range) ends the command with one
@@ -18,9 +19,11 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
+import re
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -28,6 +31,7 @@ from pydantic import BaseModel, ValidationError
 EXIT_USAGE = 2
 DEBUG_ENV = "PROACTIVE_VIDEO_DEBUG"
 DEBUG_FLAG, VERBOSE_FLAG = "--debug", "--verbose"
+NON_TTY_WIDTH = 160  # columns for tables written to a file or pipe (rich would use 80)
 
 # Defaults only: a user's own environment wins. Read by huggingface_hub and transformers when they
 # are imported, which every command does after the boundary is set up.
@@ -44,6 +48,95 @@ class UsageError(ValueError):
 
     def __init__(self, message: str, hint: str = ""):
         super().__init__(f"{message} ({hint})" if hint else message)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with the boundary's manners: a usage mistake is one `error:` line naming the fix and
+    exit code 2 (argparse's own exit), never argparse's usage block. Every command line uses it.
+
+    `config_model`: the command's config (a pydantic model set by `key=value`); its keys are listed
+    under `--help`, and an unknown `--some-key` that names one is answered `did you mean some_key=...`.
+    Subparsers are of this class too (argparse's default), with their own `config_model`."""
+
+    def __init__(self, *args: Any, config_model: type[BaseModel] | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.config_model = None
+        self.hints_from: ArgumentParser | None = None  # the chosen subcommand's parser (it knows its keys)
+        if config_model is not None:
+            self.set_config_model(config_model)
+
+    def set_config_model(self, model: type[BaseModel]) -> None:
+        """The command's config: its keys go under --help and into the hints for unknown flags."""
+        self.config_model = model
+        self.formatter_class = argparse.RawDescriptionHelpFormatter
+        self.epilog = "\n\n".join(x for x in (self.epilog, config_keys_help(model)) if x)
+
+    def error(self, message: str):  # argparse's hook: it must not return
+        print(f"error: {self.prog}: {' '.join(message.split())} ({self._hint(message)})", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+    def _hint(self, message: str) -> str:
+        if self.hints_from is not None:  # argparse reports a subcommand's unknown arguments at the top
+            return self.hints_from._hint(message)
+        if message.startswith("unrecognized arguments:") and self.config_model is not None:
+            keys = dict(config_keys(self.config_model))
+            for word in message.split(":", 1)[1].split():
+                name = word.lstrip("-").split("=", 1)[0].replace("-", "_")
+                if word.startswith("--") and name in keys:
+                    return f"did you mean {name}=VALUE? config keys are set as key=value; {self.prog} --help lists them"
+        return f"{self.prog} --help lists the options"
+
+
+def add_corpus_argument(parser: argparse.ArgumentParser) -> None:
+    """`--corpus DIR`, the one style for a command's corpus; a bare `DIR` is still taken."""
+    parser.add_argument("corpus", nargs="?", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--corpus", dest="corpus_flag", type=Path, metavar="DIR",
+                        help="corpus folder (the one holding index.json)")
+
+
+def corpus_of(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Path:
+    if args.corpus_flag is not None and args.corpus is not None and args.corpus_flag != args.corpus:
+        parser.error(f"two corpora given: {args.corpus} and --corpus {args.corpus_flag}")
+    corpus = args.corpus_flag or args.corpus
+    if corpus is None:
+        parser.error("the following arguments are required: --corpus")
+    return corpus
+
+
+def output_console(stderr: bool = False):
+    """A rich console for the project's tables: the terminal's width on a terminal, and wide enough
+    that a table is not wrapped into unreadable columns when output goes to a file or a pipe
+    (rich assumes 80 columns there); `COLUMNS` still wins."""
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    chosen = stream.isatty() or os.environ.get("COLUMNS")  # a terminal, or a width the user set
+    return Console(stderr=stderr, width=None if chosen else NON_TTY_WIDTH)
+
+
+def config_keys(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str]]:
+    """(dotted key, `type = default  description`) for every settable key of a config, nested ones
+    dotted (`episodes.seconds_per_frame`)."""
+    keys = []
+    for name, field in model.model_fields.items():
+        kind = field.annotation
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            keys += config_keys(kind, f"{prefix}{name}.")
+            continue
+        default = repr(field.get_default(call_default_factory=True))
+        default = default if len(default) <= 40 else default[:37] + "..."
+        shown = kind.__name__ if isinstance(kind, type) else re.sub(r"\b(?:\w+\.)+(\w+)", r"\1", str(kind))
+        text = f"{shown} = {default}" + (f"  {field.description}" if field.description else "")
+        keys.append((f"{prefix}{name}", text))
+    return keys
+
+
+def config_keys_help(model: type[BaseModel]) -> str:
+    """The `--help` section listing a config's keys (set with `key=value` or in `--config FILE`)."""
+    rows = config_keys(model)
+    width = max((len(k) for k, _ in rows), default=0)
+    lines = [f"  {key:<{width}}  {text}" for key, text in rows]
+    return "config keys (key=value on the command line, or in the --config YAML file):\n" + "\n".join(lines)
 
 
 def add_cli_flags(parser: argparse.ArgumentParser) -> None:

@@ -1,4 +1,6 @@
-"""Validate JSONL or Parquet files of corpus records: one line per bad record, then a summary."""
+"""Validate JSONL or Parquet files of corpus records, or manifests: one line per bad record or row,
+then a summary. A manifest (any CSV; JSONL or Parquet whose rows have `uri` but none of a `videos`
+record's probe fields) is checked by the rules a build applies to it (`schemas.manifest`)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,13 @@ from typing import Any
 
 from schemas.arrow import SchemaVersionError, read_parquet, record_class_of, rows_of
 from schemas.errors import Problem, RecordError, parse_record
-from schemas.records import TABLES, Dialogue, Record, id_of
+from schemas.manifest import ManifestFileError, check_manifest
+from schemas.records import TABLES, Dialogue, Record, Video, id_of
+
+# Fields a `videos` record has and a manifest row never does: a row with `uri` and none of them
+# is a manifest row.
+PROBE_FIELDS = set(Video.model_fields) - {"video_id", "source", "uri", "licence", "metadata", "sha256", "path"}
+OTHER_IDS = {"table", "scene_id"} | {cls.id_field for cls in TABLES.values()} - {"video_id"}
 
 
 def guess_table(row: dict[str, Any]) -> type[Record]:
@@ -51,12 +59,52 @@ def iter_rows(path: Path) -> Iterator[tuple[type[Record] | None, Any, str | None
             yield guess_table(row), row, None
 
 
+def is_manifest(path: Path) -> bool:
+    """A CSV file, or JSONL/Parquet whose first row (its columns) has `video_id` or `uri` and no
+    probe field or other table's id (a misnamed column is still a manifest, reported as such)."""
+    if path.suffix.lower() == ".csv":
+        return True
+    try:
+        if path.suffix.lower() == ".parquet":
+            import pyarrow.parquet as pq
+
+            schema = pq.read_schema(path)
+            if (schema.metadata or {}).get(b"proactive_video.schema_version"):
+                return False
+            columns = set(schema.names)
+        else:
+            with path.open(encoding="utf-8-sig", errors="replace") as lines:
+                first = next((line for line in lines if line.strip()), "{}")
+            row = json.loads(first)
+            columns = set(row) if isinstance(row, dict) else set()
+    except (OSError, ValueError):
+        return False  # unreadable: the record reader reports it
+    return bool(columns & {"video_id", "uri"}) and not columns & (PROBE_FIELDS | OTHER_IDS)
+
+
+def manifest_problems(path: Path) -> tuple[int, list[Problem]]:
+    """(rows seen, problems) of a manifest: each quarantined row and the file's own problem."""
+    try:
+        checked = check_manifest(path)
+    except ManifestFileError as error:
+        return 0, [Problem(str(path), "<file>", str(error))]
+    problems = [Problem(q.item_id, "manifest row", f"{q.reason}: {q.detail}") for q in checked.skips]
+    if checked.problem:
+        problems.append(Problem(str(path), "<file>", checked.problem))
+    return len(checked.rows) + len(checked.skips), problems
+
+
 def validate_files(paths: list[Path]) -> tuple[int, list[Problem]]:
     """(records seen, problems); ids must be unique per table across all files."""
     seen_ids: dict[str, set[str]] = {}
     problems: list[Problem] = []
     total = 0
     for path in paths:
+        if is_manifest(path):
+            rows, found = manifest_problems(path)
+            total += rows
+            problems += found
+            continue
         for cls, row, read_error in iter_rows(path):
             if read_error is not None:
                 problems.append(Problem(str(path), "<file>", read_error))

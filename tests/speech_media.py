@@ -1,5 +1,6 @@
-"""Helpers for the ASR tests: the video record the flow would make, packet surgery on an audio track,
-and the word error rate of segments against the script that was spoken."""
+"""Helpers for the ASR tests and bench.asr: the video record the flow would make, packet surgery on an
+audio track, the word error rate of segments against the script that was spoken, and faster-whisper's
+own words for a file, to hold ours against."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ import jiwer
 import pytest
 
 from curation.hashing import sha256_file
+from curation.speech.config import AsrConfig
 from curation.speech.synthetic import Spoken, espeak_available
+from curation.speech.transcribe import Word
 from curation.video.probe import probe_video
 from schemas.records import Segment, Video
 
@@ -63,3 +66,28 @@ def assert_placed(spoken: Sequence[Spoken], segments: Sequence[Segment], toleran
     for line, segment in zip(spoken, segments, strict=True):
         assert abs(segment.start_s - line.start_s) <= tolerance_s, (line, segment)
         assert abs(segment.end_s - line.end_s) <= tolerance_s, (line, segment)
+
+
+def faster_whisper_words(model, path: Path, cfg: AsrConfig) -> list[Word]:
+    """faster-whisper's own `transcribe` of the file (its own decode) with the stage's settings."""
+    segments, _ = model.transcribe(str(path), **cfg.transcribe_options())
+    return [Word(start_s=w.start, end_s=w.end, text=w.word, probability=w.probability)
+            for segment in segments for w in segment.words or []]
+
+
+def same_words(ours: Sequence[Word], theirs: Sequence[Word], tolerance_s: float = 0.02) -> tuple[bool, str]:
+    """Whether both wrote the same words at the same times (within `tolerance_s`), and how they compare."""
+    largest = 0.0
+    for i in range(min(len(ours), len(theirs))):
+        a, b = ours[i], theirs[i]
+        shift = max(abs(a.start_s - b.start_s), abs(a.end_s - b.end_s))
+        if a.text != b.text or shift > tolerance_s:
+            return False, (f"word {i}: ours {a.text!r} at {a.start_s:.2f}-{a.end_s:.2f} s, theirs {b.text!r} at "
+                           f"{b.start_s:.2f}-{b.end_s:.2f} s")
+        largest = max(largest, shift)
+    if len(ours) != len(theirs):
+        who, longer = ("ours", ours) if len(ours) > len(theirs) else ("theirs", theirs)
+        extra = longer[min(len(ours), len(theirs)):]
+        return False, f"{who} wrote {len(extra)} more words from {extra[0].start_s:.2f} s: " \
+                      f"{''.join(w.text for w in extra).strip()!r}"
+    return True, f"{len(ours)} words, times within {largest:.3f} s"

@@ -1,5 +1,5 @@
-"""The ASR stage's pure parts: sentences from words, edges snapped to quiet, the routing rules, the
-transcript cache, and what of the `asr:` config decides reuse."""
+"""The ASR stage's pure parts: sentences from words, edges snapped to quiet, the hallucination and
+routing rules, the transcript cache, and what of the `asr:` config decides reuse."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import pytest
 from curation.config import CorpusConfig
 from curation.speech.audio import SAMPLE_RATE, quiet_spans
 from curation.speech.cache import TranscriptCache, transcript_key
-from curation.speech.config import AsrConfig, RouteRules
+from curation.speech.config import AsrConfig, HallucinationRules, RouteRules
+from curation.speech.hallucination import drop_hallucinations
 from curation.speech.route import judge_transcript, route_rows
 from curation.speech.sentences import Sentence, group_sentences, sentence_segments, snap_to_quiet
 from curation.speech.transcribe import Piece, Transcript, Word
@@ -82,6 +83,33 @@ def test_segments_are_cut_to_the_video_and_numbered_in_time_order():
         ("vid-s0000", "a", 1.0, 2.0, "asr"), ("vid-s0001", "b", 5.0, 7.0, "asr"), ("vid-s0002", "c", 9.5, 10.0, "asr")]
 
 
+def piece(start_s: float, no_speech_prob: float = 0.2, avg_logprob: float = -0.3, compression_ratio: float = 1.5,
+          probability: float = 0.9) -> Piece:
+    """Four words over 2 s from `start_s`."""
+    return Piece(avg_logprob=avg_logprob, no_speech_prob=no_speech_prob, compression_ratio=compression_ratio,
+                 words=[Word(start_s=start_s + i / 2, end_s=start_s + i / 2 + 0.4, text=f" w{i}",
+                             probability=probability) for i in range(4)])
+
+
+@pytest.mark.parametrize(("bad", "reason"), [
+    (piece(20.0), "quiet"),  # nothing audible under it
+    (piece(20.0, probability=0.0), "quiet"),  # the first rule that applies names it
+    (piece(10.0, no_speech_prob=0.8, probability=0.1), "no_speech"),
+    (piece(10.0, avg_logprob=-1.3), "failed_decode"),
+    (piece(10.0, compression_ratio=3.0), "failed_decode"),
+])
+def test_each_hallucination_rule_drops_its_segment_and_names_itself(bad, reason):
+    quiet = [(0.0, 0.5), (3.0, 4.0), (19.5, 30.0)]  # real pauses inside speech, and a silent tail
+    speech = [piece(1.0), piece(3.2, no_speech_prob=0.9),  # starts in a pause; Whisper unsure of speech that
+              # its alignment is sure of; the reverse; both just inside Whisper's thresholds
+              piece(7.0, probability=0.05), piece(13.0, avg_logprob=-0.95, compression_ratio=2.3)]
+    t = transcript([]).model_copy(update={"pieces": [*speech, bad], "quiet": quiet})
+    kept, counts = drop_hallucinations(t, HallucinationRules())
+    assert kept.pieces == speech and counts == {f"asr_dropped_{reason}": 1}
+    assert drop_hallucinations(t, HallucinationRules(max_quiet_share=1.0, no_speech_prob=1.0, min_avg_logprob=-2.0,
+                                                     max_compression_ratio=5.0))[0].pieces[-1] == bad
+
+
 @pytest.mark.parametrize(("change", "reason"), [
     ({"speech_s": 1.0}, "no_speech"),
     ({"pieces": []}, "no_words"),
@@ -131,8 +159,9 @@ def test_what_changes_a_transcript_changes_its_key_and_what_does_not_does_not():
     assert AsrConfig(beam_size=1).transcription_key() != key
     assert AsrConfig(vad={"threshold": 0.6}).transcription_key() != key
     assert AsrConfig(compute_type="float32").transcription_key() != key
-    assert AsrConfig(cpu_threads=4, workers=3, route={"min_avg_logprob": -1.0}, sentence_pause_s=0.5
-                     ).transcription_key() == key
+    assert AsrConfig(condition_on_previous_text=True).transcription_key() != key
+    assert AsrConfig(cpu_threads=4, workers=3, route={"min_avg_logprob": -1.0}, sentence_pause_s=0.5,
+                     hallucination={"max_quiet_share": 0.5}).transcription_key() == key
 
 
 def test_the_corpus_fingerprint_follows_asr_settings_but_not_threads_or_paths(tmp_path):

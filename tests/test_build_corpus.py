@@ -106,3 +106,26 @@ def test_the_sample_has_a_video_in_every_split_and_grpo_reads_the_rl_split(sampl
     assert summary["data"]["split"] == "rl" and summary["data"]["prompts_train"] >= 1
     rl_questions = {r.question_id.rsplit("-q", 1)[0].rsplit("-d", 1)[0] for refs in seen for r in refs}
     assert seen and rl_questions <= by_split["rl"]
+
+
+def test_no_published_table_holds_a_local_path(sample_corpus):
+    from tests.test_public_rows import LOCAL_PATH
+
+    def strings(value):
+        if isinstance(value, str):
+            yield value
+        elif isinstance(value, dict):
+            for item in value.values():
+                yield from strings(item)
+        elif isinstance(value, list):
+            for item in value:
+                yield from strings(item)
+
+    tables = {s["table"] for s in _index(sample_corpus)["shards"]}
+    cells = [(table, text) for table in tables for row in _rows(sample_corpus, table) for text in strings(row)]
+    assert [(t, c) for t, c in cells if LOCAL_PATH.search(c) or str(ROOT) in c or str(sample_corpus.parent) in c] == []
+    uris = {v["video_id"]: v["uri"] for v in _rows(sample_corpus, "videos")}
+    assert uris["bikes"] == "local:bikes.mp4"  # a local source is named, not located
+    card = (sample_corpus / "README.md").read_text()
+    assert "fetch it from there" not in card and "curation.synthetic_video" not in card
+    assert "curation.video.synthetic" in card  # the licence string names the module that made the clips

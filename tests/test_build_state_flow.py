@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from curation.corpus.public_rows import public_uri
 from curation.hashing import sha256_file
 from tests.conftest import ROOT, SAMPLES
 from tests.generated_corpus import table_rows
@@ -124,7 +125,7 @@ def test_the_rerun_publishes_the_new_row_and_drops_the_removed_one(world):
     assert not wait_gone(proc.pid)
     corpus = world["corpus"]
     videos = {r["video_id"]: r for r in table_rows(corpus, "videos")}
-    assert videos["bikes"]["uri"] == str(world["folder"] / "other.mp4")
+    assert videos["bikes"]["uri"] == public_uri(str(world["folder"] / "other.mp4"))  # local:other.mp4
     assert videos["bikes"]["licence"] == "CC0-1.0"
     assert videos["bikes"]["sha256"] == sha256_file(world["folder"] / "other.mp4")
     for table in ("videos", "segments", "scenes", "dialogues", "quarantine"):

@@ -33,7 +33,7 @@ def test_a_config_typo_is_one_line_before_prefect_starts():
     (["--config", str(SAMPLES / "sample.yaml"), "--set", "manifest=/no/such/manifest.jsonl"],
      "manifest /no/such/manifest.jsonl not found"),
     (["--config", str(SAMPLES / "sample.yaml"), "--set", "workers.cpux=2"], "did you mean cpu?"),
-    (["--config", str(SAMPLES / "sample.yaml"), "--set", "limit"], "--set limit is not KEY=VALUE"),
+    (["--config", str(SAMPLES / "sample.yaml"), "--set", "limit"], "override limit is not KEY=VALUE"),
 ])
 def test_build_corpus_usage_mistakes(argv, expected, capsys):
     from flows.build_corpus import main

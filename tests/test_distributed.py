@@ -173,6 +173,18 @@ def test_two_process_grpo_summary_holds_every_ranks_rewards(corpus, tmp_path):
     assert len(ranks) == 2 and ranks[0] == ranks[1]
 
 
+def test_checkpoints_keep_every_ranks_skip_counts_and_each_rank_resumes_its_own(tmp_path):
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                           str(free_port()), str(ROOT / "tests" / "skip_counts_worker.py"), str(tmp_path)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    state = json.loads((tmp_path / "checkpoints" / "step-00000003" / "trainer_state.json").read_text())
+    assert state["skipped"] == {"video_missing": 3, "no_frames": 2}  # the world's, not rank 0's
+    assert state["skipped_by_rank"] == [{"video_missing": 1}, {"video_missing": 2, "no_frames": 2}]
+    assert [json.loads((tmp_path / f"resumed-{r}.json").read_text()) for r in (0, 1)] == state["skipped_by_rank"]
+
+
 # ---------------------------------------------------------------- FSDP on CPU
 
 

@@ -215,17 +215,18 @@ def test_grpo_prompts_take_their_frames_from_the_cache(corpus, tmp_path):
 
     from curation.video.frames import decode_frames
     from training.data.episodes import decode_episode_frames
-    from training.rl.grpo import GRPOConfig, prepare_item, rl_items
+    from training.rl.grpo import GRPOConfig
+    from training.rl.grpo_data import prepare_item, rl_data
 
     root = shutil.copytree(corpus, tmp_path / "c")
     cfg = GRPOConfig(corpus=str(root), split="train", max_pixels=PIXELS, episodes={"max_frames": 8},
                      prompts={"validation_share": 0.0})
     bits = SimpleNamespace(max_pixels=PIXELS)
-    items, _, _ = rl_items(cfg)
+    items = rl_data(cfg).items
     assert items and all(it[2] is None for it in items)  # no cache prepared: the rollout decodes
     assert all(prepare_item(cfg, bits, it)[1] is None for it in items if it[1] is not None)
     prepare_cache(root, ["train"], FrameCache(root, 2.0, 8, PIXELS), progress=False)
-    items, _, _ = rl_items(cfg)
+    items = rl_data(cfg).items
     for item in items:
         if item[1] is None:
             continue

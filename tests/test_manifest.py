@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pyarrow as pa
@@ -104,3 +105,66 @@ def test_rows_are_frozen():
     row = ManifestRow(video_id="a", uri="/a.mp4")
     with pytest.raises(ValidationError):
         row.video_id = "b"
+
+
+def test_a_utf8_byte_order_mark_is_read_as_no_character(tmp_path):
+    # What spreadsheet exports write: without this every row was `missing_id`.
+    (tmp_path / "m.csv").write_bytes("\ufeffvideo_id,uri\nv1,clips/v1.mp4\n".encode())
+    (tmp_path / "m.jsonl").write_bytes(("\ufeff" + json.dumps({"video_id": "v1", "uri": "v1.mp4"}) + "\n").encode())
+    for name in ("m.csv", "m.jsonl"):
+        read = read_manifest(tmp_path / name)
+        assert [r.video_id for r in read.rows] == ["v1"] and read.skips == [] and read.problem == ""
+
+
+@pytest.mark.parametrize(("rows", "expected"), [
+    ([{"video_id": "a", "url": "a.mp4"}, {"video_id": "b", "url": "b.mp4"}],
+     "no row has a `uri` column; it has `url` (did you mean `uri`?"),
+    ([{"vidoe_id": "a", "uri": "a.mp4"}], "no row has a `video_id` column; it has `vidoe_id` (did you mean `video_id`?"),
+    ([{"video_id": "../a", "uri": "a.mp4"}], "no usable row (1 unsafe_id"),
+])
+def test_a_manifest_no_build_could_use_is_one_line_naming_the_fix(tmp_path, rows, expected):
+    from curation.manifest import require_usable
+    from schemas.cli import UsageError
+
+    path = tmp_path / "m.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert expected in read_manifest(path).problem
+    with pytest.raises(UsageError, match=re.escape(expected)):
+        require_usable(path)
+
+
+def test_trailing_commas_on_every_line_are_a_file_problem_not_an_empty_corpus(tmp_path):
+    path = tmp_path / "m.jsonl"
+    path.write_text('{"video_id": "a", "uri": "a.mp4",}\n{"video_id": "b", "uri": "b.mp4",}\n')
+    problem = read_manifest(path).problem
+    assert "none of its 2 rows can be read" in problem and "no trailing commas" in problem
+    path.write_text('{"video_id": "a", "uri": "a.mp4"}\n{"video_id": "b", "uri": "b.mp4",}\n')
+    read = read_manifest(path)  # one bad line among good ones stays a quarantined row
+    assert read.problem == "" and reasons(read) == {"m.jsonl:line 2": "unreadable_row"}
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.0])
+def test_a_truncated_or_empty_parquet_manifest_is_one_line(tmp_path, keep):
+    from curation.manifest import require_usable
+    from schemas.cli import UsageError
+
+    pq.write_table(pa.table({"video_id": [f"v{i}" for i in range(200)], "uri": ["x.mp4"] * 200}), tmp_path / "m.parquet")
+    data = (tmp_path / "m.parquet").read_bytes()
+    (tmp_path / "m.parquet").write_bytes(data[: int(len(data) * keep)])
+    with pytest.raises(UsageError) as failure:
+        require_usable(tmp_path / "m.parquet")
+    assert str(failure.value).startswith("manifest m.parquet: not a readable Parquet file (")
+    assert "\n" not in str(failure.value)
+
+
+def test_schemas_validate_checks_a_manifest_as_manifest_rows(tmp_path, capsys):
+    from schemas.__main__ import main
+
+    assert main(["validate", str(SAMPLES / "manifest.jsonl")]) == 1  # the sample's unsafe id, nothing else
+    out = capsys.readouterr().out.splitlines()
+    rows = len((SAMPLES / "manifest.jsonl").read_text().splitlines())
+    assert out[0].startswith(f"../escape: manifest row: unsafe_id: line {rows}") and len(out) == 2
+    assert out[-1] == f"{rows} records checked, {rows - 1} valid, 1 with problems (1 problems)"
+    (tmp_path / "m.jsonl").write_text(json.dumps({"video_id": "a", "url": "a.mp4"}) + "\n")
+    assert main(["validate", str(tmp_path / "m.jsonl")]) == 1
+    assert "did you mean `uri`?" in capsys.readouterr().out

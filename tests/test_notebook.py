@@ -15,6 +15,9 @@ pytestmark = pytest.mark.slow
 
 
 def test_notebook_runs_top_to_bottom_on_the_sample_corpus(sample_corpus, monkeypatch):
+    from curation.corpus.hub_upload import plan_upload
+
+    files_before = sorted(p for p in sample_corpus.rglob("*") if "work" not in p.parts)
     # Relative to the repository root, as `CORPUS=corpus` is, while the kernel runs in notebooks/.
     monkeypatch.setenv("CORPUS", os.path.relpath(sample_corpus, ROOT))
     nb = nbformat.read(ROOT / "notebooks" / "data_qa.ipynb", as_version=4)
@@ -25,6 +28,12 @@ def test_notebook_runs_top_to_bottom_on_the_sample_corpus(sample_corpus, monkeyp
     assert len(images) >= 6  # the figures and the dialogue viewer were drawn, not just text
     errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
+    # The notebook only reads the corpus: its frame strip (video frames, not ours to publish) and
+    # its figures are drawn elsewhere, so a push still sends exactly the card's figures.
+    assert sorted(p for p in sample_corpus.rglob("*") if "work" not in p.parts) == files_before
+    figures = [i.path_in_repo for i in plan_upload(sample_corpus) if i.path_in_repo.startswith("figures/")]
+    card = (sample_corpus / "README.md").read_text()
+    assert figures and all(f"]({f})" in card for f in figures) and "figures/dialogue_viewer.png" not in figures
 
 
 def test_stats_cli_prints_the_numbers_the_card_carries(sample_corpus):

@@ -36,9 +36,10 @@ def corpus_template(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("push") / "corpus"
     build_corpus(root, {"train": [dialogue_row()], "validation": [dialogue_row(dialogue_id="bikes-mq-1")]},
                  ["bikes"])
-    (root / "README.md").write_text("---\nlicense: unknown\n---\n\n# card\n")
+    (root / "README.md").write_text("---\nlicense: unknown\n---\n\n# card\n\n"
+                                    + "".join(f"![{n}](figures/{n}.png)\n" for n in ("a", "b", "c")))
     (root / "figures").mkdir()
-    for name in ("a", "b", "c"):
+    for name in ("a", "b", "c", "dialogue_viewer"):  # the last: a frame strip the card does not show
         (root / "figures" / f"{name}.png").write_bytes(b"\x89PNG fake " + name.encode() * 50)
     for private in ("work/results/bikes.json", "llm_cache/ab/cd.json", "data/dialogues/.tmp-x.parquet"):
         (root / private).parent.mkdir(parents=True, exist_ok=True)
@@ -54,8 +55,10 @@ def corpus(corpus_template, tmp_path) -> Path:
 
 
 def test_plan_sends_shards_card_index_figures_never_videos_work_or_caches(corpus):
+    (corpus / "data" / "dialogues" / "train-stale.parquet").write_bytes(b"an older build's shard")
     paths = [i.path_in_repo for i in plan_upload(corpus)]
     index = json.loads((corpus / "index.json").read_text())
+    # What the index and the card list, nothing else: no stale shard, no frame image of a video.
     assert set(paths) == {s["path"] for s in index["shards"]} | {
         "index.json", "README.md", "figures/a.png", "figures/b.png", "figures/c.png"}
     assert paths[-2:] == ["index.json", "README.md"]  # last: they name the shards
@@ -213,3 +216,21 @@ def test_the_flow_cli_pushes_then_dry_runs_without_leaking_the_token(corpus, tmp
     assert TOKEN not in outputs
     home = tmp_path / "prefect"
     assert not [p for p in home.rglob("*") if p.is_file() and TOKEN.encode() in p.read_bytes()]
+
+
+@pytest.mark.slow
+def test_a_push_the_hub_refuses_is_one_error_line_and_a_failed_run(corpus, tmp_path):
+    env = {**os.environ, "HF_TOKEN": TOKEN, "HF_HUB_DISABLE_XET": "1", "HF_HOME": str(tmp_path / "hf"),
+           "PREFECT_HOME": str(tmp_path / "prefect")}
+    env.pop("PREFECT_API_URL", None)
+    with HubStub() as hub:
+        hub.state.fail_commit_numbers = {1}
+        push = subprocess.run([sys.executable, "-m", "flows.push_to_hub", "--corpus", str(corpus), "--repo-id", REPO,
+                               "--endpoint", hub.endpoint], cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=300)
+    assert push.returncode == 1, push.stderr[-3000:]
+    errors = [line for line in push.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"error: push-to-hub: push to {REPO} failed")
+    # no Prefect traceback or ERROR record before it; the run itself is recorded Failed
+    assert "Traceback" not in push.stderr and "| ERROR" not in push.stderr and TOKEN not in push.stderr
+    assert "Finished in state Failed(" in push.stderr

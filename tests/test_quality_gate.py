@@ -10,7 +10,7 @@ import json
 import pytest
 
 from curation.text.config import DialogueConfig, QualityConfig
-from curation.text.dialogue_quality import RULES, assess_dialogue
+from curation.text.dialogue_quality import GATE_VERSION, RULES, assess_dialogue
 from curation.text.dialogue_records import dialogue_from_output
 from curation.text.dialogue_validation import dialogue_problems
 from curation.text.dialogues import generate_dialogues
@@ -23,20 +23,24 @@ PROV = Provenance(generator="tests", model="m", prompt_version="p")
 CFG = DialogueConfig()
 
 
-def video(video_id: str) -> Video:
+def video(video_id: str, duration_s: float | None = None) -> Video:
     return Video(video_id=video_id, source="sample", uri="u", sha256="0" * 64, bytes=1,
-                 duration_s=DURATIONS[video_id], fps=25.0, width=64, height=64, codec="h264", has_audio=False)
+                 duration_s=duration_s or DURATIONS[video_id], fps=25.0, width=64, height=64, codec="h264",
+                 has_audio=False)
 
 
-def problems_of(video_id: str, kind: str, data: dict, cfg: DialogueConfig = CFG) -> list[str]:
+def verdict(video_: Video, segments: list, kind: str, data: dict, cfg: DialogueConfig = CFG) -> list[str]:
     """What the stage would say about this reply: the validator's problems, else the gate's."""
-    segments = segments_of(video_id)
-    dialogue, problems = dialogue_from_output(kind, data, f"{video_id}-d0", video(video_id), segments, PROV, cfg)
+    dialogue, problems = dialogue_from_output(kind, data, f"{video_.video_id}-d0", video_, segments, PROV, cfg)
     if dialogue is not None:
         problems += dialogue_problems(dialogue, segments, cfg)
     if dialogue is not None and not problems:
         problems += assess_dialogue(dialogue, segments, cfg.quality).problems()
     return problems
+
+
+def problems_of(video_id: str, kind: str, data: dict, cfg: DialogueConfig = CFG) -> list[str]:
+    return verdict(video(video_id), segments_of(video_id), kind, data, cfg)
 
 
 def rules_of(video_id: str, kind: str, data: dict) -> set[str]:
@@ -60,7 +64,11 @@ GOOD_ANSWERS = [a("bikes:2", "A taxi passes close to the camera."), a("bikes:3",
     ("ungrounded", single("What goes by?", a("bikes:0", "The weather is sunny and birds sing."))),
     ("ungrounded", single("What goes by?", a(["bikes:2", "bikes:3"], "A taxi passes close to the camera."))),
     ("misattributed", single("What happens?", a("bikes:5", "A small van waits in traffic while a cyclist rides past it."))),
+    ("off_question", single("How many cars go by?", a("bikes:2", "A taxi passes close to the camera."))),
+    ("off_question", single("What colour is the van?", a("bikes:3", "A small van waits in traffic."))),
     ("repetition", single("What goes by?", a("bikes:2", "the taxi the taxi the taxi the taxi"))),
+    ("repetition", single("What goes by?", a("bikes:2", "A taxi taxi taxi passes close to the camera."))),
+    ("truncated", single("What goes by?", a("bikes:2", "A taxi passes close to the"))),
     ("near_duplicate", single("What goes by?", a("bikes:3", "A cyclist rides past a small van."),
                               a("bikes:4", "Past a small van, a cyclist is riding."))),
 ])
@@ -77,6 +85,47 @@ def test_the_same_dialogue_without_the_fault_passes():
     assert problems_of("bikes", "single_question", single("What goes by?", *GOOD_ANSWERS)) == []
 
 
+@pytest.mark.parametrize("data", [
+    # A number is content: "Two." is grounded in "two bollards", and answers "how many?".
+    single("How many bollards stand behind the bicycle?", a("bikes:5", "Two.")),
+    single("How many bollards are there?", a("bikes:0", "One white bollard."), a("bikes:5", "Two bollards.")),
+    # Answers alike in form that each say something new are not near-duplicates.
+    single("What vehicle goes by?", a("bikes:2", "It is a taxi."), a("bikes:3", "It is a van.")),
+    # A request whose verb opens a later clause, or one the list of question words lacked.
+    single("Whenever a vehicle goes by, tell me.", *GOOD_ANSWERS),
+    single("Summarise the traffic.", *GOOD_ANSWERS),
+    # A request to be told when something happens is answered by saying that it did.
+    single("Tell me when a taxi passes.", a("bikes:2", "A taxi passes now.")),
+    # What an apostrophe leaves ("cab's") is not a word the segment must contain.
+    single("What goes by?", a("bikes:2", "The cab's roof glides by, inches from the lens.")),
+])
+def test_what_a_capable_model_writes_passes(data):
+    assert problems_of("bikes", "single_question", data) == []
+
+
+def test_words_the_video_itself_uses_are_not_prompt_debris():
+    from curation.text.dialogue_quality import text_problems
+    from curation.text.dialogue_validation import content_words
+
+    def rules(text: str, segment_text: str = "") -> set[str]:
+        return {r for r, _ in text_problems("answer 1", text, "v", frozenset(), frozenset(content_words(segment_text)))}
+    assert rules("She draws a line segment on the board.") == {"copied_text"}
+    assert rules("She draws a line segment on the board.", "She draws a line segment AB.") == set()
+    assert rules("The ticket costs $5.") == set() and rules("It costs $price.") == {"placeholder"}
+    assert rules("The statement on the board is false.") == set() and rules("false") == {"placeholder"}
+    assert rules('He calls it "the base", then adds salt.') == set()
+    assert rules('A taxi", "A van passes.') == {"json_debris"}
+
+
+def test_a_word_every_segment_has_does_not_ground_an_invented_answer():
+    """bigbuckbunny's three segments all say "rabbit": it grounds "The rabbit stretches." but not an
+    answer that adds two things no segment shows."""
+    assert rules_of("bigbuckbunny", "single_question",
+                    single("What does the rabbit do?", a("bigbuckbunny:1", "The rabbit stretches."))) == set()
+    assert "ungrounded" in rules_of("bigbuckbunny", "single_question", single(
+        "What does the rabbit do?", a("bigbuckbunny:1", "The rabbit eats a carrot.")))
+
+
 def test_an_immediate_reply_must_summarise_earlier_segments_or_say_nothing_was_shown():
     def with_immediate(text: str) -> dict:
         return multi(q("Who walks?", "bikes:0", None, a("bikes:1", "A man in a suit.")),
@@ -84,6 +133,9 @@ def test_an_immediate_reply_must_summarise_earlier_segments_or_say_nothing_was_s
     assert rules_of("bikes", "multi_question", with_immediate("A taxi went by close to the camera.")) == set()
     assert rules_of("bikes", "multi_question", with_immediate("Nothing has ridden by yet.")) == set()
     assert "ungrounded" in rules_of("bikes", "multi_question", with_immediate("A dog barks at the moon."))
+    # One word of the earlier segments among many invented ones is not a summary of them.
+    assert "ungrounded" in rules_of("bikes", "multi_question", with_immediate(
+        "A taxi carried a dragon, a wizard, a unicorn and a knight."))
 
 
 def test_quality_figures_are_on_the_dialogue_and_the_thresholds_are_config():
@@ -91,7 +143,7 @@ def test_quality_figures_are_on_the_dialogue_and_the_thresholds_are_config():
     segments = segments_of("bikes")
     dialogue, _ = dialogue_from_output("single_question", data, "bikes-d0", video("bikes"), segments, PROV, CFG)
     figures = assess_dialogue(dialogue, segments, CFG.quality).figures
-    assert figures.grounding == 1.0 and figures.gate == "v1" and figures.repetition == 0.0
+    assert figures.grounding == 1.0 and figures.gate == GATE_VERSION and figures.repetition == 0.0
     # A stricter grounding threshold rejects an answer that shares only some of its words.
     loose = single("What goes by?", a("bikes:3", "A bicycle courier weaves past a small van."))
     assert rules_of("bikes", "single_question", loose) == set()
@@ -211,7 +263,7 @@ def test_the_flow_quarantines_low_quality_keeps_raw_replies_and_the_viewer_shows
     kept = {(r["video_id"], r["kind"]) for r in gc.table_rows(out, "dialogues")}
     assert kept == {("bigbuckbunny", "single_question"), ("bigbuckbunny", "multi_question"),
                     ("generated_four_scenes", "single_question")}
-    assert all(r["quality"]["gate"] == "v1" for r in gc.table_rows(out, "dialogues"))
+    assert all(r["quality"]["gate"] == GATE_VERSION for r in gc.table_rows(out, "dialogues"))
     rows = {r["item_id"]: r for r in gc.table_rows(out, "quarantine") if r["stage"] == "dialogues"}
     assert rows["bikes-d0"]["reason"] == "low_quality" and "[no_words]" in rows["bikes-d0"]["detail"]
     assert rows["bikes-d1"]["reason"] == "low_quality" and "[misattributed]" in rows["bikes-d1"]["detail"]

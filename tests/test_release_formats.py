@@ -200,11 +200,17 @@ def test_hand_written_rl_row_with_context(tmp_path):
 
 def test_sft_and_grpo_train_on_the_exported_files(exported, tmp_path):
     [sft_file] = exported.glob("*-train-sft.jsonl")
+    [val_file] = exported.glob("*-validation-sft.jsonl")
     common = ["--preset", "tiny", f"max_pixels={TRAIN_PIXELS}", "episodes.max_frames=8"]
-    assert run_main(["sft", *common, f"data={sft_file}", f"output_dir={tmp_path / 'sft'}", "max_steps=2",
-                     "corpus=/nonexistent"]) == 0
+    assert run_main(["sft", *common, f"data={sft_file}", f"eval_data={val_file}", f"output_dir={tmp_path / 'sft'}",
+                     "max_steps=2", "corpus=/nonexistent"]) == 0
     summary = json.loads((tmp_path / "sft" / "summary.json").read_text())
-    assert summary["steps"] == 2 and summary["skipped"] == {} and summary["eval_loss"] is None
+    assert summary["steps"] == 2 and summary["skipped"] == {} and summary["eval_loss"] > 0
+    # the summary counts what it trained on: the file's episodes, not the (absent) corpus's
+    lines = sft_file.read_text().splitlines()
+    assert summary["data"]["episodes"] == len(lines) == 2 and summary["data"]["turns"] > 0
+    assert summary["data"]["reply_turns"] == sum(
+        m["content"] != "NO REPLY" for line in lines for m in json.loads(line)["messages"] if m["role"] == "assistant")
 
     [rl_file] = exported.glob("*-train.parquet")
     assert run_main(["grpo", *common, f"data={rl_file}", f"output_dir={tmp_path / 'grpo'}", "max_steps=1",
@@ -240,3 +246,15 @@ def test_an_rl_stretch_with_context_round_trips():
     assert [t.reply for t in item.episode.turns][:1] == ["A man in a dark suit."]
     assert [questions_text(t.questions) for t in item.episode.turns] == \
         [questions_text(t.questions) for t in episode.turns]
+
+
+def test_verl_export_names_the_frame_cap_and_writes_no_empty_split(tmp_path, capsys):
+    # One rl video: its prompts are all train or all val, never both. Default frame cap (no
+    # --max-frames): the name says 90 frames (2 s per frame, ~180 s), never None.
+    corpus = build_corpus(tmp_path / "corpus", {"rl": [dialogue_row()]}, ["bikes"])
+    assert export_main(["verl-rl", "--corpus", str(corpus), "--out", str(tmp_path / "out")]) == 0
+    written = sorted((tmp_path / "out").glob("*.parquet"))
+    assert len(written) == 1 and "-max_90_frames-" in written[0].name
+    assert pq.read_metadata(written[0]).num_rows > 0  # the split with no prompt has no file of 0 rows
+    summary = json.loads(capsys.readouterr().out)
+    assert set(summary["skipped"]) & {"no_train_prompts", "no_val_prompts"}

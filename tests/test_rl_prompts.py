@@ -92,3 +92,31 @@ def test_validation_prompts_are_held_out_by_video():
     two_train, two_val = split_prompts(one.train + build_rl_prompts(dialogues[1:2], CFG, EpisodeConfig(),
                                                                     frame_timeline).train, CFG)
     assert two_train and two_val  # two videos: one each side
+
+
+def test_the_streamed_index_numbers_and_splits_the_prompts_as_the_whole_split_does(tmp_path):
+    """`RLPromptIndex` over a lazily read split (several row groups): the same training and
+    validation prompts, in the same order, as `build_rl_prompts` over every dialogue at once, and
+    no dialogue kept once the index is built."""
+    import gc
+
+    import pyarrow.parquet as pq
+
+    from tests.sample_corpus import build_corpus
+    from training.data.lazy_split import LazySplit
+    from training.data.rl_prompt_index import RLPromptIndex
+
+    dialogues = [long_dialogue(f"v{i:03d}", duration_s=30.0 + 7 * i) for i in range(40)]
+    root = build_corpus(tmp_path / "c", {"rl": [d.model_dump(mode="json") for d in dialogues]}, [])
+    shard = root / "data" / "dialogues" / "rl-00000.parquet"
+    pq.write_table(pq.read_table(shard), shard, row_group_size=7)  # 6 row groups: the pass crosses them
+    gc.collect()
+    before = sum(type(o) is Dialogue for o in gc.get_objects())
+    index = RLPromptIndex(LazySplit(root, "rl"), CFG, EpisodeConfig(), frame_timeline)
+    gc.collect()
+    assert sum(type(o) is Dialogue for o in gc.get_objects()) == before  # two integers per prompt, no dialogue
+    whole = build_rl_prompts(dialogues, CFG, EpisodeConfig(), frame_timeline)
+    assert [index.train[i][0] for i in range(len(index.train))] == whole.train
+    assert [index.validation[i][0] for i in range(len(index.validation))] == whole.validation
+    assert whole.validation and index.summary() == whole.summary()
+    assert index.validation.head(1)[0][0] == whole.validation[0] and len(index.validation.head(1)) == 1

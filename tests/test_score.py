@@ -238,3 +238,18 @@ def test_malformed_gold_is_refused_with_its_id():
         parse_gold_record(bad)
     with pytest.raises(ValueError, match="q3.*malformed"):
         parse_gold_record({**GOLD[2], "answer": [{"content": "x"}]})
+
+
+def test_predictions_of_another_set_are_an_error_and_a_partial_match_a_warning(files, tmp_path, capsys):
+    gold, preds = files
+    assert cli(["--predictions", str(preds), "--references", str(gold)]) == 0
+    warning = [x for x in capsys.readouterr().err.splitlines() if x.startswith("warning:")]
+    # q3 has no line (it scores the no-reply value), every line names a question
+    assert warning == ["warning: 2 of 3 questions have a prediction line; 1 without one score the no-reply value; "
+                       "0 prediction line(s) name no question of the references"]
+    other = tmp_path / "other.jsonl"
+    other.write_text(json.dumps({"question_id": "web-bikes-0", "model_response_list": []}) + "\n")
+    assert cli(["--predictions", str(other), "--references", str(gold)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "none of its 1 question ids matches the 3 questions" in err
+    assert "\n" not in err and "PAUC" not in capsys.readouterr().out

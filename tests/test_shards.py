@@ -402,7 +402,8 @@ def test_publish_copies_the_corpus_to_an_fsspec_url_index_last(tmp_path, scheme)
     cfg = SMALL.model_copy(update={"publish_url": url})
     (root / "figures").mkdir(parents=True)
     (root / "figures" / "durations.png").write_bytes(b"png")
-    (root / "README.md").write_text("# card\n")
+    (root / "figures" / "dialogue_viewer.png").write_bytes(b"frames of a video: not the card's")
+    (root / "README.md").write_text("# card\n![durations](figures/durations.png)\n")
     index = build_shards(results, root, cfg)  # publishes because publish_url is set
     fs, base = fsspec.core.url_to_fs(url)
     remote = json.loads(fs.cat_file(f"{base}/index.json"))
@@ -410,7 +411,8 @@ def test_publish_copies_the_corpus_to_an_fsspec_url_index_last(tmp_path, scheme)
     for entry in index["shards"]:
         assert hashlib.sha256(fs.cat_file(f"{base}/{entry['path']}")).hexdigest() == entry["sha256"]
     assert fs.cat_file(f"{base}/figures/durations.png") == b"png"
-    assert fs.cat_file(f"{base}/README.md") == b"# card\n"
+    assert fs.cat_file(f"{base}/README.md") == b"# card\n![durations](figures/durations.png)\n"
+    assert not fs.exists(f"{base}/figures/dialogue_viewer.png")  # only what the card shows
 
     # Re-publishing sends only what is not there yet: the shards are skipped.
     assert publish(root, url) == ["README.md", "figures/durations.png", "index.json"]

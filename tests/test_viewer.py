@@ -92,12 +92,16 @@ def test_page_loads_clean_and_lists_every_video_and_quarantined_item(viewer, bro
     held = {row["video_id"] for row in read_table(viewer["corpus"], "quarantine").to_pylist()}
     assert len(videos) == 5 and len(held) == 4
     assert set(list_rows(page)) == videos | held
-    assert page.inner_text("#summary").startswith("9 videos, 10 dialogues")
+    # the card's numbers (5 videos; the list also holds the 4 quarantined items)
+    assert page.inner_text("#summary").startswith("5 videos, 10 dialogues, 4 quarantined items")
+    # it opens on a video to watch, not on the quarantined id that sorts first (`../escape`)
+    assert page.eval_on_selector("#video-list tr.selected", "r => r.dataset.videoId") == "bigbuckbunny"
+    assert page.locator("#detail video").count() == 1
     if os.environ.get("VIEWER_SCREENSHOT"):  # how docs/viewer.png was taken
         open_video(page, VIDEO)
         page.click(f"#detail .bar.answer[data-question-id='{viewer['predicted']['question_id']}']")
-        page.wait_for_function("() => { const v = document.querySelector('#detail video'); return !v.seeking && v.readyState >= 2; }")
-        page.wait_for_timeout(500)  # lets the player's loading overlay fade before the picture
+        page.wait_for_function("() => { const v = document.querySelector('#detail video'); return !v.seeking && v.readyState >= 4; }")
+        page.wait_for_timeout(1500)  # lets the player's loading overlay fade before the picture
         page.screenshot(path=os.environ["VIEWER_SCREENSHOT"], full_page=True)
     page.close()
     assert problems == []

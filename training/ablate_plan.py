@@ -13,11 +13,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from schemas.cli import UsageError, config_error
-from training.eval.evaluate import EvalConfig
-from training.rl.grpo import GRPOConfig
+from training.eval.eval_config import EvalConfig
+from training.rl.grpo_config import GRPOConfig
 from training.rl.judge import BENCHMARK_PARSE, JudgeConfig, JudgeParse
 from training.rl.reward import RewardConfig
-from training.sft import SFTConfig
+from training.sft_config import SFTConfig
 
 REWARD_TERMS = ("pauc", "repetition", "outspan", "prefix")  # training.rl.reward: w_<term> weighs reward_<term>
 

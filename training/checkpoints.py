@@ -1,14 +1,19 @@
-"""What SFT and GRPO share around their loops: config loading, checkpoints and resume.
+"""What SFT and GRPO share around their loops: the command line and its checks, config loading,
+checkpoints and resume.
 
 A checkpoint is `<output_dir>/checkpoints/step-NNNNNNNN/` with accelerate's state (model,
 optimizer, scheduler, RNG) and `trainer_state.json` (step, position in the seeded data order, skip
-counts). Resume refuses a checkpoint made with another data order: continuing it would silently
-repeat or skip data.
+counts: `skipped` summed over every process, `skipped_by_rank` each process's own, which is what
+a resumed process continues counting from). Resume refuses a checkpoint made with another data
+order: continuing it would silently repeat or skip data.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import socket
+import urllib.parse
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,6 +24,22 @@ from curation.corpus.shards import read_index
 from schemas.cli import UsageError, config_error
 
 Config = TypeVar("Config", bound=BaseModel)
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")  # `name` or `owner/name`
+HUB_CONNECT_TIMEOUT_S = 3.0  # our choice: a reachable Hub answers a TCP connect far sooner
+
+
+def add_run_arguments(parser, config_model: type[BaseModel], default_model: str | None) -> None:
+    """The arguments `sft`, `grpo` and `prepare` share: a config file, the corpus, the model (not
+    for `default_model=None`), and dotted `key=value` overrides of any key the config has (listed
+    under --help)."""
+    parser.add_argument("--config", help=f"YAML or JSON file of {config_model.__name__} fields")
+    parser.add_argument("--corpus", help="corpus folder (with index.json); the same as corpus=DIR")
+    if default_model is not None:
+        parser.add_argument("--model", help=f"checkpoint folder or hub name (default: {default_model})")
+        parser.add_argument("--preset", choices=["tiny"], help="tiny: a random tiny Qwen2.5-VL, no download")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="dotted config overrides, e.g. max_steps=20 episodes.seconds_per_frame=1")
+    parser.set_config_model(config_model)
 
 
 def load_config(config_cls: type[Config], path: str | None, overrides: list[str], **flags: Any) -> Config:
@@ -54,6 +75,23 @@ def load_config(config_cls: type[Config], path: str | None, overrides: list[str]
         raise config_error(error, config_cls, source) from None
 
 
+def check_run(config_cls: type[Config], args, also_files: tuple[str, ...] = ()) -> Config:
+    """A training command's config (file, flags, overrides), with its corpus (or the released file
+    `data=` names, and any of `also_files`), its model and the launch environment checked before
+    anything loads."""
+    from training.distributed import check_launch_env
+
+    cfg = load_config(config_cls, args.config, args.overrides, model=args.model, preset=args.preset,
+                      corpus=args.corpus)
+    require_corpus(cfg.corpus, cfg.data)
+    for name in also_files:
+        if getattr(cfg, name):
+            require_corpus(cfg.corpus, getattr(cfg, name))
+    require_model(cfg.model, cfg.preset)
+    check_launch_env()
+    return cfg
+
+
 def require_corpus(corpus: str, data: str | None = None) -> None:
     """Fail in the first second, not after the model loads, when the input is not there: the
     released file named by `data=` when given (it stands in for the corpus), else the corpus."""
@@ -62,6 +100,39 @@ def require_corpus(corpus: str, data: str | None = None) -> None:
             raise UsageError(f"data={data}: no such file", "give a released MMDuet2 SFT JSONL or RL parquet")
         return
     read_index(corpus)
+
+
+def require_model(name: str, preset: str | None) -> None:
+    """Fail in the first second, not after a minute of download retries and a long traceback, when
+    the model cannot load: a local path that holds no checkpoint, or a hub name that is neither in
+    the local Hugging Face cache nor reachable (offline, or `HF_HUB_OFFLINE=1`)."""
+    if preset:
+        return
+    path = Path(name).expanduser()
+    if path.exists() or name.startswith(("/", ".", "~")) or not HUB_ID.match(name):
+        if not (path / "config.json").is_file():
+            raise UsageError(f"model {name}: no checkpoint there (no config.json)",
+                             "pass a checkpoint folder or a hub name to --model, or --preset tiny")
+        return
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(name, "config.json"), str):
+        return
+    if constants.HF_HUB_OFFLINE or not _reachable(constants.ENDPOINT):
+        raise UsageError(f"model {name} is neither a local folder nor in the Hugging Face cache, and "
+                         f"{constants.ENDPOINT} cannot be reached",
+                         "--preset tiny needs no download; or --model a local checkpoint folder; "
+                         f"or download it first on a machine with network: hf download {name}")
+
+
+def _reachable(url: str) -> bool:
+    parts = urllib.parse.urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname or "", port), timeout=HUB_CONNECT_TIMEOUT_S):
+            return True
+    except OSError:
+        return False
 
 
 def latest_checkpoint(output_dir: Path) -> Path | None:
@@ -80,14 +151,21 @@ def resume_state(accelerator, output_dir: Path, fresh: dict[str, Any], resume: b
                          f"{fresh['order']}; use a new output_dir or resume=false")
     accelerator.load_state(str(where / "accelerate"))
     accelerator.print(f"resumed from {where} at step {saved['step']}")
+    by_rank = saved.pop("skipped_by_rank", None)  # the order key pins the world size, so ranks match
+    saved["skipped"] = by_rank[accelerator.process_index] if by_rank else saved.get("skipped", {})
     return saved
 
 
 def save_checkpoint(accelerator, output_dir: Path, state: dict[str, Any]) -> Path:
+    """Write a checkpoint (every process calls it: the skip counts are gathered from each)."""
+    from training.distributed import per_rank, total_counts
+
     where = output_dir / "checkpoints" / f"step-{state['step']:08d}"
     accelerator.save_state(str(where / "accelerate"))
+    by_rank = per_rank(accelerator, state.get("skipped", {}))
     if accelerator.is_main_process:
-        (where / "trainer_state.json").write_text(json.dumps(state))
+        written = {**state, "skipped": total_counts(by_rank), "skipped_by_rank": by_rank}
+        (where / "trainer_state.json").write_text(json.dumps(written))
     return where
 
 

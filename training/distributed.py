@@ -71,6 +71,15 @@ def launch_problem(world_size: int, fsdp: bool = False, env: dict[str, str] | No
     return None
 
 
+def check_launch_env(env: dict[str, str] | None = None) -> None:
+    """The launch mistakes the environment alone shows (a process started alone by `accelerate
+    launch --cpu --num_processes N`), refused before the data and model load; the rest are
+    checked once the world exists (`check_launch`)."""
+    env = os.environ if env is None else env
+    if "LOCAL_RANK" not in env and (problem := launch_problem(1, fsdp=True, env=env)):
+        raise UsageError(problem)
+
+
 def claim_output_dir(output_dir: Path) -> str | None:
     """Take this world's lock on `output_dir` (main process only); why not, or None when held."""
     key = output_dir.resolve()
@@ -147,15 +156,18 @@ def gather_by_rank(accelerator, items: list[int]) -> list[list[int]]:
     return per_rank(accelerator, list(items))
 
 
-def sum_counts(accelerator, counts: dict[str, int]) -> dict[str, int]:
-    """Per-process counts (skips by reason) summed over every process."""
-    if accelerator.num_processes == 1:
-        return counts
+def total_counts(by_rank: list[dict[str, int]]) -> dict[str, int]:
+    """Counts by reason (skips), one dict per process, summed."""
     total: dict[str, int] = {}
-    for mine in per_rank(accelerator, counts):
+    for mine in by_rank:
         for key, n in mine.items():
             total[key] = total.get(key, 0) + n
     return total
+
+
+def sum_counts(accelerator, counts: dict[str, int]) -> dict[str, int]:
+    """Per-process counts (skips by reason) summed over every process."""
+    return counts if accelerator.num_processes == 1 else total_counts(per_rank(accelerator, counts))
 
 
 # Per process: the plain copy an FSDP2 policy samples from, by id of the sharded model.

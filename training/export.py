@@ -7,7 +7,8 @@ MMDuet2 release and the ProactiveVideoQA benchmark, so the official training cod
                the dialogue before as context, its training and validation prompts (-> train, val),
                and one user-turn side file for all of them:
                DIR/proactive_video-mixed_question-<N>_sec_per_frame-20_60s_stretch_with_context-max_<F>_frames-{train,val}.parquet
-               DIR/...-user_turns.json
+               DIR/...-user_turns.json (a release split with no prompt is not written and is
+               counted as skipped `no_<split>_prompts`; F: the frame cap, 90 at 2 s per frame)
     pvqa       ProactiveVideoQA gold and per-turn frame input of the validation split, one category
                per video source: DIR/<SOURCE>/anno.json, DIR/<SOURCE>-frame_input_format.json
 
@@ -32,9 +33,11 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from curation.corpus.shards import CorpusError, read_index
 from curation.skips import Skip
 from curation.video.frames import frame_timeline
 from schemas import Dialogue
+from schemas.cli import ArgumentParser, UsageError, add_cli_flags, run_cli
 from training.data.chat_template import DEFAULT_SYSTEM_PROMPT, questions_text
 from training.data.corpus import CorpusSplit, read_split, splits_of
 from training.data.episodes import Episode, EpisodeConfig, build_episode
@@ -130,7 +133,7 @@ def export_verl_rl(items, out: Path, cfg: ExportConfig, side: dict, skipped: Cou
     import pyarrow.parquet as pq
 
     stem = f"{file_stem(cfg)}-{cfg.prompts.min_stretch_s:g}_{cfg.prompts.max_stretch_s:g}s_stretch_with_context" \
-        f"-max_{cfg.episodes.max_frames}_frames"
+        f"-max_{cfg.episodes.frame_cap}_frames"
     by_id = {d.dialogue_id: (e, f) for d, e, f in items}
     written = []
     for tag, stretches in rl_stretches((d for d, _, _ in items), cfg).items():
@@ -144,6 +147,9 @@ def export_verl_rl(items, out: Path, cfg: ExportConfig, side: dict, skipped: Cou
             row, turns = got
             side[row["reward_model"]["ground_truth"]["question_id"]] = turns
             rows.append(row)
+        if not rows:  # a small corpus's `val`: no file rather than one of 0 rows and no columns
+            skipped[f"no_{tag}_prompts"] += 1
+            continue
         written.append(out / f"{stem}-{tag}.parquet")
         pq.write_table(pa.Table.from_pylist(rows), written[-1])
     (out / f"{stem}-user_turns.json").write_text(json.dumps(side, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -201,7 +207,12 @@ def export(fmt: str, corpus: Path, out: Path, splits: list[str], cfg: ExportConf
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.export", description=__doc__.splitlines()[0])
+    return run_cli(_main, argv, known=(CorpusError,))
+
+
+def _main(argv: list[str]) -> int:
+    parser = ArgumentParser(prog="python -m training.export", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("format", choices=FORMATS)
     parser.add_argument("--corpus", type=Path, required=True, help="corpus folder (its index.json)")
     parser.add_argument("--out", type=Path, required=True, help="output folder (frames/ and the files)")
@@ -209,23 +220,24 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated corpus splits (default: train,validation; verl-rl: rl; pvqa: validation)")
     defaults = ExportConfig()
     parser.add_argument("--seconds-per-frame", type=float, default=defaults.episodes.seconds_per_frame)
-    parser.add_argument("--max-frames", type=int, default=defaults.episodes.max_frames)
+    parser.add_argument("--max-frames", type=int, default=defaults.episodes.max_frames,
+                        help="frame cap per episode (default: about 180 s of frames at the interval)")
     parser.add_argument("--frames-per-turn", type=int, default=defaults.episodes.frames_per_turn)
     parser.add_argument("--max-pixels", type=int, default=defaults.max_pixels)
+    add_cli_flags(parser)
     args = parser.parse_args(argv)
+    cfg = ExportConfig(episodes=EpisodeConfig(seconds_per_frame=args.seconds_per_frame, max_frames=args.max_frames,
+                                              frames_per_turn=args.frames_per_turn),
+                       max_pixels=args.max_pixels)
+    read_index(args.corpus)  # a missing corpus is one line, before any frame is cut
+    default = {"pvqa": "validation", "verl-rl": "rl"}.get(args.format, "train,validation")
+    splits = (args.splits or default).split(",")
     try:
-        cfg = ExportConfig(episodes=EpisodeConfig(seconds_per_frame=args.seconds_per_frame, max_frames=args.max_frames,
-                                                  frames_per_turn=args.frames_per_turn),
-                           max_pixels=args.max_pixels)
-        default = {"pvqa": "validation", "verl-rl": "rl"}.get(args.format, "train,validation")
-        splits = (args.splits or default).split(",")
         summary = export(args.format, args.corpus, args.out, splits, cfg)
-    except (ValueError, OSError) as error:
-        print(f"export: {error}", file=sys.stderr)
-        return 2
+    except (ValueError, OSError) as error:  # a corpus or frame problem the user can look at
+        raise UsageError(f"export: {error}") from None
     print(json.dumps(summary))
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

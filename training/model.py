@@ -103,17 +103,39 @@ def mrope_inputs(model, input_ids, image_pad_id: int) -> dict:
     return {}
 
 
+def enable_activation_checkpointing(model, language_model: bool, vision_tower: bool) -> int:
+    """Recompute activations in the backward (non-reentrant) for the language model's decoder
+    layers and/or the vision tower's blocks, each switched on its own; the layers checkpointed."""
+    if not (language_model or vision_tower):
+        return 0
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x; the older name is deprecated there
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    checkpointed = 0
+    for name, module in model.named_modules():
+        if isinstance(module, GradientCheckpointingLayer):
+            module.gradient_checkpointing = vision_tower if ".visual." in f".{name}." else language_model
+            checkpointed += module.gradient_checkpointing
+    return checkpointed
+
+
 def load_trainable_model(name_or_path: str, freeze_vision: bool, train_merger: bool,
-                         gradient_checkpointing: bool, lora):
+                         gradient_checkpointing: bool, lora, vision_checkpointing: bool | None = None):
     """The model as SFT and GRPO train it: fp32 master weights (autocast computes in bf16), the
-    vision tower frozen or not, optional gradient checkpointing and LoRA (`lora`: LoraSettings)."""
+    vision tower frozen or not, activation checkpointing of the language model
+    (`gradient_checkpointing`) and of the vision tower (`vision_checkpointing`, by default the
+    same), optional LoRA (`lora`: LoraSettings)."""
     import torch
 
     model = load_model(name_or_path, dtype=torch.float32)
     if freeze_vision:
         freeze_vision_tower(model, train_merger=train_merger)
-    if gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    enable_activation_checkpointing(model, gradient_checkpointing,
+                                    gradient_checkpointing if vision_checkpointing is None else vision_checkpointing)
     if lora.enabled:
         model = apply_lora(model, lora.rank, lora.alpha, lora.dropout)
     return model

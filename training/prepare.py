@@ -1,4 +1,4 @@
-"""`python -m training.run prepare --config FILE [key=value ...]`: fill the frame cache.
+"""`python -m training.run prepare [--config FILE] [--corpus DIR] [key=value ...]`: fill the frame cache.
 
 Decodes, once, the frames every episode of the corpus needs at the run's interval, frame cap and
 pixel budget (the SFT config's `episodes.seconds_per_frame`, `episodes.max_frames`, `max_pixels`)
@@ -12,26 +12,30 @@ from __future__ import annotations
 
 import json
 
+from training import checkpoints
 from training.data.corpus import splits_of
-from training.data.frame_cache import FrameCache
-from training.data.prepare_frames import prepare_cache
+from training.sft_config import SFTConfig, load_config
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--config", help="YAML or JSON file of SFTConfig fields (corpus, episodes, max_pixels)")
     parser.add_argument("--splits", help="comma-separated dialogue splits (default: every split in the index)")
     parser.add_argument("--workers", type=int, default=None,
                         help="decoding processes (default: the usable cores)")
-    parser.add_argument("overrides", nargs="*", help="dotted key=value, e.g. episodes.seconds_per_frame=1")
+    checkpoints.add_run_arguments(parser, SFTConfig, None)  # the SFT run's corpus, episodes, max_pixels
+
+
+def check(args) -> SFTConfig:
+    cfg = load_config(args.config, args.overrides, corpus=args.corpus)
+    checkpoints.require_corpus(cfg.corpus, None)
+    return cfg
 
 
 def main(args) -> int:
-    from training import checkpoints
     from training.data.dataset import usable_cores
-    from training.sft import load_config
+    from training.data.frame_cache import FrameCache  # the decoder and torch: after the check
+    from training.data.prepare_frames import prepare_cache
 
-    cfg = load_config(args.config, args.overrides)
-    checkpoints.require_corpus(cfg.corpus, None)
+    cfg = check(args)
     splits = args.splits.split(",") if args.splits else sorted(splits_of(cfg.corpus))
     cache = FrameCache(cfg.corpus, cfg.episodes.seconds_per_frame, cfg.episodes.frame_cap, cfg.max_pixels)
     counts = prepare_cache(cfg.corpus, splits, cache, args.workers or usable_cores())

@@ -25,121 +25,19 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
 
-from curation.video.frames import frame_timeline
 from training import checkpoints
-from training.data.chat_template import DEFAULT_SYSTEM_PROMPT, TemplateConfig, TurnRenderer
-from training.data.corpus import splits_of
-from training.data.dataset import (
-    CollateEpisodes,
-    EpisodeDataset,
-    batch_order,
-    loader_workers,
-    rank_batches,
-)
-from training.data.episodes import EpisodeConfig
-from training.data.frame_cache import find_cache
-from training.data.lazy_split import LazySplit, SplitItems, spread_indices
-from training.data.offline import IMAGE, OfflineDataset, OfflineEncoder, OfflineSource, mix_offline
-from training.data.summary import episode_summary
-from training.distributed import (
-    gather_by_rank,
-    gather_fingerprints,
-    is_main_process,
-    per_rank,
-    sum_counts,
-)
-from training.model import (
-    corpus_texts,
-    load_image_processor,
-    load_tokenizer,
-    load_trainable_model,
-    mrope_inputs,
-)
-
-
-class ExtraCorpus(BaseModel):
-    """Another corpus of dialogue shards mixed into training (FACTS.md: the published SFT mixed in
-    ordinary video QA and captions, written as dialogues so they stream like the rest)."""
-
-    model_config = ConfigDict(extra="forbid")
-    path: str
-    split: str = "train"
-    max_dialogues: int | None = Field(None, ge=1)
-
-
-class LoraSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    enabled: bool = False  # published SFT is a full fine-tune
-    rank: int = Field(16, ge=1)
-    alpha: int = Field(32, ge=1)
-    dropout: float = Field(0.05, ge=0, lt=1)
-
-
-class SFTConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    corpus: str = "corpus"
-    # A released MMDuet2 ms-swift SFT JSONL (training.data.mmduet2): trained on instead of the
-    # corpus split (extra corpora still mix in; no held-out loss). Frame paths are relative to
-    # `data_frames_root` (default: the file's folder); frame interval: the file's `N_sec_per_frame`.
-    data: str | None = None
-    data_frames_root: str | None = None
-    split: str = "train"
-    eval_split: str | None = "validation"  # evaluated only when the index has it
-    max_dialogues: int | None = Field(None, ge=1)
-    max_eval_dialogues: int | None = Field(64, ge=1)
-    extra_corpora: list[ExtraCorpus] = []
-    # FACTS.md: 25k video QA + 25k captions mixed in (messages/images JSONL; training.data.offline)
-    offline: list[OfflineSource] = []
-    model: str = "Qwen/Qwen2.5-VL-3B-Instruct"  # FACTS.md: base model
-    preset: Literal["tiny"] | None = None  # "tiny": random tiny Qwen2.5-VL, no download
-    output_dir: str = "runs/sft"
-    max_pixels: int = Field(128 * 28 * 28, ge=28 * 28)  # FACTS.md: 128 visual tokens per frame
-    learning_rate: float = Field(1e-5, gt=0)  # FACTS.md: SFT lr 1e-5
-    warmup_ratio: float = Field(0.05, ge=0, le=1)  # FACTS.md: warm-up 0.05
-    lr_schedule: Literal["cosine", "linear", "constant"] = "cosine"  # not published
-    epochs: int = Field(1, ge=1)  # FACTS.md: 1 epoch
-    max_steps: int | None = Field(None, ge=1, description="optimizer steps; overrides epochs")
-    batch_size: int = Field(1, ge=1, description="episodes per device per micro-batch")
-    grad_accum_steps: int = Field(1, ge=1)
-    weight_decay: float = Field(0.0, ge=0)
-    max_grad_norm: float = Field(1.0, gt=0)
-    freeze_vision_tower: bool = True  # FACTS.md: SFT with the vision tower frozen
-    train_merger: bool = True
-    gradient_checkpointing: bool = False
-    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 where supported (FACTS.md)
-    lora: LoraSettings = LoraSettings()
-    seed: int = 0
-    log_every_steps: int = Field(1, ge=1)
-    eval_every_steps: int = Field(500, ge=1)
-    save_every_steps: int = Field(500, ge=1)
-    resume: bool = True  # continue from the latest checkpoint in output_dir if there is one
-    # DataLoader workers per process; None: min(4, cores per process - 1), 0 where fork is not
-    # the start method (training.data.dataset.loader_workers)
-    num_workers: int | None = Field(None, ge=0)
-    prefetch_batches: int = Field(2, ge=1, description="batches each worker prepares ahead")
-    # "auto": frames from `python -m training.run prepare`'s cache when this run's key was
-    # prepared (training.data.frame_cache), decoded otherwise; "off": always decode
-    frame_cache: Literal["auto", "off"] = "auto"
-    # the data summary and the tiny tokenizer read this many dialogues, spread over the split
-    # (never the whole split: issue 17)
-    summary_sample: int = Field(2000, ge=1)
-    order_window_blocks: int = Field(4, ge=1, description="row groups shuffled together (dataset.batch_order)")
-    episodes: EpisodeConfig = EpisodeConfig()
-    template: TemplateConfig = TemplateConfig(system_prompt=DEFAULT_SYSTEM_PROMPT)
-
-
-def load_config(path: str | None, overrides: list[str], **flags) -> SFTConfig:
-    """YAML/JSON file, then `--model`/`--preset` flags, then dotted `key=value` overrides."""
-    return checkpoints.load_config(SFTConfig, path, overrides, **flags)
+from training.data.dataset import batch_order, rank_batches
+from training.distributed import gather_fingerprints, is_main_process, per_rank, sum_counts
+from training.model import load_trainable_model, mrope_inputs
+from training.run_log import RunLog
+from training.sft_config import ExtraCorpus, LoraSettings, SFTConfig, check, load_config  # noqa: F401
+from training.sft_data import SFTData, sft_data
 
 
 def weighted_token_loss(logits, labels, weights) -> torch.Tensor:
@@ -198,168 +96,109 @@ def optimizer_and_schedule(cfg: SFTConfig, model, total_steps: int):
     return optimizer, scheduler
 
 
-def released_items(cfg: SFTConfig) -> list:
-    """Episodes of the released SFT file named by `data` (none when unset); skipped lines are printed."""
-    if not cfg.data:
-        return []
-    from training.data.mmduet2 import read_swift_sft
+def optimizer_step(cfg: SFTConfig, accelerator, model, optimizer, scheduler) -> None:
+    accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
 
-    episodes, counts = read_swift_sft(Path(cfg.data), Path(cfg.data_frames_root) if cfg.data_frames_root else None,
-                                      cfg.episodes.seconds_per_frame)
-    if counts.skipped:
-        print(f"{cfg.data}: {counts.read} lines read, skipped {counts.skipped}")
-    return episodes[:cfg.max_dialogues]
+
+def train_micro_batch(cfg: SFTConfig, accelerator, model, batch, skipped: dict[str, int], image_pad_id: int) -> list[float]:
+    """Count the batch's skips; backward its loss (a share of the accumulated step); its loss, if any."""
+    for skip in batch.skips:
+        skipped[skip.reason] = skipped.get(skip.reason, 0) + 1
+    if batch.tensors is None:
+        return []
+    loss = batch_loss(model, batch.tensors, accelerator.device, image_pad_id)
+    accelerator.backward(loss / cfg.grad_accum_steps)
+    return [loss.item()]
+
+
+def epoch_loader(cfg: SFTConfig, data: SFTData, batches: list[list[int]]):
+    """The DataLoader of this process's remaining batches of an epoch (its batch sampler is the order)."""
+    return torch.utils.data.DataLoader(data.train_set, batch_sampler=batches, collate_fn=data.collate,
+                                       num_workers=data.workers,
+                                       prefetch_factor=cfg.prefetch_batches if data.workers else None)
 
 
 def train(cfg: SFTConfig) -> dict:
-    from torch.utils.tensorboard import SummaryWriter
-    from tqdm.auto import tqdm
-
     out = Path(cfg.output_dir)
     accelerator = checkpoints.make_accelerator(cfg.mixed_precision, cfg.seed, out)
     out.mkdir(parents=True, exist_ok=True)
 
-    # --- data -------------------------------------------------------------------------------
-    def open_split(root: str, split: str, max_dialogues: int | None) -> LazySplit:
-        lazy = LazySplit(root, split, max_dialogues)  # an index; rows are read by the rank that trains them
-        lazy.frame_cache = find_cache(root, cfg.frame_cache, cfg.episodes.seconds_per_frame,
-                                      cfg.episodes.frame_cap, cfg.max_pixels)
-        return lazy
+    # --- data: lazily read splits, offline QA, the summary, tokenizer and datasets (training.sft_data)
+    data = sft_data(cfg, accelerator, out)
+    cfg = data.cfg
 
-    splits = [] if cfg.data else [open_split(cfg.corpus, cfg.split, cfg.max_dialogues)]
-    splits += [open_split(x.path, x.split, x.max_dialogues) for x in cfg.extra_corpora]
-    items = SplitItems(splits, released_items(cfg))
-    if not len(items):
-        raise ValueError(f"{cfg.data or cfg.corpus}: {'no usable line' if cfg.data else f'split {cfg.split!r} has no dialogues'}")
-    offline_items, offline_summary = mix_offline(cfg.offline, len(items), cfg.seed)
-    # the summary and the tiny tokenizer's texts: a bounded sample spread over the items
-    sample = [items[i] for i in spread_indices(len(items), cfg.summary_sample)]
-    for split in splits:
-        split.drop_cache()
-    # tiny preset: a tokenizer trained on this corpus's text, built once per run dir
-    texts = corpus_texts(sample, cfg.template.system_prompt) + [
-        m.content.replace(IMAGE, "") for it in offline_items for m in it.example.messages]
-    cfg = checkpoints.resolve_tiny_preset(cfg, texts, accelerator, out)
-    tokenizer = load_tokenizer(cfg.model)
-    image_processor = load_image_processor(cfg.model, cfg.max_pixels)
-    renderer = TurnRenderer(tokenizer, cfg.template.system_prompt, cfg.template.image_pad_token)
-    data_summary = {"split": cfg.split, "items": len(items), "summarised": len(sample),
-                    "frame_cache": any(s.frame_cache for s in splits),
-                    **episode_summary([it[0] for it in sample if isinstance(it, tuple)], cfg.episodes, frame_timeline,
-                                      renderer.labelled_tokens, cfg.template.no_reply_loss_weight),
-                    **offline_summary}
-    accelerator.print("data " + json.dumps(data_summary))
-
-    def dataset_of(pairs):
-        return EpisodeDataset(pairs, cfg.episodes, renderer, image_processor, cfg.template, cfg.max_pixels)
-
-    train_set = dataset_of(items)
-    if offline_items:
-        encoder = OfflineEncoder(renderer, image_processor, cfg.template)
-        train_set = torch.utils.data.ConcatDataset([train_set, OfflineDataset(offline_items, encoder)])
-    eval_set = None
-    if cfg.eval_split and not cfg.data and cfg.eval_split in splits_of(cfg.corpus):
-        eval_set = dataset_of(open_split(cfg.corpus, cfg.eval_split, cfg.max_eval_dialogues))
-    collate = CollateEpisodes(tokenizer.pad_token_id)
-    blocks = items.block_sizes()  # row groups: the locality-aware batch order's blocks
-    workers = loader_workers(cfg.num_workers, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    if workers:  # forked workers tokenize too; the Rust tokenizer's own threads would be disabled noisily
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-    # --- model and optimizer ------------------------------------------------------------------
-    model = load_trainable_model(cfg.model, cfg.freeze_vision_tower, cfg.train_merger,
-                                 cfg.gradient_checkpointing, cfg.lora)
+    # --- model, optimizer and schedule ----------------------------------------------------------------
+    model = load_trainable_model(cfg.model, cfg.freeze_vision_tower, cfg.train_merger, cfg.gradient_checkpointing,
+                                 cfg.lora)
     world, rank = accelerator.num_processes, accelerator.process_index
-    micro_per_epoch = math.ceil(len(train_set) / cfg.batch_size) // world
+    micro_per_epoch = math.ceil(len(data.train_set) / cfg.batch_size) // world
     if micro_per_epoch == 0:
-        raise ValueError(f"{len(train_set)} dialogues cannot feed {world} processes")
-    steps_per_epoch = max(1, math.ceil(micro_per_epoch / cfg.grad_accum_steps))
-    total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
+        raise ValueError(f"{len(data.train_set)} dialogues cannot feed {world} processes")
+    total_steps = cfg.max_steps or cfg.epochs * max(1, math.ceil(micro_per_epoch / cfg.grad_accum_steps))
     optimizer, scheduler = optimizer_and_schedule(cfg, model, total_steps)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
 
-    # --- resume: the step count and the position in the seeded batch order ---------------------
-    order_key = {"items": len(train_set), "batch_size": cfg.batch_size, "seed": cfg.seed, "processes": world,
-                 "blocks": len(blocks), "window_blocks": cfg.order_window_blocks}
+    # --- resume: the step count and the position in the seeded batch order ----------------------------
+    order_key = {"items": len(data.train_set), "batch_size": cfg.batch_size, "seed": cfg.seed, "processes": world,
+                 "blocks": len(data.blocks), "window_blocks": cfg.order_window_blocks}
     state = {"step": 0, "epoch": 0, "micro": 0, "skipped": {}, "order": order_key}
     state = checkpoints.resume_state(accelerator, out, state, cfg.resume)
 
-    def evaluate() -> float | None:
-        return evaluate_loss(accelerator, model, eval_set, collate, renderer.image_pad_id)
+    def evaluate() -> float | None:  # every process: the loss is reduced across them
+        return evaluate_loss(accelerator, model, data.eval_set, data.collate, data.renderer.image_pad_id)
 
-    # --- loop -------------------------------------------------------------------------------
-    writer = SummaryWriter(str(out / "tensorboard")) if accelerator.is_main_process else None
-    order_log = (out / "data_order.jsonl").open("a") if accelerator.is_main_process else None
-    bar = tqdm(total=total_steps, initial=state["step"], disable=not accelerator.is_main_process,
-               desc="sft", dynamic_ncols=True)
+    # --- loop: micro-batches, an optimizer step every grad_accum_steps, log, eval, checkpoint ---------
+    runlog = RunLog(accelerator, out, "sft", total_steps, state["step"])
     losses: list[float] = []
     started = time.monotonic()  # the loop's own time: steps/s without start-up (bench.distributed_sft)
     model.train()
     while state["step"] < total_steps and (cfg.max_steps or state["epoch"] < cfg.epochs):
-        batches = batch_order(len(train_set), cfg.batch_size, cfg.seed, state["epoch"], blocks,
-                              cfg.order_window_blocks)
-        mine = rank_batches(batches, world, rank)
-        loader = torch.utils.data.DataLoader(train_set, batch_sampler=mine[state["micro"]:], collate_fn=collate,
-                                             num_workers=workers, prefetch_factor=cfg.prefetch_batches if workers else None)
-        for batch in loader:
+        order = batch_order(len(data.train_set), cfg.batch_size, cfg.seed, state["epoch"], data.blocks,
+                            cfg.order_window_blocks)
+        mine = rank_batches(order, world, rank)
+        for batch in epoch_loader(cfg, data, mine[state["micro"]:]):
             state["micro"] += 1
-            for skip in batch.skips:
-                state["skipped"][skip.reason] = state["skipped"].get(skip.reason, 0) + 1
-            if batch.tensors is not None:
-                loss = batch_loss(model, batch.tensors, accelerator.device, renderer.image_pad_id)
-                accelerator.backward(loss / cfg.grad_accum_steps)
-                losses.append(loss.item())
-            by_rank = gather_by_rank(accelerator, mine[state["micro"] - 1])  # as each process read it
-            if order_log:
-                order_log.write(json.dumps({"epoch": state["epoch"], "micro": state["micro"],
-                                            "items": [i for b in by_rank for i in b], "by_rank": by_rank}) + "\n")
+            losses += train_micro_batch(cfg, accelerator, model, batch, state["skipped"], data.renderer.image_pad_id)
+            runlog.order({"epoch": state["epoch"], "micro": state["micro"]}, mine[state["micro"] - 1])
             if state["micro"] % cfg.grad_accum_steps and state["micro"] < len(mine):
                 continue
-            accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            optimizer_step(cfg, accelerator, model, optimizer, scheduler)
             state["step"] += 1
             if state["micro"] >= len(mine):  # the epoch is consumed: a checkpoint resumes at the next
                 state.update(epoch=state["epoch"] + 1, micro=0)
-            bar.update(1)
-            if losses and writer and state["step"] % cfg.log_every_steps == 0:
-                skipped = sum(state["skipped"].values())
-                for key, value in {"loss": losses[-1], "lr": scheduler.get_last_lr()[0], "skipped": skipped}.items():
-                    writer.add_scalar(f"train/{key}", value, state["step"])
-                bar.set_postfix(loss=f"{losses[-1]:.4f}", skipped=skipped)
-            if eval_set is not None and state["step"] % cfg.eval_every_steps == 0:
-                eval_loss = evaluate()  # every process: the loss is reduced across them
-                if writer and eval_loss is not None:
-                    writer.add_scalar("eval/loss", eval_loss, state["step"])
+            runlog.bar.update(1)
+            if losses and state["step"] % cfg.log_every_steps == 0:
+                report_loss(runlog, losses[-1], scheduler.get_last_lr()[0], state)
+            if data.eval_set is not None and state["step"] % cfg.eval_every_steps == 0:
+                runlog.scalars("eval", {"loss": evaluate()}, state["step"])
             if state["step"] % cfg.save_every_steps == 0 or state["step"] >= total_steps:
                 checkpoints.save_checkpoint(accelerator, out, state)
             if state["step"] >= total_steps or state["micro"] == 0:
                 break
-    bar.close()
+    runlog.close()
 
-    # --- final checkpoint -------------------------------------------------------------------
+    # --- final checkpoint -----------------------------------------------------------------------------
     accelerator.wait_for_everyone()
-    summary = {"steps": state["step"], "train_s": round(time.monotonic() - started, 3), **gather_run_log(accelerator, losses, state["skipped"]), "data": data_summary,
-               "eval_loss": evaluate() if eval_set is not None else None,
+    summary = {"steps": state["step"], "train_s": round(time.monotonic() - started, 3),
+               **gather_run_log(accelerator, losses, state["skipped"]), "data": data.summary,
+               "eval_loss": evaluate() if data.eval_set is not None else None,
                "weights_sha256_by_rank": gather_fingerprints(accelerator, model)}
-    checkpoints.save_final(accelerator, model, tokenizer, image_processor, out, summary)
-    if accelerator.is_main_process:
-        writer.close()
-        order_log.close()
+    checkpoints.save_final(accelerator, model, data.tokenizer, data.image_processor, out, summary)
     return summary
 
 
-def add_arguments(parser) -> None:
-    parser.add_argument("--config", help="YAML or JSON file of SFTConfig fields")
-    parser.add_argument("--model", help="checkpoint path or hub name (default: Qwen2.5-VL-3B-Instruct)")
-    parser.add_argument("--preset", choices=["tiny"], help="tiny: a random tiny Qwen2.5-VL, no download")
-    parser.add_argument("overrides", nargs="*", help="dotted key=value, e.g. episodes.seconds_per_frame=1")
+def report_loss(runlog: RunLog, loss: float, lr: float, state: dict) -> None:
+    skipped = sum(state["skipped"].values())
+    runlog.scalars("train", {"loss": loss, "lr": lr, "skipped": skipped}, state["step"])
+    runlog.bar.set_postfix(loss=f"{loss:.4f}", skipped=skipped)
 
 
 def main(args) -> int:
-    cfg = load_config(args.config, args.overrides, model=args.model, preset=args.preset)
-    checkpoints.require_corpus(cfg.corpus, cfg.data)
+    """`python -m training.run sft ...` (training.run checked the arguments before importing this)."""
+    cfg = check(args)
     summary = train(cfg)
     if is_main_process():
         print(json.dumps({k: v for k, v in summary.items() if k != "losses"}

@@ -88,8 +88,9 @@ def _licence_section(stats: dict[str, Any]) -> list[str]:
             for r in stats.get("videos_by_source_licence", [])]
     lines += ["", *_table(rows)]
     lines += ["", "The video files themselves are not part of this dataset (their bytes are not ours "
-              "to redistribute): the `videos` table lists each source `uri` and `sha256` so that "
-              "users can fetch and verify them.", ""]
+              "to redistribute): the `videos` table gives each video's `sha256` and, where it came "
+              "from a URL, that `uri`, so that users can fetch and verify it (`local:<file name>` "
+              "marks a video the builder read from its own disk).", ""]
     return lines
 
 
@@ -187,7 +188,7 @@ def _viewer_section() -> list[str]:
     return ["## Viewing", "",
             "To watch each video with its questions and reference answers on a timeline, and to "
             "browse the quarantine with its reasons, write the offline viewer page with the "
-            "proactive-video toolkit: `python -m curation.viewer path/to/corpus --out viewer/`, then "
+            "proactive-video toolkit: `python -m curation.viewer --corpus path/to/corpus --out viewer/`, then "
             "open `viewer/index.html`.", ""]
 
 

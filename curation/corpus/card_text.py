@@ -43,7 +43,9 @@ FIELDS: dict[str, list[tuple[str, str]]] = {
     "videos": [
         ("video_id", "a safe file name; the key every other table refers to"),
         ("source", "the source family from the manifest (admission rules are chosen by it)"),
-        ("uri", "where the video was acquired from: fetch it from there"),
+        ("uri", "the URL the video was fetched from (http(s)://, hf://, s3://, gs://, `youtube:ID`), to fetch "
+                "it again and check it against `sha256`; `local:<file name>` when the builder read a file of "
+                "its own (not fetchable: the video is identified by `sha256`)"),
         ("path", "the local copy, relative to the corpus root (video bytes are not in the shards)"),
         ("sha256", "the checksum of the acquired file, to verify a download"),
         ("bytes", "file size"),

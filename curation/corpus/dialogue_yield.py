@@ -21,8 +21,9 @@ def yield_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def yield_line(report: dict[str, Any]) -> str:
-    return (f"{report.get('attempted', 0)} dialogue requests; per dialogue: "
-            f"{report.get('prompt_tokens_per_dialogue', 0)} prompt tokens, "
-            f"{report.get('completion_tokens_per_dialogue', 0)} completion tokens, "
+    prompt, completion = report.get("prompt_tokens_per_dialogue", 0), report.get("completion_tokens_per_dialogue", 0)
+    tokens = (f"{prompt} prompt tokens, {completion} completion tokens" if prompt or completion
+              else "no tokens reported (replayed or cached answers)")
+    return (f"{report.get('attempted', 0)} dialogue requests; per dialogue: {tokens}, "
             f"{report.get('seconds_per_dialogue', 0)} s; "
             f"{report.get('repairs_repeating_the_first_reply', 0)} repair replies repeated the first")

@@ -16,8 +16,18 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from curation.video.frames import decode_frames  # noqa: E402
 
 
+def _no_data(ax) -> None:
+    """An empty panel says so, with no axis ticks (matplotlib would draw a +-0.05 range)."""
+    ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
 def _bar(ax, rows: list[dict[str, Any]], label: str, value: str, title: str) -> None:
-    ax.bar([str(r[label]) for r in rows], [r[value] for r in rows], color="tab:blue")
+    if rows:
+        ax.bar([str(r[label]) for r in rows], [r[value] for r in rows], color="tab:blue")
+    else:
+        _no_data(ax)
     ax.set_title(title)
     ax.set_xlabel(label.replace("_", " "))
     ax.set_ylabel(value)
@@ -27,7 +37,7 @@ def _hist(ax, values: list[float], title: str, xlabel: str) -> None:
     if values:
         ax.hist(values, bins=min(30, max(5, len(values))), color="tab:blue", edgecolor="white")
     else:
-        ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
+        _no_data(ax)
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("count")
@@ -36,7 +46,7 @@ def _hist(ax, values: list[float], title: str, xlabel: str) -> None:
 def _save(fig, out_dir: Path, name: str) -> str:
     path = out_dir / f"{name}.png"
     for ax in fig.axes:  # counts are whole numbers: no 0.25-video ticks on small corpora
-        if ax.get_ylabel() in ("count", "videos", "dialogues", "questions", "episodes"):
+        if ax.get_ylabel() in ("count", "videos", "dialogues", "questions", "episodes") and ax.get_yticks().size:
             ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -66,6 +76,8 @@ def draw_figures(stats: dict[str, Any], out_dir: str | Path) -> list[str]:
     ax.set_ylabel("videos")
     if by_source:
         ax.legend(title="licence", fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
+    else:
+        _no_data(ax)
     names.append(_save(fig, out_dir, "videos_by_source"))
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.5))
@@ -87,14 +99,16 @@ def draw_figures(stats: dict[str, Any], out_dir: str | Path) -> list[str]:
     names.append(_save(fig, out_dir, "reply_windows"))
 
     fig, ax = plt.subplots(figsize=(7, 3.5))
-    for key, values in stats.get("no_reply_share", {}).items():
-        if values:
-            ax.hist(values, bins=20, range=(0, 1), alpha=0.6, label=key.replace("_", " "))
+    shares = {key.replace("_", " "): values for key, values in stats.get("no_reply_share", {}).items() if values}
+    if shares:
+        # Side by side in each bin, not overlaid: an overlap would be a third colour with no legend entry.
+        ax.hist(list(shares.values()), bins=10, range=(0, 1), label=list(shares), edgecolor="white")
+        ax.legend()
+    else:
+        _no_data(ax)
     ax.set_title("share of NO REPLY turns per episode")
     ax.set_xlabel("share of user turns")
     ax.set_ylabel("episodes")
-    if ax.get_legend_handles_labels()[1]:
-        ax.legend()
     names.append(_save(fig, out_dir, "no_reply_share"))
 
     rows = stats.get("quarantine_by_stage_reason", [])
@@ -105,12 +119,17 @@ def draw_figures(stats: dict[str, Any], out_dir: str | Path) -> list[str]:
     ax.set_title("quarantined items by stage/reason")
     ax.set_xlabel("items")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    # Both kinds are always in the legend, so a build without crashes says so.
-    ax.legend(handles=[Patch(color=c, label=f"{k}: {KIND_MEANING[k]}") for k, c in KIND_COLOURS.items()],
-              fontsize=8, title="kind", bbox_to_anchor=(1.01, 1), loc="upper left")
+    # The legend names the kinds drawn; a kind that did not occur is said in words, not shown as a colour.
+    kinds = [k for k in KIND_COLOURS if any(r["kind"] == k for r in rows)]
+    absent = [f"{k}: none" for k in KIND_COLOURS if k not in kinds]
+    handles = [Patch(color=KIND_COLOURS[k], label=f"{k}: {KIND_MEANING[k]}") for k in kinds]
+    handles += [Patch(color="none", label=text) for text in absent if rows]
+    if handles:
+        ax.legend(handles=handles, fontsize=8, title="kind", bbox_to_anchor=(1.01, 1), loc="upper left")
     ax.set_xlim(0, max([r["items"] for r in rows] + [1]) * 1.1)
     if not rows:
         ax.text(0.5, 0.5, "nothing quarantined", ha="center", va="center", transform=ax.transAxes)
+        ax.set_yticks([])
     names.append(_save(fig, out_dir, "quarantine"))
 
     names.append(_save(_usage_figure(stats.get("llm_usage") or {}), out_dir, "llm_usage"))
@@ -148,42 +167,59 @@ def _usage_figure(usage: dict[str, int]):
     return fig
 
 
+LABEL_CHARS_ACROSS = 170  # characters of 8-point text across the figure's width (14 in at 100 dpi)
+
+
+def _fit(text: str, chars: int) -> str:
+    chars = max(chars, 8)
+    return text if len(text) <= chars else text[: chars - 1] + "…"
+
+
 def draw_dialogue(dialogue: Any, video_path: str | Path, out_path: str | Path, frames: int = 8,
                   max_pixels: int = 160 * 120) -> Path:
-    """A strip of frames along the time axis with the questions and reference windows on it."""
+    """A strip of frames along the time axis; under it one row per question (its triangle and
+    text) followed by one row per reference answer (its window as a bar, its text from the bar's
+    start), so no two labels share a line. Immediate replies are pale. Texts are cut to the room
+    left before the end of the axis; the full text is in the shards."""
     duration = dialogue.duration_s
     times = [duration * (i + 0.5) / frames for i in range(frames)]
     images = decode_frames(video_path, times, max_pixels)
-    fig = plt.figure(figsize=(14, 4.5))
-    strip = fig.add_axes([0.04, 0.55, 0.92, 0.4])
+    rows: list[tuple[str, Any, int]] = []  # ("question", turn, colour) / ("answer", reference, colour)
+    for index, turn in enumerate(dialogue.user_turns):
+        rows.append(("question", turn, index))
+        refs = [r for r in dialogue.references if r.question_id == turn.question_id]
+        rows += [("answer", ref, index) for ref in sorted(refs, key=lambda r: r.reply_span)]
+    row_in = 0.28
+    fig = plt.figure(figsize=(14, 2.3 + row_in * len(rows) + 0.6))
+    grid = fig.add_gridspec(2, 1, height_ratios=[2.0, row_in * len(rows) + 0.2], hspace=0.28,
+                            left=0.04, right=0.98, top=0.93, bottom=0.5 / (2.9 + row_in * len(rows)))
+    strip = fig.add_subplot(grid[0])
     for t, image in zip(times, images, strict=True):
         half = duration / frames / 2
         strip.imshow(image, extent=(t - half, t + half, 0, 1), aspect="auto")
     strip.set_xlim(0, duration)
     strip.set_yticks([])
     strip.set_title(f"{dialogue.dialogue_id} ({dialogue.kind}), {duration:.1f} s")
-    lanes = fig.add_axes([0.04, 0.1, 0.92, 0.4], sharex=strip)
-    order = {turn.question_id: i for i, turn in enumerate(dialogue.user_turns)}
+    lanes = fig.add_subplot(grid[1], sharex=strip)
     colours = plt.get_cmap("tab10")
-    for turn in dialogue.user_turns:
-        y = order[turn.question_id]
-        lanes.plot([turn.time_s], [y], marker="v", color=colours(y), markersize=10)
-        lanes.text(turn.time_s, y + 0.25, turn.text[:70], fontsize=8, color=colours(y))
-    seen: dict[str, int] = {}
-    for ref in sorted(dialogue.references, key=lambda r: r.reply_span):
-        y = order[ref.question_id]
-        k = seen[ref.question_id] = seen.get(ref.question_id, -1) + 1
-        start, end = ref.reply_span
-        lanes.barh(y, end - start, left=start, height=0.3, color=colours(y),
-                   alpha=0.4 if ref.immediate else 0.8)
-        # Labels alternate between two lines and stop near the next window, so neighbours never
-        # print over each other; the full text is in the shards.
-        room = max(12, int(130 * (end - start) / duration) + 10)
-        text = ref.answer if len(ref.answer) <= room else ref.answer[: room - 1] + "…"
-        lanes.text(start, y - 0.3 - 0.17 * (k % 2), text, fontsize=7, va="top")
-    lanes.set_yticks(range(len(order)), [f"Q{i}" for i in range(len(order))])
-    lanes.set_ylim(-0.9, len(order) - 0.2)
-    lanes.set_xlabel("seconds (triangles: questions asked; bars: reference reply windows)")
+
+    def room(start_s: float) -> int:
+        return int(LABEL_CHARS_ACROSS * (duration - start_s) / duration)
+
+    for y, (kind, item, index) in enumerate(rows):
+        colour = colours(index % 10)
+        if kind == "question":
+            lanes.plot([item.time_s], [y], marker="v", color=colour, markersize=9)
+            lanes.text(item.time_s + duration * 0.008, y, _fit(f"Q{index}: {item.text}", room(item.time_s) - 2),
+                       fontsize=8, color=colour, va="center", fontweight="bold", clip_on=True)
+            continue
+        start, end = item.reply_span
+        lanes.barh(y, end - start, left=start, height=0.7, color=colour, alpha=0.25 if item.immediate else 0.55)
+        lanes.text(start + duration * 0.004, y, _fit(item.answer, room(start) - 1), fontsize=8, va="center",
+                   clip_on=True)
+    lanes.set_ylim(len(rows) - 0.5, -0.5)
+    lanes.set_yticks([])
+    lanes.set_xlabel("seconds (triangles: questions asked; bars: reference reply windows, pale: immediate replies)")
     fig.savefig(out_path, dpi=100)
     plt.close(fig)
     return Path(out_path)

@@ -1,9 +1,10 @@
 """Upload a built corpus (shards, index, card, figures) to a Hugging Face dataset repo.
 
-What goes up: `index.json`, `README.md`, `data/**` and `figures/**`. What never goes up unless
-asked: `videos/` (the video bytes are the sources' work, under their licences, not ours to
-redistribute; the `videos` table keeps each `uri` and `sha256` so users can fetch and verify
-them; `include_videos=True` is for corpora whose every video allows redistribution), `work/`
+What goes up: `index.json`, `README.md`, the shards the index lists and the figures the card
+shows (`card_figures`; a file someone else left in `figures/`, such as a QA notebook's frame strip,
+is not ours to publish). What never goes up unless asked: `videos/` (the video bytes are the sources' work, under their licences, not ours to
+redistribute; the `videos` table keeps each `sha256` and source URL so users can fetch and
+verify them; `include_videos=True` is for corpora whose every video allows redistribution), `work/`
 (per-video result files: a build cache, not data) and `llm_cache/` (raw LLM responses, a cache).
 
 Resumable: before uploading, the remote state of every planned path is read (`get_paths_info`);
@@ -38,6 +39,7 @@ VIDEOS_DIR = "videos"
 FILES_PER_COMMIT = 50  # our choice: one lost commit costs at most ~50 shards of re-upload
 PATHS_INFO_BATCH = 500  # paths per paths-info request (the Hub pages large answers)
 TOKEN_PATTERN = re.compile(r"hf_[A-Za-z0-9]{20,}")  # Hub user tokens: hf_ + 34 letters and digits
+FIGURE_LINK = re.compile(r"\]\((figures/[^)\s]+)\)")  # a Markdown link or image into figures/
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,16 @@ def git_blob_sha1(path: Path) -> str:
     return digest.hexdigest()
 
 
+def card_figures(corpus_root: str | Path) -> list[str]:
+    """The figures the card shows (`![...](figures/NAME.png)`), as paths relative to the corpus."""
+    root = Path(corpus_root)
+    card = root / "README.md"
+    if not card.is_file():
+        return []
+    links = FIGURE_LINK.findall(card.read_text(encoding="utf-8"))
+    return sorted({link for link in links if (root / link).is_file()})
+
+
 def _files_under(root: Path, folder: str) -> Iterator[Path]:
     base = root / folder
     if base.is_dir():
@@ -108,8 +120,9 @@ def plan_upload(corpus_root: str | Path, include_videos: bool = False) -> list[U
     # Shards are hashed once already, in the index; a file whose size disagrees is hashed again.
     indexed = {s["path"]: s for s in json.loads((root / "index.json").read_text()).get("shards", [])}
     paths = [root / name for name in TOP_FILES if (root / name).is_file()]
-    for folder in TREES + ((VIDEOS_DIR,) if include_videos else ()):
-        paths.extend(_files_under(root, folder))
+    paths += [root / rel for rel in sorted(indexed)] + [root / rel for rel in card_figures(root)]
+    if include_videos:
+        paths.extend(_files_under(root, VIDEOS_DIR))
     items = []
     for path in paths:
         rel, size = path.relative_to(root).as_posix(), path.stat().st_size

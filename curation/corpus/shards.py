@@ -49,6 +49,8 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from curation.corpus.catalogue import Catalogue, sync_catalogue
+from curation.corpus.hub_upload import card_figures
+from curation.corpus.public_rows import public_record
 from curation.corpus.release import INDEX_NAME, TMP_PREFIX, Release, finish_release, fsync_file
 from curation.corpus.results import read_result_bytes
 from curation.hashing import sha256_file
@@ -60,7 +62,9 @@ ALL_SPLIT = "all"
 MAX_BUCKETS = 99999  # five digits in a shard's name
 DEFAULT_BUCKETS = 64  # our choice: at 52k videos ~800 per bucket, so adding one rewrites ~1/64 of the rows
 BUCKET_RULE = "sha256(video_id) mod count"
-LAYOUT_VERSION = "2"  # 2: hash buckets (1 was one rolling sequence of files per table and split)
+# 3: rows in their public form (no local paths); 2: hash buckets (1 was one rolling sequence of
+# files per table and split)
+LAYOUT_VERSION = "3"
 
 
 class ShardConfig(BaseModel):
@@ -266,7 +270,8 @@ def _write_bucket(results_dir: Path, corpus_root: Path, bucket: int, splits: dic
         lines.append(f"{video_id} {hashlib.sha256(data).hexdigest()} {split}")
         for table, attr in _RESULT_FIELDS.items():
             value = getattr(result, attr)
-            records = [value] if isinstance(value, Record) else list(value or [])
+            # The public form: no builder's local path in a published row (curation.corpus.public_rows).
+            records = [public_record(r) for r in ([value] if isinstance(value, Record) else list(value or []))]
             if records:
                 # Quarantine rows describe the build, not training data: one split for all of them.
                 key = (table, ALL_SPLIT if table == "quarantine" else split)
@@ -496,7 +501,7 @@ def publish(corpus_root: str | Path, url: str) -> list[str]:
 
     for entry in index["shards"]:
         put(entry["path"], skip_same_size=True)
-    extras = [root / "README.md"] + sorted(p for p in (root / "figures").rglob("*") if p.is_file())
+    extras = [root / "README.md"] + [root / rel for rel in card_figures(root)]  # what the card shows
     for path in extras:
         if path.is_file():
             put(path.relative_to(root).as_posix(), skip_same_size=False)

@@ -4,7 +4,6 @@ and `curation.corpus.figures` draws them."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -17,6 +16,15 @@ from rich.table import Table
 from curation.corpus import shards
 from curation.video.frames import frame_timeline
 from schemas import Dialogue, Quarantine, Scene, Segment, Video, arrow_schema
+from schemas.cli import (
+    ArgumentParser,
+    UsageError,
+    add_cli_flags,
+    add_corpus_argument,
+    corpus_of,
+    output_console,
+    run_cli,
+)
 
 TABLES = {"videos": Video, "segments": Segment, "scenes": Scene, "dialogues": Dialogue, "quarantine": Quarantine}
 
@@ -139,20 +147,25 @@ def print_stats(stats: dict[str, Any], console: Console) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m curation.corpus.stats")
-    parser.add_argument("corpus", type=Path)
+    return run_cli(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
+    parser = ArgumentParser(prog="python -m curation.corpus.stats",
+                            description="Corpus statistics: the numbers the dataset card carries.")
+    add_corpus_argument(parser)
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    add_cli_flags(parser)
     args = parser.parse_args(argv)
-    if not (args.corpus / "index.json").exists():
-        print(f"{args.corpus}: no index.json; is this a corpus built by build-corpus?", file=sys.stderr)
-        return 2
-    stats = corpus_stats(args.corpus)
+    corpus = corpus_of(args, parser)
+    if not (corpus / "index.json").exists():
+        raise UsageError(f"{corpus}: no index.json", "give the folder build-corpus wrote, e.g. --corpus corpus")
+    stats = corpus_stats(corpus)
     if args.json:
         print(json.dumps(stats, indent=2, default=str))
     else:
-        print_stats(stats, Console())
+        print_stats(stats, output_console())
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -17,7 +17,6 @@ A tag the YAML lacks is listed with its rendered prompt, so the answer can be wr
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -40,6 +39,7 @@ from curation.text.source_text import clip_segments, read_source_segments
 from curation.video.acquire import acquire_video
 from curation.video.probe import admit, probe_video
 from curation.video.scenes import detect_scenes
+from schemas.cli import ArgumentParser, add_cli_flags, run_cli
 from schemas.records import Video
 
 declare_reasons(final=("replay_missing", "llm_invalid_json"))
@@ -130,10 +130,15 @@ def _report(results: dict[str, DialogueOutcome | Skip]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    return run_cli(_main, argv)
+
+
+def _main(argv: list[str]) -> int:
+    parser = ArgumentParser(prog="python -m curation.llm.replay_build", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True)
     parser.add_argument("--answers", required=True)
     parser.add_argument("--out", required=True)
+    add_cli_flags(parser)
     args = parser.parse_args(argv)
     config = load_config(args.config)
     answers = yaml.safe_load(Path(args.answers).read_text(encoding="utf-8")) or {}

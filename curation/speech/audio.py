@@ -75,6 +75,24 @@ class _Track:
         return np.concatenate(self.chunks) if self.chunks else np.zeros(0, np.float32)
 
 
+def _resampler() -> av.AudioResampler:
+    # 16-bit samples, as Whisper's own decoders make them (OpenAI's ffmpeg pipe, faster-whisper's
+    # `decode_audio`): a float decode differs in the low bits and in digital silence, which is
+    # enough to change Whisper's text on a quiet stretch.
+    return av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+
+
+def _mono(frames: list[av.AudioFrame]) -> np.ndarray:
+    out = [f.to_ndarray().reshape(-1) for f in frames]
+    return np.concatenate(out).astype(np.float32) / 32768 if out else np.zeros(0, np.float32)
+
+
+def _flush(resampler: av.AudioResampler | None, track: _Track) -> None:
+    """The resampler's last few samples (its filter's delay), right after what it already gave."""
+    if resampler is not None and not track.full:
+        track.place(None, _mono(resampler.resample(None)))
+
+
 def decode_speech_audio(path: str | Path, duration_s: float) -> SpeechAudio | Skip:
     """The first audio track over the video's `duration_s`, or a Skip naming why there is none
     (`no_audio_track`, `no_audio_samples`, `audio_undecodable`)."""
@@ -99,13 +117,14 @@ def decode_speech_audio(path: str | Path, duration_s: float) -> SpeechAudio | Sk
                     start_s = None if frame.time is None else frame.time - clock.start_s + offset_s
                     if (frame.format.name, frame.layout.name, frame.sample_rate) != setup:
                         # A new resampler when the input changes; PyAV's refuses a different input.
+                        _flush(resampler, track)
                         setup = (frame.format.name, frame.layout.name, frame.sample_rate)
-                        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+                        resampler = _resampler()
                     frame.pts = None  # placed by `start_s`; the resampler need not check continuity
-                    out = [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
-                    track.place(start_s, np.concatenate(out) if out else np.zeros(0, np.float32))
+                    track.place(start_s, _mono(resampler.resample(frame)))
                 if track.full:
                     break
+            _flush(resampler, track)
     except (av.error.FFmpegError, OSError) as error:
         return Skip(STAGE, "audio_undecodable", f"{type(error).__name__}: {error}")
     samples = track.samples()

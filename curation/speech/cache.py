@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from curation.speech.transcribe import Transcript
 
 # Bump when the audio decoding or the transcript's content changes for the same settings.
-TRANSCRIPT_VERSION = "1"
+TRANSCRIPT_VERSION = "2"  # 2: 16-bit samples, the resampler flushed
 
 
 def transcript_key(video_sha256: str, settings: dict[str, Any]) -> str:

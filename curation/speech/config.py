@@ -61,6 +61,25 @@ class RouteRules(BaseModel):
     min_avg_logprob: float = Field(-0.7, le=0, description="mean token log-prob over the transcript's words")
 
 
+class HallucinationRules(BaseModel):
+    """When a Whisper segment is text the audio does not hold (Whisper writes sentences into silence,
+    music and noise, most often after the last words of a stretch it decodes): it is dropped before
+    the transcript is judged and grouped, and counted by the first rule that drops it."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_quiet_share: float = Field(0.8, ge=0, le=1, description="dropped when more of its span than this is "
+                                   "quiet (`audio.quiet_spans`): nothing audible to transcribe; our choice; 1: off")
+    no_speech_prob: float = Field(0.6, ge=0, le=1, description="Whisper's no_speech_threshold: with the next "
+                                  "rule, Whisper rated its window as no speech")
+    min_word_probability: float = Field(0.15, ge=0, le=1, description="and its words' mean probability is under "
+                                        "this (OpenAI Whisper's bar for an anomalous word): dropped")
+    min_avg_logprob: float = Field(-1.0, le=0, description="Whisper's log_prob_threshold: a segment under it (or "
+                                   "over the compression ratio) failed Whisper's own checks at every "
+                                   "temperature and is what faster-whisper keeps as its best try: dropped")
+    max_compression_ratio: float = Field(2.4, gt=0, description="Whisper's compression_ratio_threshold "
+                                         "(repetition loops)")
+
+
 class AsrConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     enabled: bool = True
@@ -71,7 +90,11 @@ class AsrConfig(BaseModel):
     beam_size: int = Field(5, ge=1, description="faster-whisper's default")
     language: str | None = Field(None, description="the spoken language, when known; None: detected by "
                                  "multilingual models, English for .en models")
+    condition_on_previous_text: bool = Field(False, description="Whisper prompted with its own last window's "
+                                             "text; off as in WhisperX: on, it repeats earlier sentences into a "
+                                             "quiet stretch (faster-whisper's default is on)")
     vad: VadConfig = VadConfig()
+    hallucination: HallucinationRules = HallucinationRules()
     route: RouteRules = RouteRules()
     sentence_pause_s: float = Field(1.0, gt=0, description="a pause this long between words ends a sentence "
                                     "(our choice; punctuation ends one too)")
@@ -111,7 +134,16 @@ class AsrConfig(BaseModel):
         digest.update(str(weights.stat().st_size if weights.is_file() else -1).encode())
         return f"folder:{folder.name}:{digest.hexdigest()[:16]}"
 
+    def transcribe_options(self) -> dict[str, Any]:
+        """`WhisperModel.transcribe`'s settings: the stage passes these, and so does every comparison
+        with faster-whisper's own `transcribe`, so both do the same work."""
+        return {"language": self.language, "beam_size": self.beam_size, "word_timestamps": True,
+                "condition_on_previous_text": self.condition_on_previous_text,
+                "vad_filter": True, "vad_parameters": self.vad.options()}
+
     def transcription_key(self) -> dict[str, Any]:
-        """What changes a transcript (the cache key's config part); routing and sentences do not."""
+        """What changes a transcript (the cache key's config part); routing, sentences and the
+        hallucination rules do not."""
         return {"model": self.model_identity(), **self.model_dump(
-            mode="json", include={"device", "compute_type", "beam_size", "language", "vad"})}
+            mode="json", include={"device", "compute_type", "beam_size", "language", "condition_on_previous_text",
+                                  "vad"})}

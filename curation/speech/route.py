@@ -5,8 +5,10 @@ read from the cache) and judged: enough speech (VAD share of the video), a langu
 config with enough language-ID probability (where the model detects it), 1-4 words per second of
 video (LiveCC) and a mean token log-prob above the floor send the video to ASR; the first rule
 that fails sends it to captions, with that rule as its reason. An audio track that is missing,
-empty or undecodable also routes to captions, with the decoder's reason. The route, its reason and
-the transcript's measures go into the video's result; `route_<route>_<reason>` is counted.
+empty or undecodable also routes to captions, with the decoder's reason. An ASR video's sentences
+are written from its transcript without the segments the hallucination rules drop (counted as
+`asr_dropped_<reason>`). The route, its reason and the transcript's measures go into the video's
+result; `route_<route>_<reason>` is counted.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from curation.skips import Skip, declare_reasons
 from curation.speech.audio import STAGE, decode_speech_audio
 from curation.speech.cache import TranscriptCache, transcript_key
 from curation.speech.config import AsrConfig, RouteRules
+from curation.speech.hallucination import drop_hallucinations
 from curation.speech.sentences import group_sentences, sentence_segments, snap_to_quiet
 from curation.speech.transcribe import Transcript, load_model, transcribe_audio
 from schemas.records import Segment, Video
@@ -151,7 +154,10 @@ def route_speech(path: str | Path, video: Video, cfg: AsrConfig, cache_root: str
     reason, detail = judge_transcript(transcript, video.duration_s, cfg.route)
     pairs = []
     if reason == ACCEPTED:
-        sentences = group_sentences(transcript, cfg.sentence_pause_s, cfg.max_sentence_s)
+        # Judged whole (a failed piece is evidence of a poor transcript); written without what is not speech.
+        spoken, dropped = drop_hallucinations(transcript, cfg.hallucination)
+        counts.update(dropped)
+        sentences = group_sentences(spoken, cfg.sentence_pause_s, cfg.max_sentence_s)
         sentences = snap_to_quiet(sentences, transcript.quiet, cfg.snap_s)
         pairs = sentence_segments(sentences, video.video_id, video.duration_s)
     confidence = [SegmentConfidence(segment_id=seg.segment_id, avg_logprob=round(s.avg_logprob, 4),

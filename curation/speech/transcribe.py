@@ -2,10 +2,12 @@
 
 One model per process and setting (loaded on first use, shared by the batch's threads; CTranslate2
 runs `workers` transcriptions at once). Whisper's own settings stay faster-whisper's defaults but
-for the beam, the language, VAD and word timestamps, which the config sets; the transcript keeps
-what the routing rules and the sentence grouping need (words with times and probabilities, each
-Whisper segment's average log-prob and no-speech probability, the language and its probability,
-the audio's and the speech's length), so it can be cached and judged again without the model.
+for the beam, the language, prompting with the previous text, VAD and word timestamps, which the
+config sets (`AsrConfig.transcribe_options`). The transcript is faster-whisper's output as it
+came, kept as far as the routing, hallucination and sentence rules need it (words with times and
+probabilities, each Whisper segment's average log-prob, compression ratio and no-speech
+probability, the language and its probability, the audio's and the speech's length), so it can be
+cached and judged again without the model.
 """
 
 from __future__ import annotations
@@ -78,8 +80,7 @@ def load_model(cfg: AsrConfig, workers: int):
 
 def transcribe_audio(model, audio: SpeechAudio, cfg: AsrConfig) -> Transcript:
     """Whisper over the whole track (VAD inside faster-whisper); times are the track's, so the video's."""
-    segments, info = model.transcribe(audio.samples, language=cfg.language, beam_size=cfg.beam_size,
-                                      word_timestamps=True, vad_filter=True, vad_parameters=cfg.vad.options())
+    segments, info = model.transcribe(audio.samples, **cfg.transcribe_options())
     pieces = []
     for segment in segments:  # decoded lazily, one 30 s window at a time
         checkpoint()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from pydantic import ValidationError
 
@@ -23,19 +23,39 @@ from curation.text.text_filter import forbidden_text_problems
 from schemas.records import NO_REPLY, Dialogue, ReferenceAnswer, Segment
 
 EPS_S = 1e-6
-_WORD = re.compile(r"[a-z0-9]+")
-# Words that carry no content: a question may share these with its answer freely.
+_WORD = re.compile(r"[a-z]+|[0-9]+")  # "2x" is "2", "x"; "28-24" is "28", "24"
+# Number words read as digits, so "Two." is grounded in "C cracks two eggs" and "28-24" in
+# "twenty-eight to twenty-four": a number is content (it answers "how many?"), except "one", which
+# is mostly a pronoun ("a red one").
+_UNITS = {w: i for i, w in enumerate("""zero one two three four five six seven eight nine ten eleven twelve
+    thirteen fourteen fifteen sixteen seventeen eighteen nineteen""".split())}
+_TENS = {w: 10 * i for i, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split(), start=2)}
+# Words that carry no content: a question may share these with its answer freely. The last line
+# holds what an apostrophe leaves behind ("it's", "laptop's", "don't").
 STOPWORDS = frozenset("""
 a an the and or but of to in on at by for with from into onto over under up down out off as is are
 was were be been being it its this that these those there here he she they them his her their him
 we you i me my your our what which who whom whose when where why how does do did doing done has
 have had can could will would should may might must shall not no yes some any each every all both
 then than so such very just also again still while during after before about above below between
-through same other another one two first next last now""".split())
+through same other another 1 first next last now
+s t d ll re ve m don doesn didn isn aren wasn weren hasn haven hadn couldn wouldn shouldn""".split())
 
 
 def tokens(text: str) -> list[str]:
-    return _WORD.findall(text.lower())
+    """Lower-case words and numbers, number words as digits."""
+    out: list[str] = []
+    tens = False  # the previous word was "twenty".."ninety": "twenty eight" is one number
+    for word in _WORD.findall(text.lower()):
+        unit = _UNITS.get(word)
+        if tens and unit is not None and 0 < unit < 10:
+            out[-1] = str(int(out[-1]) + unit)
+        elif word in _TENS or unit is not None:
+            out.append(str(_TENS.get(word, unit)))
+        else:
+            out.append(word)
+        tens = word in _TENS
+    return out
 
 
 def _stem(word: str) -> str:
@@ -65,11 +85,24 @@ def similarity(a: str, b: str) -> float:
     return difflib.SequenceMatcher(a=tokens(a), b=tokens(b), autojunk=False).ratio()
 
 
-def restated_share(question: str, answer: str) -> float:
+_TELL_ME = re.compile(r"\b(?:tell|let|alert|notify|warn|inform|remind)\s+(?:me|us)\b", re.I)
+_WHEN = re.compile(r"\b(?:when|whenever|once|if|each time|every time|as soon as)\b", re.I)
+
+
+def asks_to_be_told(question: str) -> bool:
+    """A request to be told when something happens ("Tell me when the light turns green."): its
+    answer says that it happened ("It turns green."), and the answer's news is its time."""
+    return bool(_TELL_ME.search(question) and _WHEN.search(question))
+
+
+def restated_share(question: str, answer: str, words: Callable[[str], set[str]] = content_words) -> float:
     """Share of the answer's content words that the question already contains (0 when the answer
-    has none: a bare yes/no is judged by other rules)."""
-    words = content_words(answer)
-    return len(words & content_words(question)) / len(words) if words else 0.0
+    has none: a bare yes/no is judged by other rules; 0 for a request to be told when something
+    happens)."""
+    if asks_to_be_told(question):
+        return 0.0
+    mine = words(answer)
+    return len(mine & words(question)) / len(mine) if mine else 0.0
 
 
 def labels_of(dialogue: Dialogue) -> tuple[dict[str, str], list[str]]:

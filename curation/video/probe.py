@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from curation.skips import Skip, declare_reasons
 from curation.video.frames import Seeker, iter_frames
 from curation.video.stream_time import stream_clock, video_duration_s
+from schemas.cli import ArgumentParser
 
 STAGE = "probe"
 ADMIT_STAGE = "admit"
@@ -151,7 +152,8 @@ def admit(probe: VideoProbe, source: str, cfg: AdmissionConfig | None = None) ->
     if probe.duration_s <= 0:
         return Skip(ADMIT_STAGE, "zero_duration", "the container reports a duration of 0 s")
     if probe.duration_s < rules.min_duration_s:
-        return Skip(ADMIT_STAGE, "too_short", f"{probe.duration_s:.1f} s < {rules.min_duration_s:g} s for {source}")
+        return Skip(ADMIT_STAGE, "too_short", f"{probe.duration_s:.1f} s < {rules.min_duration_s:g} s for {source} "
+                    f"(admission.per_source.{source}.min_duration_s in the config lowers it)")
     if probe.duration_s > rules.max_duration_s:
         return Skip(ADMIT_STAGE, "too_long", f"{probe.duration_s:.1f} s > {rules.max_duration_s:g} s for {source}")
     if short_px < rules.min_height:
@@ -163,17 +165,17 @@ def admit(probe: VideoProbe, source: str, cfg: AdmissionConfig | None = None) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: python -m curation.video.probe VIDEO", file=sys.stderr)
-        return 2
-    result = probe_video(args[0])
+    parser = ArgumentParser(prog="python -m curation.video.probe",
+                            description="The probe record of one video as JSON; a video the probe refuses "
+                                        "prints its skip (stage, reason, detail) and exits 1.")
+    parser.add_argument("video", help="a local video file")
+    args = parser.parse_args(argv)
+    result = probe_video(args.video)
     if isinstance(result, Skip):
         print(json.dumps({"stage": result.stage, "reason": result.reason, "detail": result.detail}))
         return 1
     print(result.model_dump_json(indent=2))
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -9,7 +9,6 @@ detector object, so memory does not grow with the video's length. Scenes longer 
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -32,6 +31,7 @@ from scenedetect.detectors import AdaptiveDetector, ContentDetector
 from curation.skips import Skip, declare_reasons
 from curation.video.frames import Seeker, iter_frames
 from curation.video.stream_time import StreamClock, stream_clock, video_duration_s
+from schemas.cli import ArgumentParser
 from schemas.records import Scene
 
 STAGE = "scenes"
@@ -324,7 +324,8 @@ def detect_scenes(path: str | Path, video_id: str, cfg: SceneConfig | None = Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m curation.video.scenes", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m curation.video.scenes",
+                            description="The detected scenes of one video as [start_s, end_s] pairs.")
     parser.add_argument("video", type=Path)
     parser.add_argument("--json", action="store_true", help="print one JSON list of [start_s, end_s] pairs")
     parser.add_argument("--detector", choices=["adaptive", "content"], default="adaptive")

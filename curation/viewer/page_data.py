@@ -113,6 +113,7 @@ def corpus_page_data(corpus_root: str | Path, out_dir: str | Path, cfg: ViewerCo
             "licence": row.get("licence") or "", "src": src, "no_player": missing, "player_start_s": 0.0,
             "scenes": [], "segments": [], "dialogues": [], "quarantine": [],
         }
+    accepted = len(videos)
     quarantine = defaultdict(list)
     for _, row in _rows_by_split(root, "quarantine", index):
         quarantine[str(row["video_id"])].append(
@@ -138,7 +139,9 @@ def corpus_page_data(corpus_root: str | Path, out_dir: str | Path, cfg: ViewerCo
             videos[row["video_id"]]["segments"].append(
                 {"segment_id": row["segment_id"], "start_s": _seconds(row["start_s"]),
                  "end_s": _seconds(row["end_s"]), "text": row["text"], "origin": row["origin"]})
+    dialogues = 0
     for split, row in _rows_by_split(root, "dialogues", index):
+        dialogues += 1
         if row["video_id"] in kept:
             videos[row["video_id"]]["dialogues"].append(_dialogue(row, split))
     for video_id in shown:
@@ -149,7 +152,10 @@ def corpus_page_data(corpus_root: str | Path, out_dir: str | Path, cfg: ViewerCo
         if video_id in local:
             # The player's clock reads the container's timestamps; every time here is stream time.
             entry["player_start_s"] = player_start_s(local[video_id])
+    # `videos`, `dialogues`, `quarantined`: the tables' row counts (the card's); `videos_total`: list entries
     return {"corpus": {"name": root.resolve().name, "schema_version": str(index.get("schema_version", "")),
+                       "videos": accepted, "dialogues": dialogues,
+                       "quarantined": sum(len(rows) for rows in quarantine.values()),
                        "videos_total": len(videos), "videos_shown": len(shown)},
             "videos": [videos[v] for v in shown]}
 

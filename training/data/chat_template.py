@@ -21,15 +21,17 @@ until `<|im_end|>`, then append `assistant_suffix_ids()` before the next user tu
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from curation.skips import Skip
 from schemas import NO_REPLY
 from training.data.episodes import STAGE, Episode
-from training.data.pixels import fast_image_inputs
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: a command checks its config first
+    import torch
 
 IGNORE_INDEX = -100
 
@@ -180,6 +182,8 @@ class EncodedEpisode:
 
 
 def image_inputs(frames: list[np.ndarray], image_processor) -> tuple[torch.Tensor, torch.Tensor]:
+    from training.data.pixels import fast_image_inputs
+
     for i, frame in enumerate(frames):  # a live caller's frame, not only the decoder's: say which one is wrong
         if getattr(frame, "ndim", None) != 3 or frame.shape[-1] != 3:
             raise ValueError(f"frame {i}: expected an (H, W, 3) RGB array, got {type(frame).__name__} "
@@ -262,6 +266,8 @@ def check_against_full_render(input_ids: list[int], messages: list[dict], render
 
 def collate_episodes(episodes: list[EncodedEpisode], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-pad a batch; images of all episodes concatenated in batch order (Qwen's layout)."""
+    import torch
+
     width = max(len(e.input_ids) for e in episodes)
 
     def pad(rows, value, dtype):

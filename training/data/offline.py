@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from curation.skips import Skip
@@ -114,6 +113,8 @@ def mix_offline(sources: list[OfflineSource], n_dialogues: int, seed: int) -> tu
     for k, source in enumerate(sources):
         pool = read_offline(source, skipped)
         wanted = round(source.ratio * n_dialogues)
+        import torch  # here, not at import: SFTConfig (which holds OfflineSource) is read before torch loads
+
         order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed * 7_919 + k)).tolist()
         picked = [pool[i] for i in order[:wanted]]
         chosen += picked
@@ -176,7 +177,9 @@ class OfflineEncoder:
                               pixel_values=pixel_values, image_grid_thw=grid, first_turn=0, reply_turns=[])
 
 
-class OfflineDataset(torch.utils.data.Dataset):
+class OfflineDataset:
+    """A map-style dataset (DataLoader and ConcatDataset need only `len` and indexing)."""
+
     def __init__(self, items: list[OfflineItem], encoder: OfflineEncoder):
         self.items, self.encoder = items, encoder
 

@@ -149,17 +149,23 @@ def video_fraction(video_id: str, seed: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
-def split_prompts(stretches: list[RLStretch], cfg: RLPromptConfig) -> tuple[list[RLStretch], list[RLStretch]]:
-    """(training, validation) prompts, split by video: validation holds the videos whose hash
-    fraction is below `validation_share`; with two or more videos, each side keeps at least one
-    (the lowest fraction goes to validation, as the corpus splits do), with one video all train."""
-    videos = sorted({s.dialogue.video_id for s in stretches}, key=lambda v: (video_fraction(v, cfg.split_seed), v))
+def held_videos(video_ids: set[str], cfg: RLPromptConfig) -> set[str]:
+    """The videos whose prompts are validation prompts: those whose hash fraction is below
+    `validation_share`; with two or more videos, each side keeps at least one (the lowest fraction
+    goes to validation, as the corpus splits do), with one video all train."""
+    videos = sorted(video_ids, key=lambda v: (video_fraction(v, cfg.split_seed), v))
     held = {v for v in videos if video_fraction(v, cfg.split_seed) < cfg.validation_share}
     if len(videos) >= 2 and cfg.validation_share > 0:
         if not held:
             held = {videos[0]}
         elif held == set(videos):
             held.discard(videos[-1])
+    return held
+
+
+def split_prompts(stretches: list[RLStretch], cfg: RLPromptConfig) -> tuple[list[RLStretch], list[RLStretch]]:
+    """(training, validation) prompts, split by video (`held_videos`)."""
+    held = held_videos({s.dialogue.video_id for s in stretches}, cfg)
     return ([s for s in stretches if s.dialogue.video_id not in held],
             [s for s in stretches if s.dialogue.video_id in held])
 

@@ -12,23 +12,26 @@ weight (before left truncation, which drops whole turns of over-long episodes).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from schemas import Dialogue
-from training.data.episodes import EpisodeConfig, build_episode
+from training.data.episodes import Episode, EpisodeConfig, build_episode
 
 
 def episode_summary(dialogues: list[Dialogue], config: EpisodeConfig, frame_timeline,
-                    label_tokens: Callable[[str], int] | None = None, no_reply_loss_weight: float = 1.0) -> dict:
+                    label_tokens: Callable[[str], int] | None = None, no_reply_loss_weight: float = 1.0,
+                    released: Sequence[Episode] = ()) -> dict:
+    """Totals over the corpus dialogues' episodes and `released` ones (read from a released file,
+    already built: `sft data=`), whose answers are their reply turns (the file lists no others)."""
     totals = {"episodes": 0, "turns": 0, "reply_turns": 0, "answers": 0, "answers_moved": 0,
               "answers_merged": 0, "answers_superseded": 0, "answers_dropped": 0, "answers_late": 0}
     tokens = {True: 0, False: 0}  # labelled tokens of silent / reply turns
-    for dialogue in dialogues:
-        episode = build_episode(dialogue, "", config, frame_timeline)
+    built = [(build_episode(d, "", config, frame_timeline), len(d.references)) for d in dialogues]
+    for episode, answers in built + [(e, sum(not t.is_silent for t in e.turns)) for e in released]:
         totals["episodes"] += 1
         totals["turns"] += len(episode.turns)
         totals["reply_turns"] += sum(not t.is_silent for t in episode.turns)
-        totals["answers"] += len(dialogue.references)
+        totals["answers"] += answers
         totals["answers_moved"] += episode.moved_answers
         totals["answers_merged"] += episode.merged_answers
         totals["answers_superseded"] += episode.superseded_answers

