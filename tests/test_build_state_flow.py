@@ -96,7 +96,7 @@ def test_a_killed_build_leaves_no_process_behind(world):
     assert index_files(world["corpus"]) == world["old_index"]
 
 
-def test_sigterm_after_the_shards_leaves_the_old_corpus_whole_and_the_run_cancelled(world):
+def test_sigterm_after_the_shards_leaves_the_old_corpus_whole_and_the_run_cancelled(world, monkeypatch):
     log = world["folder"] / "sigterm.log"
     proc = start(world["config"], log, "--set", "shards.buckets=7")
     wait_for(log, proc, "files written")
@@ -111,7 +111,7 @@ def test_sigterm_after_the_shards_leaves_the_old_corpus_whole_and_the_run_cancel
     assert "1 manifest row changed" in text  # the edited row is redone, not reused
     assert "Finished in state Cancelled(" in text and "stopped by SIGTERM" in text
     assert index_files(corpus) == world["old_index"] and not (corpus / ".release").exists()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     import datasets
 
     loaded = datasets.load_dataset(str(corpus), "dialogues", cache_dir=str(world["folder"] / "hf"))

@@ -107,8 +107,8 @@ def test_after_a_kill_at_any_operation_the_card_and_index_name_only_files_that_a
             assert (card, index) == (old["card"], old["index"]), n
 
 
-def test_datasets_loads_the_dialogues_of_every_state_a_kill_leaves(world, tmp_path):
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+def test_datasets_loads_the_dialogues_of_every_state_a_kill_leaves(world, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     import datasets
 
     seen = {}
