@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from training import checkpoints
+from training.distributed import exit_if_in_group
 
 
 def main(output_dir: str) -> None:
@@ -21,6 +22,7 @@ def main(output_dir: str) -> None:
     accelerator.wait_for_everyone()
     resumed = checkpoints.resume_state(accelerator, out, {"step": 0, "skipped": {}, "order": order}, resume=True)
     (out / f"resumed-{rank}.json").write_text(json.dumps(resumed["skipped"]))
+    exit_if_in_group(0)
 
 
 if __name__ == "__main__":

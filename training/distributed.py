@@ -19,7 +19,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import logging
 import os
+import sys
 from pathlib import Path
 
 from schemas.cli import UsageError
@@ -128,6 +130,28 @@ def weights_fingerprint(accelerator, model) -> str | None:
         digest.update(f"{name}:{param.dtype}:{tuple(param.shape)}".encode())
         digest.update(param.detach().cpu().contiguous().view(-1).view(dtype=torch.uint8).numpy().tobytes())
     return digest.hexdigest()
+
+
+def exit_if_in_group(code: int) -> None:
+    """End a process that joined a process group with `code`, skipping interpreter teardown.
+
+    Gloo's worker threads drop a finished collective's tensors after the caller has its result,
+    and dropping one takes the GIL. When that lands during interpreter finalisation the thread is
+    ended by a forced unwind through a C++ destructor, and the process aborts ("terminate called
+    without an active exception", SIGABRT; a core of a 2-process GRPO run showed
+    `~AsyncAllgatherWork` in `ProcessGroupGloo::runLoop`, about 1 run in 30). Destroying the group
+    does not stop those threads: a DistributedDataParallel wrapper keeps the backend alive past its
+    own life (measured on torch 2.13). So a process in a group ends as SIGKILL would end it, which
+    is safe for the reason resumption is (checkpoints and outputs are written atomically, and the
+    command has closed its logs); a process in no group returns and ends normally."""
+    dist = sys.modules.get("torch.distributed")  # never imports torch for a command that did not
+    if dist is None or not dist.is_available() or not dist.is_initialized():
+        return
+    dist.destroy_process_group()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def is_main_process() -> bool:

@@ -52,7 +52,11 @@ def _main(argv: list[str]) -> int:
     check = getattr(importlib.import_module(arguments_module), "check", None)
     if check is not None:
         check(args)  # before the command's own (heavy) imports
-    return importlib.import_module(main_module).main(args)
+    code = importlib.import_module(main_module).main(args)
+    from training.distributed import exit_if_in_group
+
+    exit_if_in_group(code)  # a launched process ends here: see its docstring
+    return code
 
 if __name__ == "__main__":
     sys.exit(main())
