@@ -147,8 +147,7 @@ def _prompt_ngrams(n: int = 5) -> frozenset[tuple[str, ...]]:
             texts += [prompt.system, prompt.user_template]
     grams = set()
     for text in texts:
-        words = tokens(re.sub(r"\$\w+", " ", text))
-        grams.update(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
+        grams.update(_ngrams(tokens(re.sub(r"\$\w+", " ", text)), n))
     return frozenset(grams)
 
 
