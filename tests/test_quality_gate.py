@@ -202,6 +202,24 @@ def test_garbage_that_validates_is_quarantined_low_quality_with_its_rules_and_ra
     assert outcome.tally["repair_repeated"] == 1 and outcome.tally["quarantined"] == 1
 
 
+def test_a_repair_reply_without_text_leaves_the_first_reply_as_it_was():
+    """A repair that came back empty keeps no record of its own, and the first try's record keeps
+    its own problems and reason (not the repair's)."""
+    from curation.llm.config import LLMConfig
+    from curation.llm.replay_build import AnswerBook
+
+    garbage = single("5.1", a("bikes:2", "0.1"), a("bikes:3", "text"))
+    tag = "dialogue/bikes/single_question/0"
+    book = AnswerBook(LLMConfig(model="m"), {tag: garbage, f"{tag}/repair": ""})
+    outcome = generate_dialogues(video("bikes"), segments_of("bikes"), [], book, ONE_SINGLE)
+    (row,) = outcome.quarantined
+    assert row.reason == "invalid_dialogue" and "not valid single_question JSON" in row.detail
+    (first,) = outcome.raw_replies["bikes-d0"]
+    assert first["attempt"] == "first" and first["reason"] == "low_quality"
+    assert first["problems"] and all(p.startswith("[") for p in first["problems"])
+    assert outcome.tally["repair_repeated"] == 0
+
+
 def test_labelled_set_through_the_stage_and_a_stand_in_server():
     """A sample of each side through `generate_dialogues` over HTTP (the repair answered with the
     same reply, as a stand-in that knows one answer per video would)."""

@@ -154,6 +154,16 @@ def _raw(attempt: str, reply: LLMResponse | LLMFailure, problems: list[str]) -> 
     return {"attempt": attempt, "key": reply.key, "reason": reason, "problems": problems, "text": reply.text}
 
 
+def _keep_repair(replies: list[dict], first: LLMResponse | LLMFailure, second: LLMResponse | LLMFailure,
+                 problems: list[str], tally: Counter) -> None:
+    """The repair's reply (when it has text) after the first, with its problems and whether it
+    repeats the first (counted)."""
+    if second.text:
+        repeated = _same_reply(first, second)
+        tally["repair_repeated"] += repeated
+        replies.append({**_raw("repair", second, problems), "repeats_first": repeated})
+
+
 def _same_reply(a: LLMResponse | LLMFailure, b: LLMResponse | LLMFailure) -> bool:
     """Whether a repair's reply repeats the first (the same text, or the same parsed answer)."""
     if " ".join(a.text.split()) == " ".join(b.text.split()):
@@ -215,19 +225,13 @@ def _write_dialogue(kind: Kind, index: int, video: Video, segments: list[Segment
     repair = build_repair_request(request, reply.text, problems, cfg)
     second = client.complete(repair)
     _count_tokens(second, tally)
-    if second.text:
-        repeated = _same_reply(reply, second)
-        tally["repair_repeated"] += repeated
-        raw[dialogue_id].append({**_raw("repair", second, []), "repeats_first": repeated})
     if isinstance(second, LLMFailure) and second.reason != "llm_invalid_json":
+        _keep_repair(raw[dialogue_id], reply, second, [second.detail], tally)
         text_filter["quarantined"] += flagged
-        if second.text:
-            raw[dialogue_id][-1]["problems"] = [second.detail]
         return _quarantine(dialogue_id, video.video_id, second.reason,
                            f"{kind} repair: {second.detail}; first answer: " + "; ".join(problems))
     dialogue, still = _attempt(kind, second, repair, dialogue_id, video, segments, client, cfg, earlier, True)
-    raw[dialogue_id][-1].update(problems=still, reason=(second.reason if isinstance(second, LLMFailure) else
-                                                        _invalid_reason(still) if still else "kept"))
+    _keep_repair(raw[dialogue_id], reply, second, still, tally)
     if not still:
         text_filter["repaired"] += flagged
         return dialogue
