@@ -141,14 +141,15 @@ class RequestBounds:
     the segments of each question's part."""
 
     segment_ids: tuple[str, ...]
-    min_answers: int = 1
-    max_answers: int = 12
-    min_questions: int = 2
-    max_questions: int = 4
+    # No defaults: the published counts are `DialogueConfig`'s, the one place that holds them.
+    min_answers: int
+    max_answers: int
+    min_questions: int
+    max_questions: int
     max_question_chars: int = MAX_QUESTION_CHARS
     max_answer_chars: int = MAX_ANSWER_CHARS
-    parts: tuple[int, ...] = ()
-    max_cited: int = MAX_CITED_SEGMENTS  # compact multi_question: segments per question, in order
+    parts: tuple[int, ...] = ()  # compact multi_question: segments per question, in order
+    max_cited: int = MAX_CITED_SEGMENTS
 
 
 def _text(limit: int) -> dict[str, Any]:
