@@ -206,12 +206,12 @@ def _is_question(text: str) -> bool:
 
 
 # --- grounding ----------------------------------------------------------------------------------
-def grounding_words(text: str) -> set[str]:
+def grounding_words(text: str) -> frozenset[str]:
     return content_words(text) - GENERIC
 
 
 def _answer_grounding(label: str, answer: str, question: str, evidence: Sequence[str],
-                      words_of: dict[str, set[str]], topic: set[str],
+                      words_of: dict[str, frozenset[str]], topic: frozenset[str],
                       cfg: QualityConfig) -> tuple[float, list[tuple[str, str]]]:
     words = grounding_words(answer)
     if not words:
@@ -253,7 +253,7 @@ def assess_dialogue(dialogue: Dialogue, segments: Sequence[Segment], cfg: Qualit
     """The dialogue's quality figures and every gate rule it breaks (none: it passes)."""
     mine = [s for s in segments if s.video_id == dialogue.video_id]
     words_of = {s.segment_id: grounding_words(s.text) for s in mine}
-    topic = set.intersection(*words_of.values()) if len(words_of) >= 3 else set()
+    topic = frozenset.intersection(*words_of.values()) if len(words_of) >= 3 else frozenset()
     segment_grams = frozenset(g for s in mine for g in _ngrams(tokens(s.text), 5))
     segment_words = frozenset().union(*(content_words(s.text) for s in mine))
     turns = sorted(dialogue.user_turns, key=lambda t: t.time_s)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Callable, Sequence
+from functools import lru_cache
 
 from pydantic import ValidationError
 
@@ -42,7 +43,14 @@ through same other another 1 first next last now
 s t d ll re ve m don doesn didn isn aren wasn weren hasn haven hadn couldn wouldn shouldn""".split())
 
 
-def tokens(text: str) -> list[str]:
+# The validator and the quality gate read the same few texts many times over (each answer once per
+# pair of answers and per rule, each segment once per dialogue of its video): the words of a text
+# are worked out once and kept, immutable so no caller can change what another reads.
+WORD_CACHE_SIZE = 8192
+
+
+@lru_cache(maxsize=WORD_CACHE_SIZE)
+def tokens(text: str) -> tuple[str, ...]:
     """Lower-case words and numbers, number words as digits."""
     out: list[str] = []
     tens = False  # the previous word was "twenty".."ninety": "twenty eight" is one number
@@ -55,7 +63,7 @@ def tokens(text: str) -> list[str]:
         else:
             out.append(word)
         tens = word in _TENS
-    return out
+    return tuple(out)
 
 
 def _stem(word: str) -> str:
@@ -76,8 +84,9 @@ def _stem(word: str) -> str:
     return word[:-1] if len(word) > 3 and word.endswith("e") else word
 
 
-def content_words(text: str) -> set[str]:
-    return {_stem(w) for w in tokens(text) if w not in STOPWORDS}
+@lru_cache(maxsize=WORD_CACHE_SIZE)
+def content_words(text: str) -> frozenset[str]:
+    return frozenset(_stem(w) for w in tokens(text) if w not in STOPWORDS)
 
 
 def similarity(a: str, b: str) -> float:
@@ -95,7 +104,7 @@ def asks_to_be_told(question: str) -> bool:
     return bool(_TELL_ME.search(question) and _WHEN.search(question))
 
 
-def restated_share(question: str, answer: str, words: Callable[[str], set[str]] = content_words) -> float:
+def restated_share(question: str, answer: str, words: Callable[[str], frozenset[str]] = content_words) -> float:
     """Share of the answer's content words that the question already contains (0 when the answer
     has none: a bare yes/no is judged by other rules; 0 for a request to be told when something
     happens)."""
