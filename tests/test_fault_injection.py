@@ -36,7 +36,7 @@ from tests.openai_stub import StubServer
 from tests.scripted_llm import FaultPlan, kind_of
 
 GOOD_VIDEOS = 8
-# What an LLM fault may leave behind (curation.llm.client.FAILURE_REASONS, curation.text.dialogues,
+# What an LLM fault may leave behind (the reasons curation.llm declares, curation.text.dialogues,
 # curation.text.descriptions): anything else on a good video is a bug, not a survived fault.
 LLM_REASONS = {"llm_failed", "llm_empty", "llm_invalid_json", "llm_rejected", "invalid_dialogue",
                "no_valid_dialogue", "no_captions"}

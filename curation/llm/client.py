@@ -46,8 +46,6 @@ log = logging.getLogger(__name__)
 __all__ = ["LLMClient", "LLMConfig", "LLMFailure", "LLMRequest", "LLMResponse", "extract_json_object",
            "parse_output"]
 
-FAILURE_REASONS = ("llm_failed", "llm_rejected", "llm_empty", "llm_invalid_json", "replay_missing",
-                   "missing_extra", "llm_request_too_large", "llm_reply_too_long", "llm_bad_encoding")
 USAGE_KEYS = ("calls", "cache_hits", "failures", "retries", "prompt_tokens", "completion_tokens")
 # A server's Retry-After or our doubling never makes one request wait longer than this.
 MAX_BACKOFF_S = 60.0
