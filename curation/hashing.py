@@ -4,6 +4,7 @@ state (size, mtime) that says whether a local file changed since."""
 from __future__ import annotations
 
 import hashlib
+import stat
 from pathlib import Path
 
 CHUNK_BYTES = 1 << 20  # 1 MiB reads: large enough to be I/O bound, small enough to stay flat in memory
@@ -25,7 +26,8 @@ def file_state(path: str | Path) -> str:
     """A file's size and modification time (ns): what an edit, a replacement or a copy from
     elsewhere changes, read without opening the file; `absent` when it is not a file."""
     try:
-        stat = Path(path).stat()
+        info = Path(path).stat()
     except OSError:
         return ABSENT
-    return f"{stat.st_size}:{stat.st_mtime_ns}" if Path(path).is_file() else ABSENT
+    # The one stat: the kind and the state come from the same look at the file.
+    return f"{info.st_size}:{info.st_mtime_ns}" if stat.S_ISREG(info.st_mode) else ABSENT

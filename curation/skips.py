@@ -43,10 +43,6 @@ def is_retryable(reason: str) -> bool:
     return _DECLARED.get(reason) != "final"
 
 
-def declared_reasons() -> dict[str, Verdict]:
-    return dict(_DECLARED)
-
-
 @dataclass(frozen=True)
 class Skip:
     """A recorded, explained skip. `reason` is a stable code the summary counts; `detail` is prose."""

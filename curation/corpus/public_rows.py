@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 import urllib.parse
 
+from curation.manifest import local_path
 from schemas.records import Quarantine, Record, Video
 
 LOCAL_PREFIX = "local:"
@@ -27,13 +28,9 @@ SECRET_PARAMS = re.compile(r"(signature|credential|token|secret|password|passwd|
 _ABSOLUTE_PATH = re.compile(r"(?:^|(?<=[\s'\"(\[=,]))(/[^\s'\"()\[\],;]+)")
 
 
-def is_url(uri: str) -> bool:
-    return ("://" in uri and not uri.startswith("file://")) or uri.startswith("youtube:")
-
-
 def public_uri(uri: str) -> str:
     """The form of a source uri a published row carries (see the module docstring)."""
-    if not is_url(uri):
+    if local_path(uri) is not None:  # a local file, as the build reads the manifest
         path = urllib.parse.unquote(uri.removeprefix("file://")).rstrip("/")
         return LOCAL_PREFIX + (path.rsplit("/", 1)[-1] or "unnamed")
     parts = urllib.parse.urlsplit(uri)
