@@ -8,43 +8,20 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from curation.json_store import JsonStore
 
-class ResponseCache:
-    """`<root>/<key[:2]>/<key>.json`, written atomically (tmp + rename) so a killed run never
-    leaves a half-written entry that a resumed run would trust."""
 
-    def __init__(self, root: str | Path):
-        self.root = Path(root)
-
-    def path_for(self, key: str) -> Path:
-        return self.root / key[:2] / f"{key}.json"
+class ResponseCache(JsonStore):
+    """Answers by request key (`curation.json_store`: atomic, a corrupt entry is a miss)."""
 
     def get(self, key: str) -> dict[str, Any] | None:
-        """The stored entry, or None when absent or unreadable (a corrupt entry is a miss)."""
-        try:
-            entry = json.loads(self.path_for(key).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        if not isinstance(entry, dict) or entry.get("key") != key or not isinstance(entry.get("text"), str):
-            return None
-        return entry
-
-    def put(self, key: str, entry: dict[str, Any]) -> None:
-        path = self.path_for(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{key[:8]}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump({**entry, "key": key}, fh, ensure_ascii=False, sort_keys=True)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        """The stored entry, or None when absent, unreadable or without its answer's text."""
+        entry = super().get(key)
+        return entry if entry is not None and isinstance(entry.get("text"), str) else None
 
 
 def load_replay(path: str | Path) -> dict[str, dict[str, Any]]:

@@ -1,21 +1,20 @@
 """Transcripts on disk, keyed by (video sha256, model, transcription settings).
 
-`<root>/<key[:2]>/<key>.json`, written atomically, so a video redone for any other reason (a new
-dialogue prompt, a changed routing rule) is not transcribed again, and a killed run leaves no half
-entry. A damaged or foreign entry reads as a miss.
+Entries of a `curation.json_store.JsonStore` (atomic; a damaged or foreign entry reads as a
+miss), so a video redone for any other reason (a new dialogue prompt, a changed routing rule) is
+not transcribed again, and a killed run leaves no half entry.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from curation.json_store import JsonStore
 from curation.speech.transcribe import Transcript
 
 # Bump when the audio decoding or the transcript's content changes for the same settings.
@@ -30,26 +29,17 @@ def transcript_key(video_sha256: str, settings: dict[str, Any]) -> str:
 
 class TranscriptCache:
     def __init__(self, root: str | Path):
-        self.root = Path(root)
+        self.entries = JsonStore(root)
 
     def path_for(self, key: str) -> Path:
-        return self.root / key[:2] / f"{key}.json"
+        return self.entries.path_for(key)
 
     def get(self, key: str) -> Transcript | None:
+        entry = self.entries.get(key)
         try:
-            entry = json.loads(self.path_for(key).read_text(encoding="utf-8"))
-            return Transcript.model_validate(entry["transcript"]) if entry.get("key") == key else None
-        except (OSError, ValueError, KeyError, TypeError, AttributeError, ValidationError):
+            return None if entry is None else Transcript.model_validate(entry["transcript"])
+        except (KeyError, TypeError, ValidationError):
             return None
 
     def put(self, key: str, transcript: Transcript) -> None:
-        path = self.path_for(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{key[:8]}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump({"key": key, "transcript": transcript.model_dump(mode="json")}, handle)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        self.entries.put(key, {"transcript": transcript.model_dump(mode="json")})

@@ -17,7 +17,7 @@ import threading
 
 from pydantic import BaseModel, ConfigDict
 
-from curation.speech.audio import SAMPLE_RATE, SpeechAudio, quiet_spans
+from curation.speech.audio import SpeechAudio, quiet_spans
 from curation.speech.config import AsrConfig
 from curation.watchdog import checkpoint
 
@@ -90,7 +90,7 @@ def transcribe_audio(model, audio: SpeechAudio, cfg: AsrConfig) -> Transcript:
                                    for w in segment.words or []]))
     detected = cfg.language is None and bool(model.model.is_multilingual)
     return Transcript(language=info.language, language_probability=info.language_probability,
-                      language_detected=detected, audio_s=len(audio.samples) / SAMPLE_RATE,
+                      language_detected=detected, audio_s=audio.duration_s,
                       speech_s=info.duration_after_vad, pieces=pieces, quiet=quiet_spans(audio.samples),
                       damaged_packets=audio.damaged_packets,
                       gap_s=audio.gap_s)
