@@ -284,10 +284,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    args, overrides = build_corpus_args(argv)
-    output_dir = load_config(args.config, overrides or None).output_dir
+    args, overrides, cfg = build_corpus_args(argv)
     try:
-        with corpus_lock(output_dir):  # before Prefect starts: a busy folder costs no wait
+        with corpus_lock(cfg.output_dir):  # before Prefect starts: a busy folder costs no wait
             quiet_prefect_handlers()
             start_tied_server()
             state = build_corpus(config=args.config, overrides=overrides or None, return_state=True)
