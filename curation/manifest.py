@@ -13,12 +13,16 @@ import functools
 import urllib.parse
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
-
 from curation.skips import declare_reasons
 from schemas.cli import UsageError
-from schemas.manifest import STAGE, ManifestFileError, ManifestRow, check_manifest, skip_row
-from schemas.records import Quarantine
+from schemas.manifest import (
+    STAGE,
+    ManifestFileError,
+    ManifestRead,
+    ManifestRow,
+    check_manifest,
+    skip_row,
+)
 
 __all__ = ["STAGE", "ManifestRead", "ManifestRow", "is_local", "local_path", "read_manifest", "require_usable"]
 
@@ -26,14 +30,6 @@ __all__ = ["STAGE", "ManifestRead", "ManifestRow", "is_local", "local_path", "re
 # decides each of these, and a changed row is a new item.
 declare_reasons(final=("invalid_row", "missing_id", "unsafe_id", "id_too_long", "duplicate_id", "missing_uri",
                        "unreadable_row"))
-
-
-class ManifestRead(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    rows: list[ManifestRow]
-    skips: list[Quarantine]
-    problem: str = ""  # "" when usable; else why the file as a whole is not (schemas.manifest)
 
 
 def is_local(uri: str) -> bool:

@@ -61,12 +61,11 @@ def check_config(config: str, overrides: dict[str, Any] | None):
     return cfg
 
 
-def build_corpus_args(argv: list[str]) -> tuple[Any, dict[str, str]]:
-    """(parsed arguments, overrides), the config and manifest checked."""
+def build_corpus_args(argv: list[str]) -> tuple[Any, dict[str, str], Any]:
+    """(parsed arguments, overrides, the config they give), the config and manifest checked."""
     args = build_corpus_parser().parse_args(argv)
     overrides = parse_overrides([*args.set, *args.overrides])
-    check_config(args.config, overrides or None)
-    return args, overrides
+    return args, overrides, check_config(args.config, overrides or None)
 
 
 def push_parser() -> ArgumentParser:

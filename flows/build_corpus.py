@@ -69,7 +69,7 @@ from flows.quiet import quiet_prefect_handlers
 from flows.stopping import StopRequest, exit_process, stop_on_signals
 from flows.video_pipeline import OUTPUT_REFUSED, Limits, PipelineContext
 from flows.video_pool import run_videos
-from schemas.cli import UsageError, output_console, run_cli
+from schemas.cli import output_console, run_cli
 from schemas.records import Quarantine
 
 declare_reasons(retryable=("unstorable_result",))  # a crash row: a value no stage should let through
@@ -280,19 +280,15 @@ def _run_batches(config_json: str) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_cli(_main, argv)
+    return run_cli(_main, argv, known=(CorpusBusy,))  # a busy output_dir: its message is the line
 
 
 def _main(argv: list[str]) -> int:
-    args, overrides = build_corpus_args(argv)
-    output_dir = load_config(args.config, overrides or None).output_dir
-    try:
-        with corpus_lock(output_dir):  # before Prefect starts: a busy folder costs no wait
-            quiet_prefect_handlers()
-            start_tied_server()
-            state = build_corpus(config=args.config, overrides=overrides or None, return_state=True)
-    except CorpusBusy as error:
-        raise UsageError(str(error)) from None
+    args, overrides, cfg = build_corpus_args(argv)
+    with corpus_lock(cfg.output_dir):  # before Prefect starts: a busy folder costs no wait
+        quiet_prefect_handlers()
+        start_tied_server()
+        state = build_corpus(config=args.config, overrides=overrides or None, return_state=True)
     data = state.result(raise_on_failure=False)
     if isinstance(data, BaseException):
         raise data

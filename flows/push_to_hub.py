@@ -38,7 +38,7 @@ from curation.corpus.hub_upload import HubPushError, plan_upload, push_corpus
 from curation.corpus.release import finish_release
 from flows.arguments import push_args
 from flows.ephemeral import start_tied_server
-from schemas.cli import UsageError, output_console, run_cli
+from schemas.cli import output_console, run_cli
 
 LOGGED_FILES = 100  # the log names this many; the plan artifact lists every file
 
@@ -103,21 +103,18 @@ def push_to_hub(corpus: str, repo_id: str, private: bool = True, dry_run: bool =
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_cli(_main, argv)
+    return run_cli(_main, argv, known=(CorpusBusy,))  # a build holds the corpus: its message is the line
 
 
 def _main(argv: list[str]) -> int:
     args = push_args(argv)
-    try:
-        # Not while a build writes the corpus; a release a killed build committed lands first.
-        with corpus_lock(args.corpus):
-            finish_release(args.corpus)
-            start_tied_server()
-            state = push_to_hub(corpus=args.corpus, repo_id=args.repo_id, private=not args.public,
-                                dry_run=args.dry_run, revision=args.revision, endpoint=args.endpoint,
-                                delete_stale=not args.keep_stale, return_state=True)
-    except CorpusBusy as error:
-        raise UsageError(str(error)) from None
+    # Not while a build writes the corpus; a release a killed build committed lands first.
+    with corpus_lock(args.corpus):
+        finish_release(args.corpus)
+        start_tied_server()
+        state = push_to_hub(corpus=args.corpus, repo_id=args.repo_id, private=not args.public,
+                            dry_run=args.dry_run, revision=args.revision, endpoint=args.endpoint,
+                            delete_stale=not args.keep_stale, return_state=True)
     report = state.result(raise_on_failure=False)
     if isinstance(report, BaseException):  # a bug: its traceback is the report
         raise report

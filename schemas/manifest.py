@@ -291,9 +291,10 @@ def unusable_manifest(name: str, columns: set[str], lines: int, usable: int,
     return ""
 
 
-class ManifestCheck(BaseModel):
-    """What reading a manifest gave, paths as written: usable rows, quarantined ones, and whether
-    the file as a whole is usable (`problem` is "" when it is)."""
+class ManifestRead(BaseModel):
+    """What reading a manifest gave: usable rows, quarantined ones, and whether the file as a whole
+    is usable (`problem` is "" when it is). Paths as written from `check_manifest`; local ones made
+    absolute by `curation.manifest.read_manifest`."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -302,7 +303,7 @@ class ManifestCheck(BaseModel):
     problem: str = ""
 
 
-def check_manifest(path: str | Path) -> ManifestCheck:
+def check_manifest(path: str | Path) -> ManifestRead:
     """Every row of a manifest checked by the rules a build applies. Raises ManifestFileError for
     a file of the wrong kind or one that cannot be read at all, FileNotFoundError when missing."""
     path = Path(path)
@@ -327,4 +328,4 @@ def check_manifest(path: str | Path) -> ManifestCheck:
         seen[checked.video_id] = where
         rows.append(checked)
     problem = unusable_manifest(path.name, columns, lines, len(rows), skips)
-    return ManifestCheck(rows=rows, skips=skips, problem=problem)
+    return ManifestRead(rows=rows, skips=skips, problem=problem)

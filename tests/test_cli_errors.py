@@ -76,6 +76,22 @@ def test_push_to_hub_without_a_corpus(tmp_path, capsys):
     assert "no index.json" in one_error_line(capsys.readouterr().err)
 
 
+def test_push_to_hub_on_a_corpus_a_build_holds_is_one_line(tmp_path, capsys):
+    from flows.push_to_hub import main
+
+    (tmp_path / "index.json").write_text('{"shards": []}')
+    holder = subprocess.Popen([sys.executable, "-c", "import time; from curation.corpus.build_lock import corpus_lock\n"
+                               f"with corpus_lock({str(tmp_path)!r}):\n    print('held', flush=True); time.sleep(60)"],
+                              cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert main(["--corpus", str(tmp_path), "--repo-id", "user/name", "--dry-run"]) == 2
+    finally:
+        holder.kill()
+        holder.wait()
+    assert f"is being built by another run (pid {holder.pid} " in one_error_line(capsys.readouterr().err)
+
+
 def test_schemas_validate_takes_a_folder_and_names_a_missing_path(tmp_path, capsys):
     from schemas.__main__ import main
 

@@ -30,12 +30,12 @@ def check(args) -> SFTConfig:
     return cfg
 
 
-def main(args) -> int:
+def main(args, cfg: SFTConfig) -> int:
+    """`cfg` is `check(args)`, run by training.run before the decoder and torch are imported."""
     from training.data.dataset import usable_cores
     from training.data.frame_cache import FrameCache  # the decoder and torch: after the check
     from training.data.prepare_frames import prepare_cache
 
-    cfg = check(args)
     splits = args.splits.split(",") if args.splits else sorted(splits_of(cfg.corpus))
     cache = FrameCache(cfg.corpus, cfg.episodes.seconds_per_frame, cfg.episodes.frame_cap, cfg.max_pixels)
     counts = prepare_cache(cfg.corpus, splits, cache, args.workers or usable_cores())

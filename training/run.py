@@ -5,7 +5,8 @@ heavy or optional dependencies never slow or break another), and a module with
 `add_arguments(parser)` and, optionally, `check(args)`: the same module for light commands, a
 torch-free one for those that train or run a model (`training.sft_config` holds SFTConfig and the
 checks of `training.sft`). `check` runs before the command's module is imported, so a usage mistake
-is answered in well under a second. Adding one is one line in `COMMANDS`, e.g.
+is answered in well under a second, and only once: its result is `main`'s second argument
+(`main(args, checked)`). Adding one is one line in `COMMANDS`, e.g.
 `"grpo": ("training.rl.grpo", "training.rl.grpo_config", "GRPO with the PAUC reward")`.
 """
 
@@ -50,9 +51,8 @@ def _main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     main_module, arguments_module, _ = COMMANDS[args.command]
     check = getattr(importlib.import_module(arguments_module), "check", None)
-    if check is not None:
-        check(args)  # before the command's own (heavy) imports
-    code = importlib.import_module(main_module).main(args)
+    checked = () if check is None else (check(args),)  # before the command's own (heavy) imports
+    code = importlib.import_module(main_module).main(args, *checked)
     from training.distributed import exit_if_in_group
 
     exit_if_in_group(code)  # a launched process ends here: see its docstring

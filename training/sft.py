@@ -36,7 +36,7 @@ from training.data.dataset import batch_order, rank_batches
 from training.distributed import gather_fingerprints, is_main_process, per_rank, sum_counts
 from training.model import load_trainable_model, mrope_inputs
 from training.run_log import RunLog
-from training.sft_config import ExtraCorpus, LoraSettings, SFTConfig, check, load_config  # noqa: F401
+from training.sft_config import ExtraCorpus, LoraSettings, SFTConfig, load_config  # noqa: F401
 from training.sft_data import SFTData, sft_data
 
 
@@ -196,9 +196,8 @@ def report_loss(runlog: RunLog, loss: float, lr: float, state: dict) -> None:
     runlog.bar.set_postfix(loss=f"{loss:.4f}", skipped=skipped)
 
 
-def main(args) -> int:
-    """`python -m training.run sft ...` (training.run checked the arguments before importing this)."""
-    cfg = check(args)
+def main(args, cfg: SFTConfig) -> int:
+    """`python -m training.run sft ...`: `cfg` is `check(args)`, run by training.run before importing this."""
     summary = train(cfg)
     if is_main_process():
         print(json.dumps({k: v for k, v in summary.items() if k != "losses"}

@@ -51,8 +51,8 @@ from training.data.episodes import (
 )
 from training.data.frame_folders import load_frame_files, resolve_frame
 
-# The config lives with the command line, which checks it before torch is imported; the name is kept here.
-from training.eval.eval_config import EvalConfig, check  # noqa: F401
+# The config lives with the command line, which checks it before torch is imported.
+from training.eval.eval_config import EvalConfig
 from training.eval.proactive_format import (
     FrameInputRecord,
     GoldRecord,
@@ -236,9 +236,9 @@ def load_eval_model(path: str, device: str | None, cfg: EvalConfig):
     return model, TurnRenderer(tokenizer, cfg.system_prompt), load_image_processor(path, cfg.max_pixels)
 
 
-def main(args) -> int:
-    """`python -m training.run eval ...` (training.run checked the arguments before importing this)."""
-    cfg, records, root = check(args)
+def main(args, checked: tuple[EvalConfig, list, Path]) -> int:
+    """`python -m training.run eval ...`: `checked` is `check(args)`, run by training.run before importing this."""
+    cfg, records, root = checked
     model, renderer, image_processor = load_everything(args, records, cfg)
     summary = evaluate(records, root, args.out, model, renderer, image_processor, cfg)
     latency_path(args.out).write_text(json.dumps({**summary, "config": cfg.model_dump()}, indent=2) + "\n",

@@ -48,7 +48,7 @@ from training.distributed import gather_fingerprints, is_main_process, sum_count
 from training.model import load_model, load_trainable_model
 
 # The config lives with the command line, which checks it before torch is imported; names kept here.
-from training.rl.grpo_config import GRPOConfig, check, load_config
+from training.rl.grpo_config import GRPOConfig, load_config
 from training.rl.grpo_data import load_processing, rl_data
 from training.rl.grpo_step import (
     RewardFn,
@@ -64,7 +64,7 @@ from training.rl.samplers import make_sampler
 from training.run_log import RunLog
 
 log = logging.getLogger(__name__)
-__all__ = ["GRPOConfig", "check", "load_config", "train_grpo"]
+__all__ = ["GRPOConfig", "load_config", "train_grpo"]
 
 
 def judged_reward(judge, cfg) -> RewardFn:
@@ -203,9 +203,8 @@ def train_grpo(cfg: GRPOConfig, reward_fn: RewardFn | None = None) -> dict:
     return summary
 
 
-def main(args) -> int:
-    """`python -m training.run grpo ...` (training.run checked the arguments before importing this)."""
-    cfg = check(args)
+def main(args, cfg: GRPOConfig) -> int:
+    """`python -m training.run grpo ...`: `cfg` is `check(args)`, run by training.run before importing this."""
     summary = train_grpo(cfg)
     first, last = (summary["history"] or [{}])[0], (summary["history"] or [{}])[-1]
     if is_main_process():
