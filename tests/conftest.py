@@ -50,6 +50,32 @@ def make_dialogue_row():
     return dialogue_row
 
 
+TINY_PIXELS = 56 * 56  # the tiny model's frames: 4 visual tokens each
+
+
+def every_2s(duration_s: float, seconds_per_frame: float, max_frames: int) -> list[float]:
+    """A frame timeline without a video: a frame every 2 s (what `frame_timeline` gives a build_episode)."""
+    return [2.0 * (i + 1) for i in range(min(max_frames, int(duration_s // 2)))]
+
+
+@pytest.fixture(scope="module")
+def tiny_policy():
+    """A tiny random Qwen2.5-VL (seed 0) whose tokenizer is trained on `dialogue_row()`'s texts,
+    its processors (`TINY_PIXELS` a frame) and that dialogue: (model, ProcessorBits, Dialogue).
+    One per test module, so a module may switch it to eval or train."""
+    from schemas import Dialogue
+    from training.data.chat_template import TurnRenderer
+    from training.model import load_image_processor
+    from training.rl.rollout import ProcessorBits
+    from training.tiny import build_tiny_model, build_tiny_tokenizer
+
+    row = dialogue_row()
+    tokenizer = build_tiny_tokenizer([t["text"] for t in row["user_turns"]] + [r["answer"] for r in row["references"]])
+    model = build_tiny_model(tokenizer, seed=0)
+    image_processor = load_image_processor("/nonexistent-so-defaults", TINY_PIXELS)
+    return model, ProcessorBits(TurnRenderer(tokenizer), image_processor, TINY_PIXELS), Dialogue.model_validate(row)
+
+
 def free_port() -> int:
     import socket
 

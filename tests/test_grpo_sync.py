@@ -17,14 +17,11 @@ import numpy as np
 import pytest
 import torch
 
-from schemas import Dialogue
-from tests.conftest import dialogue_row
-from training.data.chat_template import TurnRenderer
+from tests.conftest import every_2s
 from training.data.episodes import EpisodeConfig, build_episode
-from training.model import apply_lora, enable_activation_checkpointing, load_image_processor
+from training.model import apply_lora, enable_activation_checkpointing
 from training.rl.drift import Drift, DriftGuardConfig, drift_message
 from training.rl.rollout import (
-    ProcessorBits,
     RolloutConfig,
     VLLMRollouts,
     collate_rollouts,
@@ -34,20 +31,14 @@ from training.rl.rollout import (
 )
 from training.rl.vllm_engine import ServerEngine, policy_weights
 from training.streaming import banned_token_ids
-from training.tiny import build_tiny_model, build_tiny_tokenizer
 
-PIXELS = 56 * 56
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    row = dialogue_row()
-    tokenizer = build_tiny_tokenizer([t["text"] for t in row["user_turns"]] + [r["answer"] for r in row["references"]])
-    model = build_tiny_model(tokenizer, seed=0)
-    bits = ProcessorBits(TurnRenderer(tokenizer), load_image_processor("/nonexistent-so-defaults", PIXELS), PIXELS)
-    episode = build_episode(Dialogue.model_validate(row), "v.mp4", EpisodeConfig(),
-                            lambda duration_s, spf, cap: [2.0 * (i + 1) for i in range(min(cap, int(duration_s // 2)))])
+def tiny(tiny_policy):
+    model, bits, dialogue = tiny_policy
+    episode = build_episode(dialogue, "v.mp4", EpisodeConfig(), every_2s)
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 255, (28, 56, 3), dtype=np.uint8) for _ in episode.frame_times_s]
     return model, bits, episode, frames

@@ -7,41 +7,20 @@ import numpy as np
 import pytest
 import torch
 
-from schemas import Dialogue
-from tests.conftest import dialogue_row
-from training.data.chat_template import TurnRenderer
+from tests.conftest import every_2s
 from training.data.episodes import EpisodeConfig, build_episode
-from training.model import load_image_processor
 from training.rl.rollout import (
-    ProcessorBits,
     RolloutConfig,
     collate_rollouts,
     rollout_group,
     token_logprobs,
 )
-from training.tiny import build_tiny_model, build_tiny_tokenizer
-
-PIXELS = 56 * 56
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.fixture(scope="module")
-def setup():
-    row = dialogue_row()
-    tokenizer = build_tiny_tokenizer([t["text"] for t in row["user_turns"]] + [r["answer"] for r in row["references"]])
-    model = build_tiny_model(tokenizer, seed=0)
-    bits = ProcessorBits(TurnRenderer(tokenizer), load_image_processor("/nonexistent-so-defaults", PIXELS), PIXELS)
-    return model, bits, Dialogue.model_validate(row)
-
-
-def every_2s(duration_s, seconds_per_frame, max_frames):
-    return [2.0 * (i + 1) for i in range(min(max_frames, int(duration_s // 2)))]
-
-
-def test_group_of_rollouts_recomputes_to_the_same_logprobs(setup):
-    model, bits, dialogue = setup
+def test_group_of_rollouts_recomputes_to_the_same_logprobs(tiny_policy):
+    model, bits, dialogue = tiny_policy
     episode = build_episode(dialogue, "v.mp4", EpisodeConfig(), every_2s)
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 255, (28, 56, 3), dtype=np.uint8) for _ in episode.frame_times_s]
@@ -71,8 +50,8 @@ def test_group_of_rollouts_recomputes_to_the_same_logprobs(setup):
     assert model.lm_head.weight.grad is not None
 
 
-def test_group_decodes_the_real_video_or_skips(setup, samples_dir):
-    model, bits, dialogue = setup
+def test_group_decodes_the_real_video_or_skips(tiny_policy, samples_dir):
+    model, bits, dialogue = tiny_policy
     cfg = RolloutConfig(n=1, max_new_tokens_per_turn=2)
     episode = build_episode(dialogue, samples_dir / "videos" / "bikes.mp4", EpisodeConfig(max_frames=4),
                             every_2s)

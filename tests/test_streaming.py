@@ -10,10 +10,9 @@ import pytest
 import torch
 
 from schemas import Dialogue
-from tests.conftest import dialogue_row
-from training.data.chat_template import TemplateConfig, TurnRenderer, encode_episode
+from tests.conftest import dialogue_row, every_2s
+from training.data.chat_template import TemplateConfig, encode_episode
 from training.data.episodes import EpisodeConfig, build_episode
-from training.model import load_image_processor
 from training.streaming import (
     StreamConfig,
     StreamingSession,
@@ -23,21 +22,14 @@ from training.streaming import (
     mrope_position_ids,
     stream_turns,
 )
-from training.tiny import build_tiny_model, build_tiny_tokenizer
-
-PIXELS = 56 * 56
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def bits():
-    row = dialogue_row()
-    texts = [t["text"] for t in row["user_turns"]] + [r["answer"] for r in row["references"]]
-    tokenizer = build_tiny_tokenizer(texts)
-    model = build_tiny_model(tokenizer, seed=0).eval()
-    return model, TurnRenderer(tokenizer), load_image_processor("/nonexistent-so-defaults", PIXELS)
+def bits(tiny_policy):
+    model, processor_bits, _ = tiny_policy
+    return model.eval(), processor_bits.renderer, processor_bits.image_processor
 
 
 def frames(n: int, seed: int = 0, h: int = 28, w: int = 56) -> list[np.ndarray]:
@@ -143,9 +135,6 @@ def test_context_replies_give_exactly_the_sft_tokens(bits):
     row = dialogue_row()
     row["references"][0]["reply_span"] = [1.2, 4.0]
     dialogue = Dialogue.model_validate(row)
-
-    def every_2s(duration_s, seconds_per_frame, max_frames):
-        return [2.0 * (i + 1) for i in range(min(max_frames, int(duration_s // 2)))]
 
     episode = build_episode(dialogue, "v.mp4", EpisodeConfig(), every_2s)
     shots = frames(len(episode.frame_times_s))
