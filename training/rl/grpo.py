@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -53,6 +52,7 @@ from training.rl.grpo_data import load_processing, rl_data
 from training.rl.grpo_step import (
     RewardFn,
     Trainee,
+    counter,
     grpo_step,
     guard_message,
     step_postfix,
@@ -108,12 +108,6 @@ class EpisodeOrder:
             state.update(epoch=state["epoch"] + 1, batch=0)
             return None
         return mine[state["batch"]]
-
-
-def counter(counts: dict[str, int]) -> Callable[[str], None]:
-    def count(reason: str) -> None:
-        counts[reason] = counts.get(reason, 0) + 1
-    return count
 
 
 def report_step(runlog: RunLog, record: dict) -> None:

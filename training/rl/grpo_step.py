@@ -52,6 +52,13 @@ def reward_rollout(rollout, earlier: tuple[str, ...] | None = None) -> RewardRol
     return RewardRollout(tuple(Turn(t, x) for t, x in rollout.replies()), earlier)
 
 
+def counter(counts: dict[str, int]) -> Callable[[str], None]:
+    """`count_skip` for `collect_rollouts`: one more of a reason in `counts`."""
+    def count(reason: str) -> None:
+        counts[reason] = counts.get(reason, 0) + 1
+    return count
+
+
 def collect_rollouts(cfg: GRPOConfig, sample, processing: Processing, items, indices: list[int], step: int,
                      count_skip, greedy: bool = False,
                      on_episode: Callable[[int, int], None] = lambda done, total: None) -> tuple[list, list, list]:
@@ -88,13 +95,9 @@ def validate(cfg: GRPOConfig, trainee: Trainee, items, reward_fn: RewardFn) -> d
     accelerator = trainee.accelerator
     world, rank = accelerator.num_processes, accelerator.process_index
     skipped: dict[str, int] = {}
-
-    def count(reason: str) -> None:
-        skipped[reason] = skipped.get(reason, 0) + 1
-
     with trainee.sampler.session() as sample:
         _, judged, references = collect_rollouts(cfg, sample, trainee.processing, items,
-                                                 list(range(rank, len(items), world)), 0, count, greedy=True)
+                                                 list(range(rank, len(items), world)), 0, counter(skipped), greedy=True)
     from accelerate.utils import gather_object
 
     terms = reward_fn(judged, references) if judged else []
