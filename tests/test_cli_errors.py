@@ -58,6 +58,24 @@ def test_training_usage_mistakes(argv, expected, capsys):
     assert expected in one_error_line(capsys.readouterr().err)
 
 
+def test_a_commands_check_runs_once_and_main_gets_what_it_returned(monkeypatch):
+    """`check` reads the config, the corpus index, the model's place (eval: every gold record) before
+    the heavy imports; the command gets its result instead of checking and reading all again."""
+    import types
+
+    from training import run
+
+    calls = []
+    command = types.ModuleType("tests_fake_command")
+    command.add_arguments = lambda parser: parser.add_argument("--x")
+    command.check = lambda args: calls.append("check") or {"x": args.x}
+    command.main = lambda args, checked: calls.append(checked) or 0
+    monkeypatch.setitem(sys.modules, command.__name__, command)
+    monkeypatch.setitem(run.COMMANDS, "fake", (command.__name__, command.__name__, "a fake command"))
+    assert run.main(["fake", "--x", "1"]) == 0
+    assert calls == ["check", {"x": "1"}]
+
+
 def test_debug_flag_and_variable_add_the_traceback(capsys, monkeypatch):
     from training.run import main
 
