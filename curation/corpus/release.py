@@ -97,6 +97,12 @@ def fsync_file(path: Path) -> None:
         os.close(fd)
 
 
+def fsync_folders(root: Path, rels: list[str]) -> None:
+    """fsync `root` and every folder under it that holds one of `rels`."""
+    for folder in sorted({root} | {(root / rel).parent for rel in rels}):
+        fsync_folder(folder)
+
+
 def commit_staged(corpus_root: str | Path) -> list[str]:
     """Commit what `<corpus>/.release/` holds (step 3), then swap it in and clean up (4, 5)."""
     root = Path(corpus_root)
@@ -104,6 +110,7 @@ def commit_staged(corpus_root: str | Path) -> list[str]:
     staged = sorted((p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file()), key=_swap_order)
     for rel in staged:
         fsync_file(staging / rel)
+    fsync_folders(staging, staged)  # a staged file in a subfolder is durable only with its entry there
     write_durably(staging / COMMIT, json.dumps(staged).encode())
     return finish_release(root)
 
@@ -128,7 +135,7 @@ def finish_release(corpus_root: str | Path) -> list[str]:
             target = root / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(source, target)
-    fsync_folder(root)
+    fsync_folders(root, staged)  # the renames land on disk before COMMIT, which names them, goes
     removed = delete_unlisted(root)  # before COMMIT goes, so a kill here repeats it next time
     (staging / COMMIT).unlink()
     shutil.rmtree(staging, ignore_errors=True)
