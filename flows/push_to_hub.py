@@ -64,7 +64,16 @@ def upload_progress(total_bytes: int, disable: bool):
 def push_to_hub(corpus: str, repo_id: str, private: bool = True, dry_run: bool = False,
                 revision: str = "main", endpoint: str | None = None, delete_stale: bool = True) -> Any:
     """Upload the corpus at `corpus` to the dataset repo `repo_id` (created private by default).
-    Returns the report (a dict), or a Failed state whose message says why the Hub refused."""
+    Returns the report (a dict), or a Failed state whose message says why the Hub refused.
+    Not while a build writes the corpus (a deployed run too, not only the command line); a release
+    a killed build committed lands first."""
+    with corpus_lock(corpus):
+        finish_release(corpus)
+        return _push(corpus, repo_id, private, dry_run, revision, endpoint, delete_stale)
+
+
+def _push(corpus: str, repo_id: str, private: bool, dry_run: bool, revision: str, endpoint: str | None,
+          delete_stale: bool) -> Any:
     logger = get_run_logger()
     items = plan_upload(corpus)
     logger.info("plan: %d files, %d bytes, to %s (%s)", len(items), sum(i.bytes for i in items), repo_id,
@@ -108,9 +117,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str]) -> int:
     args = push_args(argv)
-    # Not while a build writes the corpus; a release a killed build committed lands first.
+    # The flow takes the corpus lock too; taken here first, a busy corpus costs no Prefect start.
     with corpus_lock(args.corpus):
-        finish_release(args.corpus)
         start_tied_server()
         state = push_to_hub(corpus=args.corpus, repo_id=args.repo_id, private=not args.public,
                             dry_run=args.dry_run, revision=args.revision, endpoint=args.endpoint,

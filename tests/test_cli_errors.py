@@ -110,6 +110,24 @@ def test_push_to_hub_on_a_corpus_a_build_holds_is_one_line(tmp_path, capsys):
     assert f"is being built by another run (pid {holder.pid} " in one_error_line(capsys.readouterr().err)
 
 
+def test_a_deployed_push_is_refused_while_a_build_holds_the_corpus(tmp_path):
+    """A deployment runs the flow itself, not the command line: the flow holds the corpus lock."""
+    from curation.corpus.build_lock import CorpusBusy
+    from flows.push_to_hub import push_to_hub
+
+    (tmp_path / "index.json").write_text('{"shards": []}')
+    holder = subprocess.Popen([sys.executable, "-c", "import time; from curation.corpus.build_lock import corpus_lock\n"
+                               f"with corpus_lock({str(tmp_path)!r}):\n    print('held', flush=True); time.sleep(60)"],
+                              cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(CorpusBusy, match=f"pid {holder.pid} "):
+            push_to_hub.fn(corpus=str(tmp_path), repo_id="user/name", dry_run=True)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_schemas_validate_takes_a_folder_and_names_a_missing_path(tmp_path, capsys):
     from schemas.__main__ import main
 
